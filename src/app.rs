@@ -1,0 +1,50 @@
+//! Wiring: builds the store, engine and service from settings. Used by the
+//! binary and by tests, so both run the same assembly.
+
+use std::sync::Arc;
+
+use crate::clock::{Clock, SystemClock};
+use crate::detect::Engine;
+use crate::service::{IncidentService, Limits};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Store, StoreError};
+
+/// Where the store lives: a SQLite file path (the default), or a
+/// `postgres://` URL (not available in this build).
+pub fn open_store(db: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if db.starts_with("postgres://") || db.starts_with("postgresql://") {
+        return Err(StoreError::Backend(
+            "PostgreSQL is not available in this build yet; use a SQLite file path".into(),
+        ));
+    }
+    let path = db.strip_prefix("sqlite://").unwrap_or(db);
+    let s: Arc<dyn Store> = SqliteStore::open(path)?;
+    Ok(s)
+}
+
+/// Builds the service over `db` with the built-in rules and the real clock.
+///
+/// # Errors
+/// A message saying what failed (store or rules).
+pub fn build_service(db: &str, limits: Limits) -> Result<Arc<IncidentService>, String> {
+    build_service_with_clock(db, limits, Arc::new(SystemClock))
+}
+
+/// As [`build_service`], with an injected clock.
+///
+/// # Errors
+/// A message saying what failed (store or rules).
+pub fn build_service_with_clock(
+    db: &str,
+    limits: Limits,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<IncidentService>, String> {
+    let store = open_store(db).map_err(|e| format!("cannot open the store at {db}: {e}"))?;
+    let engine = Engine::builtin().map_err(|e| format!("cannot load the screening rules: {e}"))?;
+    Ok(Arc::new(IncidentService::new(
+        store,
+        Arc::new(engine),
+        clock,
+        limits,
+    )))
+}

@@ -1,0 +1,17 @@
+//! ai-incident-mcp: a self-hosted AI incident response server spoken to over
+//! the Model Context Protocol.
+//!
+//! Layering (see `docs/architecture.md`):
+//! `transport → mcp / http / cli → service → {incident, detect, audit, store}`.
+//! The domain modules (`incident`, `detect`, `audit`, `clock`) import no rmcp,
+//! axum, SQL or CLI crate.
+
+pub mod app;
+pub mod audit;
+pub mod clock;
+pub mod detect;
+pub mod http;
+pub mod incident;
+pub mod mcp;
+pub mod service;
+pub mod store;

@@ -1,0 +1,345 @@
+//! The `ai-incident-mcp` binary: the CLI adapter. Each subcommand parses its
+//! arguments, makes one service call and prints the result.
+
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use ai_incident_mcp::app;
+use ai_incident_mcp::detect::{Engine, Source, Verdict};
+use ai_incident_mcp::http::{self, HttpOptions};
+use ai_incident_mcp::mcp::IncidentMcp;
+use ai_incident_mcp::service::{Limits, ListInput, ReportInput};
+
+#[derive(Parser)]
+#[command(
+    name = "ai-incident-mcp",
+    version,
+    about = "Self-hosted AI incident response server (MCP over stdio, Streamable HTTP and legacy SSE)",
+    long_about = "Self-hosted AI incident response server. Agents attach it as an MCP tool server and call \
+screen_prompt on user input and tool output; people report, escalate and verify incidents through MCP tools \
+or this CLI. Every change is on an append-only, SHA-256 hash-chained timeline.\n\n\
+Start with `ai-incident-mcp serve` (HTTP on 127.0.0.1:8080) or let an MCP client launch `ai-incident-mcp serve --stdio`."
+)]
+struct Cli {
+    /// Store: a SQLite file path (created if missing). Env AI_INCIDENT_DB.
+    #[arg(
+        long,
+        global = true,
+        env = "AI_INCIDENT_DB",
+        default_value = "./ai-incident.db"
+    )]
+    db: String,
+    /// Largest text screen_prompt accepts, in bytes.
+    #[arg(long, global = true, env = "AI_INCIDENT_MAX_PROMPT_BYTES", default_value_t = 1024 * 1024)]
+    max_prompt_bytes: usize,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the MCP server. Without --stdio or --http: HTTP on 127.0.0.1:8080.
+    Serve {
+        /// Speak MCP on stdin/stdout (what MCP clients launch). Logs go to stderr.
+        #[arg(long, conflicts_with = "http")]
+        stdio: bool,
+        /// Serve HTTP on this address: Streamable HTTP at /mcp, legacy SSE at /sse, /healthz.
+        #[arg(long, value_name = "ADDR")]
+        http: Option<SocketAddr>,
+        /// Extra Host header names to accept (loopback names are always accepted).
+        #[arg(long = "allow-host", value_name = "HOST")]
+        allow_hosts: Vec<String>,
+        /// Extra browser Origins to accept, e.g. https://ops.example.com.
+        #[arg(long = "allow-origin", value_name = "ORIGIN")]
+        allow_origins: Vec<String>,
+        /// Bearer token required on every HTTP request but /healthz. Required when binding a
+        /// non-loopback address. Env AI_INCIDENT_TOKEN.
+        #[arg(long, env = "AI_INCIDENT_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+    /// Screen texts in batch: reads JSON lines {"id","text",["source"]} from FILE ("-" for stdin)
+    /// and writes one line {"id","verdict","risk_score","categories"} per input. Opens no incidents.
+    Screen {
+        /// The JSONL file to screen.
+        #[arg(long, value_name = "FILE")]
+        jsonl: PathBuf,
+    },
+    /// Report an incident.
+    Report {
+        /// security, performance, data_quality or other.
+        #[arg(long = "type")]
+        incident_type: String,
+        /// What happened.
+        #[arg(long)]
+        description: String,
+        /// Reporter's e-mail.
+        #[arg(long)]
+        email: String,
+        /// critical, high, medium or low (assessed from the description if omitted).
+        #[arg(long)]
+        severity: Option<String>,
+        /// Affected system.
+        #[arg(long)]
+        system: Option<String>,
+    },
+    /// Read incidents.
+    Incidents {
+        #[command(subcommand)]
+        cmd: IncidentsCmd,
+    },
+    /// Escalate an incident one level.
+    Escalate {
+        /// Incident id.
+        id: String,
+        /// Why.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Verify the hash-chained audit log; exits 1 if it is broken.
+    VerifyAudit,
+}
+
+#[derive(Subcommand)]
+enum IncidentsCmd {
+    /// List incidents as JSON, newest first.
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        severity: Option<String>,
+        #[arg(long = "type")]
+        incident_type: Option<String>,
+        /// RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// 1 to 200.
+        #[arg(long)]
+        limit: Option<u32>,
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Show one incident with its timeline, as JSON.
+    Get {
+        /// Incident id.
+        id: String,
+    },
+}
+
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AI_INCIDENT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(filter)
+        .try_init();
+}
+
+fn print_json(v: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    init_logs();
+    let cli = Cli::parse();
+    let limits = Limits {
+        max_prompt_bytes: cli.max_prompt_bytes,
+        ..Limits::default()
+    };
+    match cli.cmd {
+        Cmd::Screen { jsonl } => screen_jsonl(&jsonl, limits.max_prompt_bytes),
+        Cmd::Serve {
+            stdio,
+            http: addr,
+            allow_hosts,
+            allow_origins,
+            token,
+        } => {
+            let svc = app::build_service(&cli.db, limits.clone()).map_err(anyhow::Error::msg)?;
+            let handler = IncidentMcp::new(svc);
+            if stdio {
+                tracing::info!(db = %cli.db, "serving MCP on stdio");
+                ai_incident_mcp::mcp::stdio::serve(
+                    handler,
+                    tokio::io::stdin(),
+                    tokio::io::stdout(),
+                )
+                .await
+                .context("stdio transport failed")?;
+                return Ok(());
+            }
+            let addr = addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+            if !addr.ip().is_loopback() && token.is_none() {
+                bail!(
+                    "refusing to serve on non-loopback address {addr} without a bearer token: pass --token or set AI_INCIDENT_TOKEN"
+                );
+            }
+            let mut opts = HttpOptions {
+                bearer_token: token,
+                allowed_origins: allow_origins,
+                max_body_bytes: (limits.max_prompt_bytes * 2).max(4 * 1024 * 1024),
+                ..HttpOptions::default()
+            };
+            opts.allowed_hosts.extend(allow_hosts);
+            if !addr.ip().is_loopback() && !addr.ip().is_unspecified() {
+                opts.allowed_hosts.push(addr.ip().to_string());
+            }
+            let ct = CancellationToken::new();
+            let local = http::serve(handler, addr, opts, ct.clone())
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            eprintln!(
+                "ai-incident-mcp {} listening on http://{local}\n  \
+                 Streamable HTTP MCP:  http://{local}/mcp\n  \
+                 legacy HTTP+SSE MCP:  http://{local}/sse\n  \
+                 health:               http://{local}/healthz\n  \
+                 store:                {}\n\
+                 Attach a client, e.g.:  npx @modelcontextprotocol/inspector --cli http://{local}/mcp --method tools/list\n\
+                 Stop with Ctrl-C.",
+                env!("CARGO_PKG_VERSION"),
+                cli.db
+            );
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("shutting down");
+            ct.cancel();
+            Ok(())
+        }
+        Cmd::Report {
+            incident_type,
+            description,
+            email,
+            severity,
+            system,
+        } => {
+            let svc = app::build_service(&cli.db, limits).map_err(anyhow::Error::msg)?;
+            let inc = svc
+                .report(ReportInput {
+                    incident_type,
+                    description,
+                    reporter_email: email,
+                    severity,
+                    affected_system: system,
+                })
+                .await?;
+            print_json(&ai_incident_mcp::mcp::dto::ReportIncidentOutput::from(&inc))
+        }
+        Cmd::Incidents { cmd } => {
+            let svc = app::build_service(&cli.db, limits).map_err(anyhow::Error::msg)?;
+            match cmd {
+                IncidentsCmd::List {
+                    status,
+                    severity,
+                    incident_type,
+                    since,
+                    limit,
+                    cursor,
+                } => {
+                    let page = svc
+                        .list(ListInput {
+                            status,
+                            severity,
+                            incident_type,
+                            since,
+                            limit,
+                            cursor,
+                            open_only: false,
+                        })
+                        .await?;
+                    print_json(&ai_incident_mcp::mcp::dto::ListIncidentsOutput::from(page))
+                }
+                IncidentsCmd::Get { id } => {
+                    let (inc, tl) = svc.get(&id).await?;
+                    print_json(&ai_incident_mcp::mcp::dto::IncidentDetail::new(inc, tl))
+                }
+            }
+        }
+        Cmd::Escalate { id, reason } => {
+            let svc = app::build_service(&cli.db, limits).map_err(anyhow::Error::msg)?;
+            let inc = svc.escalate(&id, reason, "cli").await?;
+            print_json(&ai_incident_mcp::mcp::dto::EscalateOutput::from(&inc))
+        }
+        Cmd::VerifyAudit => {
+            let svc = app::build_service(&cli.db, limits).map_err(anyhow::Error::msg)?;
+            let r = svc.verify_audit_log().await?;
+            print_json(&r)?;
+            if !r.ok {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn screen_jsonl(path: &std::path::Path, max_bytes: usize) -> Result<()> {
+    let engine = Engine::builtin().map_err(|e| anyhow::anyhow!("cannot load the rules: {e}"))?;
+    let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::io::BufReader::new(
+            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
+        ))
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let (mut n, mut bad) = (0usize, 0usize);
+    for (i, line) in reader.split(b'\n').enumerate() {
+        let line = line.with_context(|| format!("cannot read {}", path.display()))?;
+        if line.iter().all(|b| b.is_ascii_whitespace()) {
+            continue;
+        }
+        n += 1;
+        let parsed: Result<serde_json::Value, String> =
+            serde_json::from_slice(&line).map_err(|e| format!("line {}: not JSON: {e}", i + 1));
+        let result = parsed.and_then(|v| {
+            let id = v.get("id").cloned().unwrap_or(serde_json::Value::Null);
+            let text = v
+                .get("text")
+                .and_then(|t| t.as_str())
+                .ok_or_else(|| format!("line {}: no string field \"text\"", i + 1))?;
+            if text.len() > max_bytes {
+                return Err(format!("line {}: text is over {max_bytes} bytes", i + 1));
+            }
+            let src = v
+                .get("screen_source")
+                .or_else(|| v.get("source"))
+                .and_then(|s| s.as_str())
+                .and_then(|s| match s {
+                    "tool_output" => Some(Source::ToolOutput),
+                    "document" => Some(Source::Document),
+                    "user" => Some(Source::User),
+                    _ => None,
+                })
+                .unwrap_or(Source::User);
+            let s = engine.screen(text, src);
+            Ok(serde_json::json!({
+                "id": id,
+                "verdict": match s.verdict { Verdict::Allow => "allow", Verdict::Flag => "flag", Verdict::Block => "block" },
+                "risk_score": s.risk_score,
+                "categories": s.categories.iter().map(|c| c.category.as_str()).collect::<Vec<_>>(),
+            }))
+        });
+        match result {
+            Ok(v) => writeln!(out, "{v}")?,
+            Err(e) => {
+                bad += 1;
+                writeln!(out, "{}", serde_json::json!({"line": i + 1, "error": e}))?;
+            }
+        }
+    }
+    out.flush()?;
+    if bad > 0 {
+        eprintln!(
+            "screened {} of {n} lines; {bad} could not be screened (see the error lines)",
+            n - bad
+        );
+        std::process::exit(1);
+    }
+    Ok(())
+}

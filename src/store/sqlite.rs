@@ -1,0 +1,597 @@
+//! SQLite adapter of [`Store`]: one file in WAL mode, versioned migrations,
+//! safe for several server processes on one host.
+//!
+//! Writes go to one writer thread that groups whatever is queued into a
+//! single `BEGIN IMMEDIATE` transaction (group commit, one savepoint per job so
+//! a refused change rolls back alone) and answers each caller only after the
+//! commit. `synchronous=NORMAL` in WAL mode keeps every committed transaction
+//! across a killed process (the OS holds the written pages); set
+//! `AI_INCIDENT_SQLITE_SYNC=full` to also survive power loss.
+//! Reads use a small pool of read-only connections on the blocking pool.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use tokio::sync::oneshot;
+
+use super::{Cursor, ListQuery, Mutation, Page, Store, StoreError, Upserted};
+use crate::audit::{self, AuditReport, ChainVerifier};
+use crate::incident::{Event, EventKind, Incident, IncidentId};
+
+/// Versioned migrations; each runs once, in order, in its own transaction.
+const MIGRATIONS: &[(i64, &str)] = &[(
+    1,
+    r#"
+CREATE TABLE incidents (
+    id            TEXT PRIMARY KEY,
+    incident_type TEXT NOT NULL,
+    severity      TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    step          TEXT NOT NULL,
+    level         INTEGER NOT NULL,
+    dedup_key     TEXT,
+    created_at    INTEGER NOT NULL,
+    updated_at    INTEGER NOT NULL,
+    body          TEXT NOT NULL
+);
+CREATE INDEX incidents_created ON incidents (created_at DESC, id DESC);
+CREATE INDEX incidents_status ON incidents (status, created_at DESC);
+CREATE INDEX incidents_dedup_open ON incidents (dedup_key)
+    WHERE dedup_key IS NOT NULL AND status NOT IN ('resolved', 'closed');
+CREATE TABLE events (
+    seq         INTEGER PRIMARY KEY,
+    incident_id TEXT NOT NULL,
+    at          TEXT NOT NULL,
+    actor       TEXT NOT NULL,
+    data        TEXT NOT NULL,
+    prev_hash   TEXT NOT NULL,
+    hash        TEXT NOT NULL
+);
+CREATE INDEX events_incident ON events (incident_id, seq);
+CREATE TABLE chain_head (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    seq  INTEGER NOT NULL,
+    hash TEXT NOT NULL
+);
+"#,
+)];
+
+type Completer = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+type Job = Box<dyn FnOnce(&Connection) -> Completer + Send>;
+
+/// Most jobs committed in one transaction.
+const MAX_BATCH: usize = 512;
+
+/// The SQLite store.
+pub struct SqliteStore {
+    path: PathBuf,
+    tx: Mutex<Option<mpsc::Sender<Job>>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn configure(conn: &Connection) -> Result<(), rusqlite::Error> {
+    conn.busy_timeout(Duration::from_secs(10))?;
+    let sync = match std::env::var("AI_INCIDENT_SQLITE_SYNC").as_deref() {
+        Ok("full") | Ok("FULL") => "FULL",
+        _ => "NORMAL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA foreign_keys=ON;"
+    ))?;
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the file cannot be opened or migrated.
+    pub fn open(path: impl AsRef<Path>) -> Result<Arc<SqliteStore>, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| backend(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let mut conn = Connection::open(&path)
+            .map_err(|e| backend(format!("cannot open {}: {e}", path.display())))?;
+        configure(&conn).map_err(backend)?;
+        migrate(&mut conn)?;
+        let (tx, rx) = mpsc::channel::<Job>();
+        let handle = std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx))
+            .map_err(backend)?;
+        Ok(Arc::new(SqliteStore {
+            path,
+            tx: Mutex::new(Some(tx)),
+            readers: Arc::new(Mutex::new(Vec::new())),
+            writer: Mutex::new(Some(handle)),
+        }))
+    }
+
+    /// Stops the writer after the queued jobs are committed.
+    pub fn close(&self) {
+        if let Ok(mut tx) = self.tx.lock() {
+            tx.take();
+        }
+        if let Some(h) = self.writer.lock().ok().and_then(|mut w| w.take()) {
+            let _ = h.join();
+        }
+    }
+
+    async fn submit<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (reply_tx, reply_rx) = oneshot::channel::<Result<T, StoreError>>();
+        let job: Job = Box::new(move |conn: &Connection| {
+            let r = match conn.execute_batch("SAVEPOINT job") {
+                Err(e) => Err(backend(e)),
+                Ok(()) => {
+                    let r = op(conn);
+                    let end = if r.is_ok() {
+                        conn.execute_batch("RELEASE job")
+                    } else {
+                        conn.execute_batch("ROLLBACK TO job; RELEASE job")
+                    };
+                    match end {
+                        Ok(()) => r,
+                        Err(e) => Err(backend(e)),
+                    }
+                }
+            };
+            Box::new(move |commit_err: Option<&StoreError>| {
+                let out = match (commit_err, r) {
+                    (Some(e), _) => Err(e.clone()),
+                    (None, r) => r,
+                };
+                let _ = reply_tx.send(out);
+            })
+        });
+        let sent = self
+            .tx
+            .lock()
+            .map_err(backend)?
+            .as_ref()
+            .map(|tx| tx.send(job).is_ok())
+            .unwrap_or(false);
+        if !sent {
+            return Err(backend("the store is closed"));
+        }
+        reply_rx
+            .await
+            .map_err(|_| backend("the write could not be committed"))?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let pool = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = match pool.lock().map_err(backend)?.pop() {
+                Some(c) => c,
+                None => {
+                    let c = Connection::open_with_flags(
+                        &path,
+                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    )
+                    .map_err(backend)?;
+                    c.busy_timeout(Duration::from_secs(10)).map_err(backend)?;
+                    c
+                }
+            };
+            let r = op(&conn);
+            if let Ok(mut p) = pool.lock()
+                && p.len() < 8
+            {
+                p.push(conn);
+            }
+            r
+        })
+        .await
+        .map_err(backend)?
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(backend)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
+    )
+    .map_err(backend)?;
+    let current: i64 = tx
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(backend)?;
+    for (v, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        tx.execute_batch(sql)
+            .map_err(|e| backend(format!("migration {v}: {e}")))?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+            params![v, Utc::now().to_rfc3339()],
+        )
+        .map_err(backend)?;
+    }
+    tx.commit().map_err(backend)
+}
+
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let began = begin_immediate(&conn);
+        let mut completers = Vec::with_capacity(batch.len());
+        let commit_err = match began {
+            Err(e) => Some(e),
+            Ok(()) => {
+                for job in batch.drain(..) {
+                    completers.push(job(&conn));
+                }
+                match conn.execute_batch("COMMIT") {
+                    Ok(()) => None,
+                    Err(e) => {
+                        let _ = conn.execute_batch("ROLLBACK");
+                        Some(backend(e))
+                    }
+                }
+            }
+        };
+        if let Some(e) = &commit_err {
+            tracing::error!(error = %e, "sqlite batch failed; callers get an error and nothing is acknowledged");
+            // Jobs that never ran are dropped: their callers get an error.
+            batch.clear();
+        }
+        for c in completers {
+            c(commit_err.as_ref());
+        }
+    }
+}
+
+fn begin_immediate(conn: &Connection) -> Result<(), StoreError> {
+    let mut last = None;
+    for _ in 0..5 {
+        match conn.execute_batch("BEGIN IMMEDIATE") {
+            Ok(()) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(backend(last.map(|e| e.to_string()).unwrap_or_default()))
+}
+
+fn micros(t: &DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn save_incident(conn: &Connection, inc: &Incident, insert: bool) -> Result<(), StoreError> {
+    let body = serde_json::to_string(inc).map_err(backend)?;
+    let sql = if insert {
+        "INSERT INTO incidents (id, incident_type, severity, status, step, level, dedup_key, created_at, updated_at, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+    } else {
+        "UPDATE incidents SET incident_type=?2, severity=?3, status=?4, step=?5, level=?6, dedup_key=?7,
+         created_at=?8, updated_at=?9, body=?10 WHERE id=?1"
+    };
+    conn.prepare_cached(sql)
+        .and_then(|mut st| {
+            st.execute(params![
+                inc.id.as_str(),
+                inc.incident_type.as_str(),
+                inc.severity.as_str(),
+                inc.status.as_str(),
+                inc.step.as_str(),
+                inc.escalation_level,
+                inc.dedup_key,
+                micros(&inc.created_at),
+                micros(&inc.updated_at),
+                body
+            ])
+        })
+        .map_err(backend)?;
+    Ok(())
+}
+
+fn load_incident(conn: &Connection, id: &str) -> Result<Option<Incident>, StoreError> {
+    let body: Option<String> = conn
+        .prepare_cached("SELECT body FROM incidents WHERE id = ?1")
+        .and_then(|mut st| st.query_row([id], |r| r.get(0)).optional())
+        .map_err(backend)?;
+    body.map(|b| serde_json::from_str(&b).map_err(backend))
+        .transpose()
+}
+
+fn append_events(
+    conn: &Connection,
+    id: &IncidentId,
+    actor: &str,
+    at: &DateTime<Utc>,
+    events: &[EventKind],
+) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let head: Option<(i64, String)> = conn
+        .prepare_cached("SELECT seq, hash FROM chain_head WHERE id = 1")
+        .and_then(|mut st| st.query_row([], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+        .map_err(backend)?;
+    let (mut seq, mut prev) = head.unwrap_or((0, audit::GENESIS_HASH.to_string()));
+    let at_s = audit::hash_time(at);
+    let mut ins = conn
+        .prepare_cached(
+            "INSERT INTO events (seq, incident_id, at, actor, data, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .map_err(backend)?;
+    for ev in events {
+        seq += 1;
+        let data = serde_json::to_string(ev).map_err(backend)?;
+        let hash = audit::event_hash(seq, id.as_str(), &at_s, actor, &data, &prev);
+        ins.execute(params![seq, id.as_str(), at_s, actor, data, prev, hash])
+            .map_err(backend)?;
+        prev = hash;
+    }
+    conn.prepare_cached(
+        "INSERT INTO chain_head (id, seq, hash) VALUES (1, ?1, ?2)
+         ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+    )
+    .and_then(|mut st| st.execute(params![seq, prev]))
+    .map_err(backend)?;
+    Ok(())
+}
+
+fn row_event(
+    r: &rusqlite::Row<'_>,
+) -> rusqlite::Result<(i64, String, String, String, String, String, String)> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    ))
+}
+
+fn to_event(
+    (seq, incident_id, at, actor, data, prev_hash, hash): (
+        i64,
+        String,
+        String,
+        String,
+        String,
+        String,
+        String,
+    ),
+) -> Result<Event, StoreError> {
+    Ok(Event {
+        seq,
+        incident_id: incident_id
+            .parse()
+            .map_err(|e| backend(format!("event {seq}: {e}")))?,
+        at: DateTime::parse_from_rfc3339(&at)
+            .map_err(|e| backend(format!("event {seq}: bad time: {e}")))?
+            .with_timezone(&Utc),
+        actor,
+        data,
+        prev_hash,
+        hash,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn insert(
+        &self,
+        incident: Incident,
+        events: Vec<EventKind>,
+        actor: String,
+        now: DateTime<Utc>,
+    ) -> Result<Incident, StoreError> {
+        self.submit(move |conn| {
+            save_incident(conn, &incident, true)?;
+            append_events(conn, &incident.id, &actor, &now, &events)?;
+            Ok(incident)
+        })
+        .await
+    }
+
+    async fn get(&self, id: &IncidentId) -> Result<Option<Incident>, StoreError> {
+        let id = id.as_str().to_string();
+        self.read(move |conn| load_incident(conn, &id)).await
+    }
+
+    async fn timeline(&self, id: &IncidentId) -> Result<Vec<Event>, StoreError> {
+        let id = id.as_str().to_string();
+        self.read(move |conn| {
+            let mut st = conn
+                .prepare_cached(
+                    "SELECT seq, incident_id, at, actor, data, prev_hash, hash FROM events WHERE incident_id = ?1 ORDER BY seq",
+                )
+                .map_err(backend)?;
+            let rows = st.query_map([id], row_event).map_err(backend)?;
+            rows.map(|r| r.map_err(backend).and_then(to_event)).collect()
+        })
+        .await
+    }
+
+    async fn list(&self, q: ListQuery) -> Result<Page, StoreError> {
+        self.read(move |conn| {
+            let mut sql = String::from("SELECT body, created_at, id FROM incidents WHERE 1=1");
+            let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            if let Some(s) = q.status {
+                sql.push_str(" AND status = ?");
+                args.push(s.as_str().to_string().into());
+            }
+            if q.open_only {
+                sql.push_str(" AND status NOT IN ('resolved', 'closed')");
+            }
+            if let Some(s) = q.severity {
+                sql.push_str(" AND severity = ?");
+                args.push(s.as_str().to_string().into());
+            }
+            if let Some(t) = q.incident_type {
+                sql.push_str(" AND incident_type = ?");
+                args.push(t.as_str().to_string().into());
+            }
+            if let Some(since) = q.since {
+                sql.push_str(" AND created_at >= ?");
+                args.push(micros(&since).into());
+            }
+            if let Some(c) = &q.cursor {
+                sql.push_str(" AND (created_at < ? OR (created_at = ? AND id < ?))");
+                args.push(c.created_at_micros.into());
+                args.push(c.created_at_micros.into());
+                args.push(c.id.clone().into());
+            }
+            sql.push_str(" ORDER BY created_at DESC, id DESC LIMIT ?");
+            let limit = i64::from(q.limit.max(1));
+            args.push((limit + 1).into());
+            let mut st = conn.prepare(&sql).map_err(backend)?;
+            let rows = st
+                .query_map(rusqlite::params_from_iter(args), |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                })
+                .map_err(backend)?;
+            let mut items = Vec::new();
+            let mut last = None;
+            let mut more = false;
+            for row in rows {
+                let (body, created, id) = row.map_err(backend)?;
+                if items.len() as i64 == limit {
+                    more = true;
+                    break;
+                }
+                items.push(serde_json::from_str::<Incident>(&body).map_err(backend)?);
+                last = Some(Cursor {
+                    created_at_micros: created,
+                    id,
+                });
+            }
+            Ok(Page {
+                items,
+                next_cursor: if more { last } else { None },
+            })
+        })
+        .await
+    }
+
+    async fn update(
+        &self,
+        id: &IncidentId,
+        actor: String,
+        now: DateTime<Utc>,
+        f: Mutation,
+    ) -> Result<Incident, StoreError> {
+        let id = id.clone();
+        self.submit(move |conn| {
+            let mut inc = load_incident(conn, id.as_str())?
+                .ok_or_else(|| StoreError::NotFound(id.clone()))?;
+            let events = f(&mut inc)?;
+            save_incident(conn, &inc, false)?;
+            append_events(conn, &inc.id, &actor, &now, &events)?;
+            Ok(inc)
+        })
+        .await
+    }
+
+    async fn upsert_detection(
+        &self,
+        dedup_key: String,
+        new: (Incident, Vec<EventKind>),
+        on_repeat: Mutation,
+        actor: String,
+        now: DateTime<Utc>,
+    ) -> Result<Upserted, StoreError> {
+        self.submit(move |conn| {
+            let existing: Option<String> = conn
+                .prepare_cached(
+                    "SELECT body FROM incidents WHERE dedup_key = ?1 AND status NOT IN ('resolved', 'closed')
+                     ORDER BY created_at DESC LIMIT 1",
+                )
+                .and_then(|mut st| st.query_row([&dedup_key], |r| r.get(0)).optional())
+                .map_err(backend)?;
+            match existing {
+                Some(body) => {
+                    let mut inc: Incident = serde_json::from_str(&body).map_err(backend)?;
+                    let events = on_repeat(&mut inc)?;
+                    save_incident(conn, &inc, false)?;
+                    append_events(conn, &inc.id, &actor, &now, &events)?;
+                    Ok(Upserted {
+                        incident: inc,
+                        created: false,
+                    })
+                }
+                None => {
+                    let (inc, events) = new;
+                    save_incident(conn, &inc, true)?;
+                    append_events(conn, &inc.id, &actor, &now, &events)?;
+                    Ok(Upserted {
+                        incident: inc,
+                        created: true,
+                    })
+                }
+            }
+        })
+        .await
+    }
+
+    async fn verify_audit_log(&self) -> Result<AuditReport, StoreError> {
+        self.read(|conn| {
+            // One read transaction so the chain and its head are one snapshot.
+            conn.execute_batch("BEGIN").map_err(backend)?;
+            let result = (|| {
+                let head: Option<(i64, String)> = conn
+                    .query_row("SELECT seq, hash FROM chain_head WHERE id = 1", [], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                    .optional()
+                    .map_err(backend)?;
+                let mut st = conn
+                    .prepare("SELECT seq, incident_id, at, actor, data, prev_hash, hash FROM events ORDER BY seq")
+                    .map_err(backend)?;
+                let rows = st.query_map([], row_event).map_err(backend)?;
+                let mut v = ChainVerifier::default();
+                for row in rows {
+                    let e = to_event(row.map_err(backend)?)?;
+                    if !v.push(&e) {
+                        break;
+                    }
+                }
+                Ok(v.finish(head.as_ref().map(|(s, h)| (*s, h.as_str()))))
+            })();
+            let _ = conn.execute_batch("COMMIT");
+            result
+        })
+        .await
+    }
+}

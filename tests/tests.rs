@@ -1,0 +1,9 @@
+//! One integration-test binary (links once). Real binary, real sockets, real
+//! SQLite files, the rmcp client as a real MCP peer.
+
+mod common;
+
+mod cli;
+mod http;
+mod stdio;
+mod store;
