@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
 use crate::detect::Engine;
 use crate::service::{IncidentService, Limits};
 use crate::store::sqlite::SqliteStore;
@@ -26,8 +27,17 @@ pub fn open_store(db: &str) -> Result<Arc<dyn Store>, StoreError> {
 ///
 /// # Errors
 /// A message saying what failed (store or rules).
-pub fn build_service(db: &str, limits: Limits) -> Result<Arc<IncidentService>, String> {
-    build_service_with_clock(db, limits, Arc::new(SystemClock))
+pub fn build_service(db: &str, config: Arc<Config>) -> Result<Arc<IncidentService>, String> {
+    build_service_with_clock(db, config, Arc::new(SystemClock))
+}
+
+/// Builds the service over `db` with the embedded default configuration.
+///
+/// # Errors
+/// A message saying what failed.
+pub fn build_default_service(db: &str) -> Result<Arc<IncidentService>, String> {
+    let config = Config::load(None).map_err(|e| e.to_string())?;
+    build_service(db, Arc::new(config))
 }
 
 /// As [`build_service`], with an injected clock.
@@ -36,9 +46,13 @@ pub fn build_service(db: &str, limits: Limits) -> Result<Arc<IncidentService>, S
 /// A message saying what failed (store or rules).
 pub fn build_service_with_clock(
     db: &str,
-    limits: Limits,
+    config: Arc<Config>,
     clock: Arc<dyn Clock>,
 ) -> Result<Arc<IncidentService>, String> {
+    let limits = Limits {
+        max_prompt_bytes: config.screening.max_prompt_bytes,
+        ..Limits::default()
+    };
     let store = open_store(db).map_err(|e| format!("cannot open the store at {db}: {e}"))?;
     let engine = Engine::builtin().map_err(|e| format!("cannot load the screening rules: {e}"))?;
     Ok(Arc::new(IncidentService::new(
@@ -46,5 +60,6 @@ pub fn build_service_with_clock(
         Arc::new(engine),
         clock,
         limits,
+        config,
     )))
 }

@@ -9,9 +9,12 @@
 pub mod app;
 pub mod audit;
 pub mod clock;
+pub mod config;
 pub mod detect;
 pub mod http;
 pub mod incident;
 pub mod mcp;
+pub mod notify;
+pub mod policy;
 pub mod service;
 pub mod store;

@@ -10,10 +10,12 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use ai_incident_mcp::app;
+use ai_incident_mcp::config::Config;
 use ai_incident_mcp::detect::{Engine, Source, Verdict};
 use ai_incident_mcp::http::{self, HttpOptions};
 use ai_incident_mcp::mcp::IncidentMcp;
-use ai_incident_mcp::service::{Limits, ListInput, ReportInput};
+use ai_incident_mcp::service::{ListInput, ReportInput};
+use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(
@@ -34,9 +36,13 @@ struct Cli {
         default_value = "./ai-incident.db"
     )]
     db: String,
-    /// Largest text screen_prompt accepts, in bytes.
-    #[arg(long, global = true, env = "AI_INCIDENT_MAX_PROMPT_BYTES", default_value_t = 1024 * 1024)]
-    max_prompt_bytes: usize,
+    /// Configuration file (TOML); embedded defaults apply to every key it leaves out.
+    /// `ai-incident-mcp config --print-default` prints the full default file. Env AI_INCIDENT_CONFIG.
+    #[arg(long, global = true, env = "AI_INCIDENT_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Largest text screen_prompt accepts, in bytes (overrides screening.max_prompt_bytes).
+    #[arg(long, global = true, env = "AI_INCIDENT_MAX_PROMPT_BYTES")]
+    max_prompt_bytes: Option<usize>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -102,6 +108,12 @@ enum Cmd {
     },
     /// Verify the hash-chained audit log; exits 1 if it is broken.
     VerifyAudit,
+    /// Show or check the configuration.
+    Config {
+        /// Print the full default configuration file, with comments.
+        #[arg(long)]
+        print_default: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -149,12 +161,24 @@ fn print_json(v: &impl serde::Serialize) -> Result<()> {
 async fn main() -> Result<()> {
     init_logs();
     let cli = Cli::parse();
-    let limits = Limits {
-        max_prompt_bytes: cli.max_prompt_bytes,
-        ..Limits::default()
-    };
+    if let Cmd::Config { print_default } = &cli.cmd {
+        if *print_default {
+            print!("{}", Config::default_toml());
+            return Ok(());
+        }
+        let cfg = Config::load(cli.config.as_deref())?;
+        println!("{}", toml::to_string_pretty(&cfg)?);
+        return Ok(());
+    }
+    let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(n) = cli.max_prompt_bytes {
+        config.screening.max_prompt_bytes = n;
+    }
+    let config = Arc::new(config);
+    let max_prompt_bytes = config.screening.max_prompt_bytes;
     match cli.cmd {
-        Cmd::Screen { jsonl } => screen_jsonl(&jsonl, limits.max_prompt_bytes),
+        Cmd::Config { .. } => Ok(()),
+        Cmd::Screen { jsonl } => screen_jsonl(&jsonl, max_prompt_bytes),
         Cmd::Serve {
             stdio,
             http: addr,
@@ -162,7 +186,7 @@ async fn main() -> Result<()> {
             allow_origins,
             token,
         } => {
-            let svc = app::build_service(&cli.db, limits.clone()).map_err(anyhow::Error::msg)?;
+            let svc = app::build_service(&cli.db, config.clone()).map_err(anyhow::Error::msg)?;
             let handler = IncidentMcp::new(svc);
             if stdio {
                 tracing::info!(db = %cli.db, "serving MCP on stdio");
@@ -184,7 +208,7 @@ async fn main() -> Result<()> {
             let mut opts = HttpOptions {
                 bearer_token: token,
                 allowed_origins: allow_origins,
-                max_body_bytes: (limits.max_prompt_bytes * 2).max(4 * 1024 * 1024),
+                max_body_bytes: (max_prompt_bytes * 2).max(4 * 1024 * 1024),
                 ..HttpOptions::default()
             };
             opts.allowed_hosts.extend(allow_hosts);
@@ -218,7 +242,7 @@ async fn main() -> Result<()> {
             severity,
             system,
         } => {
-            let svc = app::build_service(&cli.db, limits).map_err(anyhow::Error::msg)?;
+            let svc = app::build_service(&cli.db, config.clone()).map_err(anyhow::Error::msg)?;
             let inc = svc
                 .report(ReportInput {
                     incident_type,
@@ -231,7 +255,7 @@ async fn main() -> Result<()> {
             print_json(&ai_incident_mcp::mcp::dto::ReportIncidentOutput::from(&inc))
         }
         Cmd::Incidents { cmd } => {
-            let svc = app::build_service(&cli.db, limits).map_err(anyhow::Error::msg)?;
+            let svc = app::build_service(&cli.db, config.clone()).map_err(anyhow::Error::msg)?;
             match cmd {
                 IncidentsCmd::List {
                     status,
@@ -261,12 +285,12 @@ async fn main() -> Result<()> {
             }
         }
         Cmd::Escalate { id, reason } => {
-            let svc = app::build_service(&cli.db, limits).map_err(anyhow::Error::msg)?;
+            let svc = app::build_service(&cli.db, config.clone()).map_err(anyhow::Error::msg)?;
             let inc = svc.escalate(&id, reason, "cli").await?;
             print_json(&ai_incident_mcp::mcp::dto::EscalateOutput::from(&inc))
         }
         Cmd::VerifyAudit => {
-            let svc = app::build_service(&cli.db, limits).map_err(anyhow::Error::msg)?;
+            let svc = app::build_service(&cli.db, config.clone()).map_err(anyhow::Error::msg)?;
             let r = svc.verify_audit_log().await?;
             print_json(&r)?;
             if !r.ok {

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 
 use crate::audit::AuditReport;
 use crate::clock::Clock;
+use crate::config::Config;
 use crate::detect::{Engine, Screening, Source, Verdict};
 use crate::incident::{
     self, DetectionMethod, DomainError, Email, Event, EventKind, Evidence, Incident, IncidentId,
@@ -138,10 +139,11 @@ pub const LIST_MAX: u32 = 200;
 
 /// The use cases.
 pub struct IncidentService {
-    store: Arc<dyn Store>,
-    engine: Arc<Engine>,
-    clock: Arc<dyn Clock>,
-    limits: Limits,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) limits: Limits,
+    pub(crate) config: Arc<Config>,
 }
 
 impl IncidentService {
@@ -151,13 +153,20 @@ impl IncidentService {
         engine: Arc<Engine>,
         clock: Arc<dyn Clock>,
         limits: Limits,
+        config: Arc<Config>,
     ) -> Self {
         Self {
             store,
             engine,
             clock,
             limits,
+            config,
         }
+    }
+
+    /// The configuration the service runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     /// The configured input limits.
@@ -170,7 +179,7 @@ impl IncidentService {
         &self.engine
     }
 
-    fn now(&self) -> DateTime<Utc> {
+    pub(crate) fn now(&self) -> DateTime<Utc> {
         self.clock.now()
     }
 

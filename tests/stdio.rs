@@ -335,7 +335,7 @@ async fn malformed_jsonrpc_on_stdio_gets_an_error_and_serving_continues() {
 async fn in_process_duplex() {
     use rmcp::ServiceExt;
     let d = tempdir();
-    let svc = ai_incident_mcp::app::build_service(&db_in(d.path()), Default::default()).unwrap();
+    let svc = ai_incident_mcp::app::build_default_service(&db_in(d.path())).unwrap();
     let handler = ai_incident_mcp::mcp::IncidentMcp::new(svc);
     let (client_io, server_io) = tokio::io::duplex(64 * 1024);
     let (sr, sw) = tokio::io::split(server_io);

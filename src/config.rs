@@ -1,0 +1,377 @@
+//! Server configuration: one TOML file, with every default embedded from `data/default-config.toml`.
+//!
+//! Owns: the `Config` tree, loading (defaults ⊕ user file), and semantic validation with errors that name
+//! the offending key. The policy types themselves live in [`crate::policy`] and [`crate::notify`].
+//!
+//! Loading merges the user's file onto the embedded defaults table by table (scalars and arrays in the
+//! user's file replace the default; tables are merged key by key), then deserializes with unknown keys
+//! rejected, then validates cross-references (channel names) and ranges.
+//!
+//! May import: `std`, `serde`, `toml`, `humantime_serde`, `thiserror`, `crate::policy`, `crate::notify`.
+//! Must not import rmcp, axum, rusqlite/sqlx or anyhow.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::notify::NotifyConfig;
+use crate::policy::{
+    ClassificationPolicy, EscalationPolicy, MAX_LEVEL, RegulatoryPolicy, Severity,
+};
+
+/// The embedded default configuration, fully commented.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../data/default-config.toml");
+
+/// Root of the configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[classification]`: severity rules and type overrides.
+    pub classification: ClassificationPolicy,
+    /// `[escalation]`: levels and per-severity start level / speed.
+    pub escalation: EscalationPolicy,
+    /// `[notify]`: retries and channels.
+    pub notify: NotifyConfig,
+    /// `[monitor]`: background loop.
+    pub monitor: MonitorConfig,
+    /// `[regulatory]`: EU AI Act Art. 73 reporting deadlines.
+    pub regulatory: RegulatoryPolicy,
+    /// `[screening]`: prompt-screening thresholds and limits.
+    pub screening: ScreeningConfig,
+    /// `[performance]`: metric thresholds.
+    pub performance: PerformanceConfig,
+}
+
+/// `[monitor]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorConfig {
+    /// Period of the background loop (checks + escalation sweep).
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+/// `[screening]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScreeningConfig {
+    /// Risk score at or above which a prompt is flagged.
+    pub flag_threshold: f64,
+    /// Risk score at or above which a prompt is blocked.
+    pub block_threshold: f64,
+    /// Largest accepted prompt, in bytes.
+    pub max_prompt_bytes: usize,
+}
+
+/// `[performance]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerformanceConfig {
+    /// LLM response time above which a breach is recorded.
+    #[serde(with = "humantime_serde")]
+    pub llm_response_time: Duration,
+    /// Tool execution time above which a breach is recorded.
+    #[serde(with = "humantime_serde")]
+    pub tool_execution_time: Duration,
+    /// System response time above which a breach is recorded.
+    #[serde(with = "humantime_serde")]
+    pub system_response_time: Duration,
+    /// Error-rate fraction above which a breach is recorded.
+    pub error_rate: f64,
+    /// Availability fraction below which a breach is recorded.
+    pub availability: f64,
+    /// Sliding window for rates and averages.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+}
+
+/// Configuration errors. Each names the file and the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        /// File path.
+        path: PathBuf,
+        /// I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not valid TOML, an unknown key, or a value of the wrong type. `message` says where.
+    #[error("invalid config {origin}: {message}")]
+    Parse {
+        /// File path or "(built-in defaults)".
+        origin: String,
+        /// Parser message, including the key path (e.g. "in `notify.max_attempts`").
+        message: String,
+    },
+    /// A value that parses but is not acceptable.
+    #[error("invalid config {origin}: `{key}` {message}")]
+    Invalid {
+        /// File path or "(built-in defaults)".
+        origin: String,
+        /// Dotted key path, e.g. `escalation.levels[2].respond_within`.
+        key: String,
+        /// What is wrong and what is allowed.
+        message: String,
+    },
+}
+
+const BUILTIN: &str = "(built-in defaults)";
+
+impl Config {
+    /// The embedded default configuration file, verbatim (with comments).
+    pub fn default_toml() -> &'static str {
+        DEFAULT_CONFIG_TOML
+    }
+
+    /// Load the configuration: the embedded defaults, overlaid with `path` when given.
+    ///
+    /// ```
+    /// let cfg = ai_incident_mcp::config::Config::load(None).unwrap();
+    /// assert_eq!(cfg.monitor.interval, std::time::Duration::from_secs(30));
+    /// ```
+    ///
+    /// # Errors
+    /// [`ConfigError::Read`] if the file cannot be read, [`ConfigError::Parse`] for bad TOML, unknown keys
+    /// or wrong types, [`ConfigError::Invalid`] for out-of-range values and unknown channel names.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            None => Self::from_toml_str_with_origin("", BUILTIN),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+                Self::from_toml_str_with_origin(&text, &p.display().to_string())
+            }
+        }
+    }
+
+    /// Parse `text` as a (possibly partial) config overlaid on the defaults.
+    ///
+    /// # Errors
+    /// As [`Config::load`], with origin "(string)".
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        Self::from_toml_str_with_origin(text, "(string)")
+    }
+
+    fn from_toml_str_with_origin(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let parse_err = |origin: &str, e: &dyn std::fmt::Display| ConfigError::Parse {
+            origin: origin.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        };
+        let mut merged: toml::Table =
+            toml::from_str(DEFAULT_CONFIG_TOML).map_err(|e| parse_err(BUILTIN, &e))?;
+        let user: toml::Table = toml::from_str(text).map_err(|e| parse_err(origin, &e))?;
+        merge(&mut merged, user);
+        let cfg: Config = toml::Value::Table(merged)
+            .try_into()
+            .map_err(|e| parse_err(origin, &e))?;
+        cfg.validate()
+            .map_err(|(key, message)| ConfigError::Invalid {
+                origin: origin.to_owned(),
+                key,
+                message,
+            })?;
+        Ok(cfg)
+    }
+
+    /// Semantic checks: ranges, exactly four levels, channel references, per-kind channel fields.
+    ///
+    /// # Errors
+    /// `(dotted key, message)` for the first problem found.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let err = |k: String, m: &str| Err((k, m.to_owned()));
+        let known: Vec<&str> = self
+            .notify
+            .channels
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        let check_refs = |key: String, names: &[String]| -> Result<(), (String, String)> {
+            for name in names {
+                if !known.contains(&name.as_str()) {
+                    return Err((
+                        key,
+                        format!(
+                            "refers to unknown channel \"{name}\"; defined channels: {}",
+                            known.join(", ")
+                        ),
+                    ));
+                }
+            }
+            Ok(())
+        };
+
+        // notify
+        for (i, ch) in self.notify.channels.iter().enumerate() {
+            if let Err((field, msg)) = ch.validate() {
+                return Err((format!("notify.channels[{i}].{field}"), msg));
+            }
+            if self
+                .notify
+                .channels
+                .iter()
+                .take(i)
+                .any(|c| c.name == ch.name)
+            {
+                return err(
+                    format!("notify.channels[{i}].name"),
+                    "duplicates an earlier channel name",
+                );
+            }
+        }
+        if self.notify.max_attempts == 0 {
+            return err("notify.max_attempts".into(), "must be at least 1");
+        }
+        if self.notify.backoff_base.is_zero() {
+            return err("notify.backoff_base".into(), "must be greater than 0");
+        }
+        if self.notify.backoff_max < self.notify.backoff_base {
+            return err(
+                "notify.backoff_max".into(),
+                "must be at least notify.backoff_base",
+            );
+        }
+        if self.notify.timeout.is_zero() {
+            return err("notify.timeout".into(), "must be greater than 0");
+        }
+
+        // classification
+        for sev in Severity::ALL {
+            let rule = self.classification.rule(sev);
+            let key = format!("classification.{sev}");
+            if rule.response_time.is_zero() {
+                return err(format!("{key}.response_time"), "must be greater than 0");
+            }
+            check_refs(format!("{key}.channels"), &rule.channels)?;
+        }
+        for (i, o) in self.classification.overrides.iter().enumerate() {
+            let key = format!("classification.overrides[{i}]");
+            if o.kind.trim().is_empty() {
+                return err(format!("{key}.kind"), "must not be empty");
+            }
+            if o.severity.is_some() == o.at_least.is_some() {
+                return err(key, "must set exactly one of `severity` or `at_least`");
+            }
+        }
+
+        // escalation
+        if self.escalation.levels.len() != usize::from(MAX_LEVEL) {
+            return err(
+                "escalation.levels".into(),
+                "must define exactly 4 levels (1..4)",
+            );
+        }
+        for (i, l) in self.escalation.levels.iter().enumerate() {
+            let key = format!("escalation.levels[{i}]");
+            if usize::from(l.level) != i + 1 {
+                return Err((
+                    format!("{key}.level"),
+                    format!("must be {} (levels are listed in order 1..4)", i + 1),
+                ));
+            }
+            if l.name.trim().is_empty() {
+                return err(format!("{key}.name"), "must not be empty");
+            }
+            if l.respond_within.is_zero() {
+                return err(format!("{key}.respond_within"), "must be greater than 0");
+            }
+            check_refs(format!("{key}.channels"), &l.channels)?;
+        }
+        for sev in Severity::ALL {
+            let s = self.escalation.severity.get(sev);
+            let key = format!("escalation.severity.{sev}");
+            if !(1..=MAX_LEVEL).contains(&s.start_level) {
+                return err(format!("{key}.start_level"), "must be between 1 and 4");
+            }
+            if !s.time_factor.is_finite() || s.time_factor <= 0.0 {
+                return err(
+                    format!("{key}.time_factor"),
+                    "must be a number greater than 0",
+                );
+            }
+        }
+
+        // monitor, regulatory
+        if self.monitor.interval.is_zero() {
+            return err("monitor.interval".into(), "must be greater than 0");
+        }
+        let r = &self.regulatory;
+        for (k, d) in [
+            ("default_within", r.default_within),
+            ("death_within", r.death_within),
+            ("widespread_within", r.widespread_within),
+            (
+                "critical_infrastructure_within",
+                r.critical_infrastructure_within,
+            ),
+        ] {
+            if d.is_zero() {
+                return err(format!("regulatory.{k}"), "must be greater than 0");
+            }
+        }
+
+        // screening
+        let s = &self.screening;
+        let unit = |v: f64| v.is_finite() && (0.0..=1.0).contains(&v);
+        if !unit(s.flag_threshold) {
+            return err("screening.flag_threshold".into(), "must be between 0 and 1");
+        }
+        if !unit(s.block_threshold) || s.block_threshold < s.flag_threshold {
+            return err(
+                "screening.block_threshold".into(),
+                "must be between screening.flag_threshold and 1",
+            );
+        }
+        if s.max_prompt_bytes == 0 {
+            return err(
+                "screening.max_prompt_bytes".into(),
+                "must be greater than 0",
+            );
+        }
+
+        // performance
+        let p = &self.performance;
+        for (k, d) in [
+            ("llm_response_time", p.llm_response_time),
+            ("tool_execution_time", p.tool_execution_time),
+            ("system_response_time", p.system_response_time),
+            ("window", p.window),
+        ] {
+            if d.is_zero() {
+                return err(format!("performance.{k}"), "must be greater than 0");
+            }
+        }
+        if !unit(p.error_rate) {
+            return err(
+                "performance.error_rate".into(),
+                "must be a fraction between 0 and 1 (0.05 = 5 %)",
+            );
+        }
+        if !unit(p.availability) {
+            return err(
+                "performance.availability".into(),
+                "must be a fraction between 0 and 1 (0.99 = 99 %)",
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Deep-merge `overlay` into `base`: tables merge key by key, anything else replaces.
+fn merge(base: &mut toml::Table, overlay: toml::Table) {
+    for (key, value) in overlay {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(key, v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,827 @@
+//! Incident lifecycle policy: classification, escalation, regulatory deadlines and response-time metrics.
+//!
+//! This module owns the *decisions* of the incident lifecycle and nothing else. Every function is pure: no
+//! I/O, no global clock. Whenever a decision depends on time it takes `now: DateTime<Utc>` (or the relevant
+//! instants) as a parameter, so tests move a fake clock instead of sleeping.
+//!
+//! May import: `std`, `serde`, `chrono`, `humantime_serde`, `thiserror`. Must not import rmcp, axum, rusqlite,
+//! sqlx, reqwest, anyhow or any storage / transport type.
+//!
+//! Fixes relative to the illustrative code in AIMS-IRP-001 §8.5.4–8.5.5:
+//! - level 1 auto-escalates like every other level (the spec disabled auto-escalation at level 1, so an
+//!   unacknowledged incident could sit there forever);
+//! - escalation decisions return an [`EscalationStep`] that the caller *appends* to its history
+//!   ([`EscalationStep::record`]); nothing here overwrites history;
+//! - one call decides one step — the 8-step workflow is not run here and nothing is marked resolved.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Highest escalation level (executive).
+pub const MAX_LEVEL: u8 = 4;
+/// Lowest escalation level (technical support).
+pub const MIN_LEVEL: u8 = 1;
+
+// ---------------------------------------------------------------------------------------------------------
+// Severity
+// ---------------------------------------------------------------------------------------------------------
+
+/// Incident severity. Ordered: `Low < Medium < High < Critical`.
+///
+/// ```
+/// use ai_incident_mcp::policy::Severity;
+/// assert!(Severity::Critical > Severity::High);
+/// assert_eq!("high".parse::<Severity>().unwrap(), Severity::High);
+/// assert_eq!(Severity::Medium.max(Severity::High), Severity::High);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Immediate response required, system unavailable.
+    Critical,
+    /// Urgent response required, significant impact.
+    High,
+    /// Standard response required, moderate impact.
+    Medium,
+    /// Routine response, minimal impact.
+    Low,
+}
+
+impl Severity {
+    /// All severities, most severe first.
+    pub const ALL: [Severity; 4] = [
+        Severity::Critical,
+        Severity::High,
+        Severity::Medium,
+        Severity::Low,
+    ];
+
+    /// Numeric rank: low = 1 … critical = 4.
+    pub fn rank(self) -> u8 {
+        match self {
+            Severity::Low => 1,
+            Severity::Medium => 2,
+            Severity::High => 3,
+            Severity::Critical => 4,
+        }
+    }
+
+    /// The snake_case name used in config files and on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Critical => "critical",
+            Severity::High => "high",
+            Severity::Medium => "medium",
+            Severity::Low => "low",
+        }
+    }
+}
+
+impl PartialOrd for Severity {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Severity {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.rank().cmp(&other.rank())
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Error returned when a string is not a severity name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown severity `{0}`; expected one of critical, high, medium, low")]
+pub struct ParseSeverityError(pub String);
+
+impl FromStr for Severity {
+    type Err = ParseSeverityError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "critical" => Ok(Severity::Critical),
+            "high" => Ok(Severity::High),
+            "medium" => Ok(Severity::Medium),
+            "low" => Ok(Severity::Low),
+            _ => Err(ParseSeverityError(s.to_owned())),
+        }
+    }
+}
+
+/// A per-severity table of values (used for classification rules and escalation tuning).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerSeverity<T> {
+    /// Value for critical incidents.
+    pub critical: T,
+    /// Value for high-severity incidents.
+    pub high: T,
+    /// Value for medium-severity incidents.
+    pub medium: T,
+    /// Value for low-severity incidents.
+    pub low: T,
+}
+
+impl<T> PerSeverity<T> {
+    /// The value for `severity`.
+    pub fn get(&self, severity: Severity) -> &T {
+        match severity {
+            Severity::Critical => &self.critical,
+            Severity::High => &self.high,
+            Severity::Medium => &self.medium,
+            Severity::Low => &self.low,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Time helpers
+// ---------------------------------------------------------------------------------------------------------
+
+/// `t + d`, saturating at the largest representable instant instead of panicking.
+pub fn add_duration(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    TimeDelta::from_std(d)
+        .ok()
+        .and_then(|delta| t.checked_add_signed(delta))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// `later - earlier` as a std `Duration`, or `None` when `later` is before `earlier`.
+pub fn elapsed_between(earlier: DateTime<Utc>, later: DateTime<Utc>) -> Option<Duration> {
+    (later - earlier).to_std().ok()
+}
+
+/// Multiply a duration by a positive factor; non-finite or non-positive factors leave it unchanged.
+fn scale(d: Duration, factor: f64) -> Duration {
+    if !factor.is_finite() || factor <= 0.0 {
+        return d;
+    }
+    Duration::try_from_secs_f64(d.as_secs_f64() * factor).unwrap_or(Duration::MAX)
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Classification
+// ---------------------------------------------------------------------------------------------------------
+
+/// How urgently people must react (spec: "escalation_level" immediate / urgent / standard / routine).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Urgency {
+    /// Drop everything.
+    Immediate,
+    /// Handle before other work.
+    Urgent,
+    /// Normal working priority.
+    Standard,
+    /// Next routine slot.
+    Routine,
+}
+
+/// What the classification policy says about one severity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeverityRule {
+    /// Acknowledge-by SLA measured from detection (e.g. "5m").
+    #[serde(with = "humantime_serde")]
+    pub response_time: Duration,
+    /// Urgency label.
+    pub urgency: Urgency,
+    /// Notification channel names (must exist under `[[notify.channels]]`).
+    pub channels: Vec<String>,
+    /// Whether unacknowledged incidents climb the escalation levels automatically.
+    pub auto_escalation: bool,
+}
+
+/// A rule that changes the severity of a given incident kind.
+///
+/// Exactly one of `severity` (force to this value) or `at_least` (raise to at least this value) is set;
+/// [`TypeOverride::apply`] treats a rule with both as "force".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TypeOverride {
+    /// Incident kind in snake_case, e.g. `data_breach`, `prompt_injection`.
+    pub kind: String,
+    /// Force the severity to exactly this value (may lower it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Severity>,
+    /// Raise the severity to at least this value (never lowers it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_least: Option<Severity>,
+}
+
+impl TypeOverride {
+    /// Apply this rule to `severity` (the caller has already matched `kind`).
+    pub fn apply(&self, severity: Severity) -> Severity {
+        match (self.severity, self.at_least) {
+            (Some(forced), _) => forced,
+            (None, Some(floor)) => severity.max(floor),
+            (None, None) => severity,
+        }
+    }
+}
+
+/// Classification policy: severity → SLA, urgency, channels, auto-escalation; plus type overrides.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassificationPolicy {
+    /// Rules for critical incidents.
+    pub critical: SeverityRule,
+    /// Rules for high-severity incidents.
+    pub high: SeverityRule,
+    /// Rules for medium-severity incidents.
+    pub medium: SeverityRule,
+    /// Rules for low-severity incidents.
+    pub low: SeverityRule,
+    /// Type overrides, applied in order (the first rule whose `kind` matches wins).
+    #[serde(default)]
+    pub overrides: Vec<TypeOverride>,
+}
+
+impl ClassificationPolicy {
+    /// The rule for `severity`.
+    pub fn rule(&self, severity: Severity) -> &SeverityRule {
+        match severity {
+            Severity::Critical => &self.critical,
+            Severity::High => &self.high,
+            Severity::Medium => &self.medium,
+            Severity::Low => &self.low,
+        }
+    }
+}
+
+/// Result of [`classify`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Classification {
+    /// Severity after type overrides.
+    pub severity: Severity,
+    /// Severity as reported, before overrides.
+    pub reported_severity: Severity,
+    /// Acknowledge-by SLA measured from detection.
+    #[serde(with = "humantime_serde")]
+    pub response_sla: Duration,
+    /// Urgency label.
+    pub urgency: Urgency,
+    /// Notification channel names.
+    pub channels: Vec<String>,
+    /// Whether the incident auto-escalates while unacknowledged.
+    pub auto_escalation: bool,
+    /// The `kind` of the override that changed the severity, if one did.
+    pub overridden_by: Option<String>,
+}
+
+/// Classify an incident: apply the first matching type override, then look up the severity's rule.
+///
+/// `incident_kind` is matched case-insensitively against `TypeOverride::kind`.
+///
+/// ```
+/// use ai_incident_mcp::config::Config;
+/// use ai_incident_mcp::policy::{classify, Severity};
+/// let cfg = Config::load(None).unwrap();
+/// let c = classify(Severity::Low, "data_breach", &cfg.classification);
+/// assert_eq!(c.severity, Severity::Critical);
+/// assert_eq!(c.response_sla, std::time::Duration::from_secs(300));
+/// ```
+pub fn classify(
+    severity: Severity,
+    incident_kind: &str,
+    policy: &ClassificationPolicy,
+) -> Classification {
+    let matched = policy
+        .overrides
+        .iter()
+        .find(|o| o.kind.eq_ignore_ascii_case(incident_kind.trim()));
+    let effective = matched.map_or(severity, |o| o.apply(severity));
+    let overridden_by = matched
+        .filter(|_| effective != severity)
+        .map(|o| o.kind.clone());
+    let rule = policy.rule(effective);
+    Classification {
+        severity: effective,
+        reported_severity: severity,
+        response_sla: rule.response_time,
+        urgency: rule.urgency,
+        channels: rule.channels.clone(),
+        auto_escalation: rule.auto_escalation,
+        overridden_by,
+    }
+}
+
+/// Instant by which an incident detected at `detected_at` must be acknowledged.
+pub fn response_due_at(detected_at: DateTime<Utc>, sla: Duration) -> DateTime<Utc> {
+    add_duration(detected_at, sla)
+}
+
+/// Whether the acknowledge-by SLA is breached: acknowledged late, or still unacknowledged after the deadline.
+pub fn sla_breached(
+    detected_at: DateTime<Utc>,
+    acknowledged_at: Option<DateTime<Utc>>,
+    sla: Duration,
+    now: DateTime<Utc>,
+) -> bool {
+    let due = response_due_at(detected_at, sla);
+    match acknowledged_at {
+        Some(ack) => ack > due,
+        None => now > due,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Escalation
+// ---------------------------------------------------------------------------------------------------------
+
+/// One escalation level (1 = technical support … 4 = executive).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EscalationLevel {
+    /// Level number, 1..=4; levels must be listed in order.
+    pub level: u8,
+    /// Team name, e.g. "Technical support".
+    pub name: String,
+    /// How long this level has to acknowledge before the incident moves up (before the severity factor).
+    #[serde(with = "humantime_serde")]
+    pub respond_within: Duration,
+    /// Notification channel names for this level.
+    pub channels: Vec<String>,
+}
+
+/// How escalation treats one severity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeverityEscalation {
+    /// Level a new incident of this severity starts at; also a floor the incident is raised to if its
+    /// severity is raised later.
+    pub start_level: u8,
+    /// Multiplier applied to every level's `respond_within` (0.5 = twice as fast). Must be > 0.
+    pub time_factor: f64,
+}
+
+/// Escalation policy: the four levels and per-severity start level / speed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EscalationPolicy {
+    /// Exactly four levels, numbered 1..=4 in order.
+    pub levels: Vec<EscalationLevel>,
+    /// Start level and speed per severity.
+    pub severity: PerSeverity<SeverityEscalation>,
+}
+
+impl EscalationPolicy {
+    /// The level definition for `level`, if configured.
+    pub fn level(&self, level: u8) -> Option<&EscalationLevel> {
+        self.levels.iter().find(|l| l.level == level)
+    }
+
+    /// Effective time `level` has to respond for an incident of `severity` (respond_within × time_factor).
+    pub fn window(&self, level: u8, severity: Severity) -> Option<Duration> {
+        let base = self.level(level)?.respond_within;
+        Some(scale(base, self.severity.get(severity).time_factor))
+    }
+}
+
+/// Everything the escalation decision needs to know about an incident.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EscalationState {
+    /// Current level, 1..=4.
+    pub level: u8,
+    /// When the incident entered the current level (its notification went out).
+    pub level_entered_at: DateTime<Utc>,
+    /// Someone acknowledged the incident: the escalation clock stops.
+    pub acknowledged: bool,
+    /// Resolved or closed: no more escalation of any kind.
+    pub closed: bool,
+    /// Current (post-classification) severity.
+    pub severity: Severity,
+    /// From [`Classification::auto_escalation`].
+    pub auto_escalation: bool,
+}
+
+impl EscalationState {
+    /// State of a freshly opened incident: starts at [`initial_level`], unacknowledged.
+    pub fn opened(
+        severity: Severity,
+        auto_escalation: bool,
+        opened_at: DateTime<Utc>,
+        policy: &EscalationPolicy,
+    ) -> Self {
+        EscalationState {
+            level: initial_level(severity, policy),
+            level_entered_at: opened_at,
+            acknowledged: false,
+            closed: false,
+            severity,
+            auto_escalation,
+        }
+    }
+
+    /// Apply a step: move to `step.to`, entered at `at`. (The caller appends `step.record(at)` to history.)
+    ///
+    /// Pass `at = step.due_at` to replay missed steps deterministically after downtime, or the actual
+    /// notification time to give the new level its full window.
+    pub fn apply(&mut self, step: &EscalationStep, at: DateTime<Utc>) {
+        self.level = step.to.clamp(MIN_LEVEL, MAX_LEVEL);
+        self.level_entered_at = at;
+    }
+}
+
+/// Why an escalation step is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EscalationTrigger {
+    /// The level's response window elapsed without acknowledgement.
+    Timeout,
+    /// The incident's severity requires a higher level than its current one.
+    SeverityFloor,
+    /// A person asked for it.
+    Manual,
+}
+
+/// A decided escalation: from one level to a higher one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EscalationStep {
+    /// Level before the step.
+    pub from: u8,
+    /// Level after the step (always > `from`, ≤ 4).
+    pub to: u8,
+    /// Human-readable reason, suitable for the timeline.
+    pub reason: String,
+    /// When the step became due.
+    pub due_at: DateTime<Utc>,
+    /// What triggered it.
+    pub trigger: EscalationTrigger,
+}
+
+/// An appended entry of escalation history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EscalationRecord {
+    /// Level before.
+    pub from: u8,
+    /// Level after.
+    pub to: u8,
+    /// Reason text.
+    pub reason: String,
+    /// What triggered it.
+    pub trigger: EscalationTrigger,
+    /// When the step became due.
+    pub due_at: DateTime<Utc>,
+    /// When it was applied.
+    pub escalated_at: DateTime<Utc>,
+}
+
+impl EscalationStep {
+    /// History entry for this step applied at `at`. Append it; never replace earlier entries.
+    pub fn record(&self, at: DateTime<Utc>) -> EscalationRecord {
+        EscalationRecord {
+            from: self.from,
+            to: self.to,
+            reason: self.reason.clone(),
+            trigger: self.trigger,
+            due_at: self.due_at,
+            escalated_at: at,
+        }
+    }
+}
+
+/// Errors of explicit (manual) escalation requests.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EscalationError {
+    /// Already at the executive level.
+    #[error("incident is already at the highest escalation level ({MAX_LEVEL})")]
+    AtTopLevel,
+    /// Closed incidents do not escalate.
+    #[error("incident is closed; reopen it before escalating")]
+    Closed,
+    /// Target level is not above the current one or beyond 4.
+    #[error("cannot escalate from level {from} to level {to}; choose a level between {} and {MAX_LEVEL}", from + 1)]
+    InvalidTarget {
+        /// Current level.
+        from: u8,
+        /// Requested level.
+        to: u8,
+    },
+}
+
+/// The level a new incident of `severity` starts at (policy `start_level`, clamped to 1..=4).
+///
+/// ```
+/// use ai_incident_mcp::config::Config;
+/// use ai_incident_mcp::policy::{initial_level, Severity};
+/// let p = Config::load(None).unwrap().escalation;
+/// assert_eq!(initial_level(Severity::Critical, &p), 2);
+/// assert_eq!(initial_level(Severity::Low, &p), 1);
+/// ```
+pub fn initial_level(severity: Severity, policy: &EscalationPolicy) -> u8 {
+    policy
+        .severity
+        .get(severity)
+        .start_level
+        .clamp(MIN_LEVEL, MAX_LEVEL)
+}
+
+/// When the next escalation becomes due, or `None` if the clock is stopped.
+///
+/// - closed → `None`;
+/// - current level below the severity's start level (severity raised later) → due immediately
+///   (`level_entered_at`), even when acknowledged;
+/// - acknowledged, auto-escalation off, or already at level 4 → `None`;
+/// - otherwise `level_entered_at + respond_within(level) × time_factor(severity)`.
+pub fn next_deadline(state: &EscalationState, policy: &EscalationPolicy) -> Option<DateTime<Utc>> {
+    if state.closed {
+        return None;
+    }
+    if state.level < initial_level(state.severity, policy) {
+        return Some(state.level_entered_at);
+    }
+    if state.acknowledged || !state.auto_escalation || state.level >= MAX_LEVEL {
+        return None;
+    }
+    let window = policy.window(state.level.max(MIN_LEVEL), state.severity)?;
+    Some(add_duration(state.level_entered_at, window))
+}
+
+/// Decide whether an escalation step is due at `now`. Returns at most one step; call again after
+/// applying it ([`EscalationState::apply`]) to catch up on several missed windows.
+///
+/// ```
+/// use chrono::{TimeZone, Utc, Duration};
+/// use ai_incident_mcp::config::Config;
+/// use ai_incident_mcp::policy::{escalation_due, EscalationState, Severity};
+/// let p = Config::load(None).unwrap().escalation;
+/// let t0 = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap();
+/// let s = EscalationState::opened(Severity::High, true, t0, &p);
+/// assert!(escalation_due(&s, &p, t0 + Duration::minutes(14)).is_none());
+/// let step = escalation_due(&s, &p, t0 + Duration::minutes(15)).unwrap();
+/// assert_eq!((step.from, step.to), (1, 2));
+/// ```
+pub fn escalation_due(
+    state: &EscalationState,
+    policy: &EscalationPolicy,
+    now: DateTime<Utc>,
+) -> Option<EscalationStep> {
+    let due_at = next_deadline(state, policy)?;
+    if now < due_at {
+        return None;
+    }
+    let from = state.level;
+    let floor = initial_level(state.severity, policy);
+    if from < floor {
+        return Some(EscalationStep {
+            from,
+            to: floor,
+            reason: format!(
+                "{} severity requires at least level {floor} ({})",
+                state.severity,
+                level_name(policy, floor)
+            ),
+            due_at,
+            trigger: EscalationTrigger::SeverityFloor,
+        });
+    }
+    let to = from.saturating_add(1).min(MAX_LEVEL);
+    if to <= from {
+        return None;
+    }
+    let window = policy.window(from, state.severity).unwrap_or_default();
+    Some(EscalationStep {
+        from,
+        to,
+        reason: format!(
+            "not acknowledged within {} at level {from} ({})",
+            humantime_serde::re::humantime::format_duration(window),
+            level_name(policy, from)
+        ),
+        due_at,
+        trigger: EscalationTrigger::Timeout,
+    })
+}
+
+/// All steps due at `now`, chained as if each was applied at its `due_at` (catch-up after downtime).
+/// Never more than three steps; never past level 4.
+pub fn escalations_due(
+    state: &EscalationState,
+    policy: &EscalationPolicy,
+    now: DateTime<Utc>,
+) -> Vec<EscalationStep> {
+    let mut steps = Vec::new();
+    let mut s = state.clone();
+    while let Some(step) = escalation_due(&s, policy, now) {
+        s.apply(&step, step.due_at);
+        steps.push(step);
+        if steps.len() >= usize::from(MAX_LEVEL) {
+            break;
+        }
+    }
+    steps
+}
+
+/// A manual escalation request to `to` (or the next level when `None`), validated against the state.
+///
+/// # Errors
+/// [`EscalationError::Closed`], [`EscalationError::AtTopLevel`], or [`EscalationError::InvalidTarget`] when
+/// `to` is not above the current level or exceeds 4.
+pub fn manual_escalation(
+    state: &EscalationState,
+    to: Option<u8>,
+    reason: &str,
+    policy: &EscalationPolicy,
+    now: DateTime<Utc>,
+) -> Result<EscalationStep, EscalationError> {
+    if state.closed {
+        return Err(EscalationError::Closed);
+    }
+    if state.level >= MAX_LEVEL {
+        return Err(EscalationError::AtTopLevel);
+    }
+    let target = to.unwrap_or(state.level.saturating_add(1));
+    if target <= state.level || target > MAX_LEVEL {
+        return Err(EscalationError::InvalidTarget {
+            from: state.level,
+            to: target,
+        });
+    }
+    let reason = if reason.trim().is_empty() {
+        format!(
+            "manually escalated to level {target} ({})",
+            level_name(policy, target)
+        )
+    } else {
+        reason.trim().to_owned()
+    };
+    Ok(EscalationStep {
+        from: state.level,
+        to: target,
+        reason,
+        due_at: now,
+        trigger: EscalationTrigger::Manual,
+    })
+}
+
+fn level_name(policy: &EscalationPolicy, level: u8) -> String {
+    policy
+        .level(level)
+        .map_or_else(|| format!("level {level}"), |l| l.name.clone())
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Regulatory deadlines (EU AI Act Art. 73)
+// ---------------------------------------------------------------------------------------------------------
+
+/// Serious-incident category per EU AI Act Art. 3(49). Point (a) is split so that death can carry its
+/// shorter Art. 73(4) deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SeriousCategory {
+    /// Art. 3(49)(a): the death of a person (Art. 73(4): ≤ 10 days).
+    Death,
+    /// Art. 3(49)(a): serious harm to a person's health (Art. 73(2): ≤ 15 days).
+    HealthHarm,
+    /// Art. 3(49)(b): serious and irreversible disruption of the management or operation of critical
+    /// infrastructure (Art. 73(3): ≤ 2 days).
+    CriticalInfrastructure,
+    /// Art. 3(49)(c): infringement of obligations under Union law intended to protect fundamental rights.
+    FundamentalRights,
+    /// Art. 3(49)(d): serious harm to property or the environment.
+    PropertyOrEnvironment,
+}
+
+impl SeriousCategory {
+    /// The Art. 3(49) point letter.
+    pub fn article_point(self) -> &'static str {
+        match self {
+            SeriousCategory::Death | SeriousCategory::HealthHarm => "3(49)(a)",
+            SeriousCategory::CriticalInfrastructure => "3(49)(b)",
+            SeriousCategory::FundamentalRights => "3(49)(c)",
+            SeriousCategory::PropertyOrEnvironment => "3(49)(d)",
+        }
+    }
+}
+
+/// Reporting-deadline rules (defaults from EU AI Act Art. 73(2)–(4)).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegulatoryPolicy {
+    /// Art. 73(2) general rule: after becoming aware (default 15 days).
+    #[serde(with = "humantime_serde")]
+    pub default_within: Duration,
+    /// Art. 73(4): death of a person (default 10 days).
+    #[serde(with = "humantime_serde")]
+    pub death_within: Duration,
+    /// Art. 73(3): widespread infringement (default 2 days).
+    #[serde(with = "humantime_serde")]
+    pub widespread_within: Duration,
+    /// Art. 73(3): Art. 3(49)(b) critical-infrastructure disruption (default 2 days).
+    #[serde(with = "humantime_serde")]
+    pub critical_infrastructure_within: Duration,
+}
+
+/// Which rule produced a reporting deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadlineRule {
+    /// Art. 73(2).
+    General,
+    /// Art. 73(4).
+    Death,
+    /// Art. 73(3), widespread infringement.
+    Widespread,
+    /// Art. 73(3), critical infrastructure.
+    CriticalInfrastructure,
+}
+
+/// The reporting window for a serious incident and the rule that set it (the strictest applicable rule).
+pub fn report_window(
+    category: SeriousCategory,
+    widespread: bool,
+    policy: &RegulatoryPolicy,
+) -> (Duration, DeadlineRule) {
+    let mut best = (policy.default_within, DeadlineRule::General);
+    let mut consider = |d: Duration, rule: DeadlineRule| {
+        if d < best.0 {
+            best = (d, rule);
+        }
+    };
+    if category == SeriousCategory::Death {
+        consider(policy.death_within, DeadlineRule::Death);
+    }
+    if category == SeriousCategory::CriticalInfrastructure {
+        consider(
+            policy.critical_infrastructure_within,
+            DeadlineRule::CriticalInfrastructure,
+        );
+    }
+    if widespread {
+        consider(policy.widespread_within, DeadlineRule::Widespread);
+    }
+    best
+}
+
+/// Latest instant to report a serious incident to the market surveillance authority.
+///
+/// `aware_at` is when the provider became aware of the incident (or of the causal link). `widespread` marks a
+/// widespread infringement (Art. 3(61)), which shortens the deadline to 2 days by default.
+///
+/// ```
+/// use chrono::{TimeZone, Utc, Duration};
+/// use ai_incident_mcp::config::Config;
+/// use ai_incident_mcp::policy::{report_due_at, SeriousCategory};
+/// let p = Config::load(None).unwrap().regulatory;
+/// let t = Utc.with_ymd_and_hms(2025, 3, 1, 12, 0, 0).unwrap();
+/// assert_eq!(report_due_at(SeriousCategory::Death, false, t, &p), t + Duration::days(10));
+/// assert_eq!(report_due_at(SeriousCategory::FundamentalRights, true, t, &p), t + Duration::days(2));
+/// ```
+pub fn report_due_at(
+    category: SeriousCategory,
+    widespread: bool,
+    aware_at: DateTime<Utc>,
+    policy: &RegulatoryPolicy,
+) -> DateTime<Utc> {
+    add_duration(aware_at, report_window(category, widespread, policy).0)
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// MTTA / MTTR
+// ---------------------------------------------------------------------------------------------------------
+
+/// Response-time measurements of one incident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResponseTimes {
+    /// Detection → acknowledgement (contributes to MTTA). `None` if not acknowledged or out of order.
+    pub time_to_acknowledge: Option<Duration>,
+    /// Detection → resolution (contributes to MTTR). `None` if not resolved or out of order.
+    pub time_to_resolve: Option<Duration>,
+}
+
+/// Time to acknowledge and time to resolve for one incident. An instant earlier than `detected_at`
+/// (clock skew, back-dated report) yields `None` for that measurement rather than a negative duration.
+pub fn response_times(
+    detected_at: DateTime<Utc>,
+    acknowledged_at: Option<DateTime<Utc>>,
+    resolved_at: Option<DateTime<Utc>>,
+) -> ResponseTimes {
+    ResponseTimes {
+        time_to_acknowledge: acknowledged_at.and_then(|a| elapsed_between(detected_at, a)),
+        time_to_resolve: resolved_at.and_then(|r| elapsed_between(detected_at, r)),
+    }
+}
+
+/// Mean of durations (MTTA / MTTR over many incidents); `None` for an empty input.
+pub fn mean_duration(durations: &[Duration]) -> Option<Duration> {
+    let n = u32::try_from(durations.len()).ok().filter(|n| *n > 0)?;
+    let total: Duration = durations
+        .iter()
+        .fold(Duration::ZERO, |acc, d| acc.saturating_add(*d));
+    total.checked_div(n)
+}
+
+#[cfg(test)]
+mod tests;
