@@ -187,16 +187,20 @@ async fn main() -> Result<()> {
             token,
         } => {
             let svc = app::build_service(&cli.db, config.clone()).map_err(anyhow::Error::msg)?;
+            let ct = CancellationToken::new();
+            let monitor = ai_incident_mcp::monitor::spawn(svc.clone(), ct.clone());
             let handler = IncidentMcp::new(svc);
             if stdio {
                 tracing::info!(db = %cli.db, "serving MCP on stdio");
-                ai_incident_mcp::mcp::stdio::serve(
+                let r = ai_incident_mcp::mcp::stdio::serve(
                     handler,
                     tokio::io::stdin(),
                     tokio::io::stdout(),
                 )
-                .await
-                .context("stdio transport failed")?;
+                .await;
+                ct.cancel();
+                let _ = monitor.await;
+                r.context("stdio transport failed")?;
                 return Ok(());
             }
             let addr = addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
@@ -215,7 +219,6 @@ async fn main() -> Result<()> {
             if !addr.ip().is_loopback() && !addr.ip().is_unspecified() {
                 opts.allowed_hosts.push(addr.ip().to_string());
             }
-            let ct = CancellationToken::new();
             let local = http::serve(handler, addr, opts, ct.clone())
                 .await
                 .with_context(|| format!("cannot listen on {addr}"))?;
@@ -233,6 +236,7 @@ async fn main() -> Result<()> {
             let _ = tokio::signal::ctrl_c().await;
             tracing::info!("shutting down");
             ct.cancel();
+            let _ = monitor.await;
             Ok(())
         }
         Cmd::Report {

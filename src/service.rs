@@ -144,6 +144,8 @@ pub struct IncidentService {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) limits: Limits,
     pub(crate) config: Arc<Config>,
+    pub(crate) lifecycle: crate::lifecycle::LifecycleState,
+    pub(crate) monitor: crate::monitor::MonitorState,
 }
 
 impl IncidentService {
@@ -161,7 +163,14 @@ impl IncidentService {
             clock,
             limits,
             config,
+            lifecycle: Default::default(),
+            monitor: Default::default(),
         }
+    }
+
+    /// What the background loop did last.
+    pub fn monitor_status(&self) -> crate::monitor::MonitorStatus {
+        self.monitor.snapshot()
     }
 
     /// The configuration the service runs with.

@@ -101,6 +101,7 @@ async fn healthz(State(h): State<IncidentMcp>) -> impl IntoResponse {
         "version": env!("CARGO_PKG_VERSION"),
         "rules_version": engine.rules_version(),
         "rules": engine.rule_count(),
+        "monitor": h.service().monitor_status(),
     }))
 }
 
