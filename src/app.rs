@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::detect::Engine;
+use crate::detect::{Engine, Thresholds};
 use crate::service::{IncidentService, Limits};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
@@ -54,7 +54,7 @@ pub fn build_service_with_clock(
         ..Limits::default()
     };
     let store = open_store(db).map_err(|e| format!("cannot open the store at {db}: {e}"))?;
-    let engine = Engine::builtin().map_err(|e| format!("cannot load the screening rules: {e}"))?;
+    let engine = build_engine(&config)?;
     Ok(Arc::new(IncidentService::new(
         store,
         Arc::new(engine),
@@ -62,4 +62,23 @@ pub fn build_service_with_clock(
         limits,
         config,
     )))
+}
+
+/// Compiles the screening engine: built-in rules and model, plus the extra
+/// rules file and thresholds from `[screening]`.
+///
+/// # Errors
+/// A message naming the rules file and what is wrong in it.
+pub fn build_engine(config: &Config) -> Result<Engine, String> {
+    let extra = match &config.screening.rules_file {
+        Some(p) => std::fs::read_to_string(p)
+            .map_err(|e| format!("cannot read screening.rules_file {}: {e}", p.display()))?,
+        None => String::new(),
+    };
+    let th = Thresholds {
+        flag: config.screening.flag_threshold as f32,
+        block: config.screening.block_threshold as f32,
+    };
+    Engine::with_extra_rules(&extra, th)
+        .map_err(|e| format!("cannot load the screening rules: {e}"))
 }

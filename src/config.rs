@@ -62,6 +62,9 @@ pub struct ScreeningConfig {
     pub block_threshold: f64,
     /// Largest accepted prompt, in bytes.
     pub max_prompt_bytes: usize,
+    /// Extra detection rules (TOML, same format as `data/rules/default.toml`).
+    #[serde(default)]
+    pub rules_file: Option<std::path::PathBuf>,
 }
 
 /// `[performance]`.

@@ -74,6 +74,15 @@ enum Cmd {
         /// The JSONL file to screen.
         #[arg(long, value_name = "FILE")]
         jsonl: PathBuf,
+        /// Use these model weights instead of the built-in ones (cross-validation).
+        #[arg(long, value_name = "WEIGHTS", hide = true)]
+        model: Option<PathBuf>,
+        /// Rules only: no learned model.
+        #[arg(long)]
+        no_model: bool,
+        /// Scale of the learned model's contribution (default 1).
+        #[arg(long, hide = true)]
+        model_weight: Option<f32>,
     },
     /// Report an incident.
     Report {
@@ -178,7 +187,36 @@ async fn main() -> Result<()> {
     let max_prompt_bytes = config.screening.max_prompt_bytes;
     match cli.cmd {
         Cmd::Config { .. } => Ok(()),
-        Cmd::Screen { jsonl } => screen_jsonl(&jsonl, max_prompt_bytes),
+        Cmd::Screen {
+            jsonl,
+            model,
+            no_model,
+            model_weight,
+        } => {
+            let mut engine = app::build_engine(&config).map_err(anyhow::Error::msg)?;
+            if no_model || model.is_some() {
+                let bytes = match &model {
+                    Some(p) => {
+                        std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?
+                    }
+                    None => Vec::new(),
+                };
+                let extra = match &config.screening.rules_file {
+                    Some(p) => std::fs::read_to_string(p)?,
+                    None => String::new(),
+                };
+                let th = ai_incident_mcp::detect::Thresholds {
+                    flag: config.screening.flag_threshold as f32,
+                    block: config.screening.block_threshold as f32,
+                };
+                engine = Engine::with_model_bytes(&extra, th, &bytes)
+                    .map_err(|e| anyhow::anyhow!("cannot load the model: {e}"))?;
+            }
+            if let Some(w) = model_weight {
+                engine.set_model_weight(w);
+            }
+            screen_jsonl(&engine, &jsonl, max_prompt_bytes)
+        }
         Cmd::Serve {
             stdio,
             http: addr,
@@ -305,8 +343,7 @@ async fn main() -> Result<()> {
     }
 }
 
-fn screen_jsonl(path: &std::path::Path, max_bytes: usize) -> Result<()> {
-    let engine = Engine::builtin().map_err(|e| anyhow::anyhow!("cannot load the rules: {e}"))?;
+fn screen_jsonl(engine: &Engine, path: &std::path::Path, max_bytes: usize) -> Result<()> {
     let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
         Box::new(std::io::stdin().lock())
     } else {

@@ -4,6 +4,7 @@
 mod common;
 
 mod cli;
+mod detect;
 mod http;
 mod stdio;
 mod store;

@@ -1,0 +1,566 @@
+//! The rule library: TOML schema, validation and compilation into aho-corasick automata.
+//!
+//! Owns: parsing rule files (`data/rules/default.toml` embedded, plus extra rules from
+//! config), validating them with errors that say what to fix, and matching them against a
+//! normalised, tokenised text. Imports only std, serde, toml, aho-corasick.
+
+use super::normalize::{Normalized, Tokens, normalize, tokenize};
+use super::{Category, DetectError};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+use serde::Deserialize;
+use std::collections::HashMap;
+
+pub const DEFAULT_RULES: &str = include_str!("../../data/rules/default.toml");
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFile {
+    #[serde(default)]
+    version: Option<String>,
+    #[serde(default)]
+    atlas_version: Option<String>,
+    #[serde(default, rename = "rule")]
+    rules: Vec<RuleSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleSpec {
+    id: String,
+    category: Category,
+    #[serde(default)]
+    subcategory: Option<String>,
+    weight: f32,
+    /// Weight used when the text comes from a tool output or document (defaults to `weight`).
+    #[serde(default)]
+    indirect_weight: Option<f32>,
+    #[serde(default)]
+    owasp: Option<String>,
+    #[serde(default)]
+    atlas: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    phrases: Vec<String>,
+    #[serde(default)]
+    all_of: Vec<Vec<String>>,
+    #[serde(default)]
+    window: Option<usize>,
+    /// Let keyword classes span sentence ends (default: one sentence).
+    #[serde(default)]
+    cross_sentence: bool,
+}
+
+/// One compiled rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub id: String,
+    pub category: Category,
+    pub subcategory: Option<String>,
+    pub weight: f32,
+    pub indirect_weight: f32,
+    pub owasp: Option<String>,
+    pub atlas: Option<String>,
+    pub classes: usize,
+    pub window: usize,
+    pub cross_sentence: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    Phrase { rule: u32 },
+    Keyword { rule: u32, class: u8 },
+}
+
+#[derive(Debug, Clone)]
+struct Pattern {
+    /// No word boundary needed at the end (trailing `*`).
+    prefix: bool,
+    /// No word boundaries at all (scripts written without spaces: CJK, Thai).
+    anywhere: bool,
+    targets: Vec<Target>,
+}
+
+/// A rule hit with a span in the normalised text.
+#[derive(Debug, Clone, Copy)]
+pub struct Hit {
+    pub rule: u32,
+    pub nstart: u32,
+    pub nend: u32,
+}
+
+/// Pseudo keywords filled in by structural scanning.
+pub const PSEUDO_EMAIL: &str = "@email";
+pub const PSEUDO_URL: &str = "@url";
+pub const PSEUDO_FREEMAIL: &str = "@freemail";
+
+/// Mailbox providers anyone can sign up to: data sent there leaves the organisation.
+const FREEMAIL: &[&str] = &[
+    "gmail.",
+    "googlemail.",
+    "yahoo.",
+    "ymail.",
+    "hotmail.",
+    "outlook.",
+    "live.",
+    "msn.",
+    "aol.",
+    "icloud.",
+    "me.com",
+    "proton.",
+    "protonmail.",
+    "pm.me",
+    "gmx.",
+    "mail.ru",
+    "yandex.",
+    "zoho.",
+    "fastmail.",
+    "tutanota.",
+    "tuta.",
+    "qq.com",
+    "163.com",
+    "126.com",
+    "web.de",
+    "mail.com",
+    "inbox.",
+    "hushmail.",
+    "mailinator.",
+    "guerrillamail.",
+];
+
+pub struct RuleSet {
+    pub version: String,
+    pub atlas_version: String,
+    pub rules: Vec<Rule>,
+    word_ac: Option<AhoCorasick>,
+    word_pats: Vec<Pattern>,
+    raw_ac: Option<AhoCorasick>,
+    raw_pats: Vec<Vec<u32>>,
+    pseudo: HashMap<&'static str, Vec<(u32, u8)>>,
+}
+
+impl RuleSet {
+    /// Compiles the given rule files (the first one provides the version).
+    ///
+    /// # Errors
+    /// [`DetectError`] when a file is not valid TOML, a rule is malformed or ids repeat.
+    pub fn compile(files: &[(&str, &str)]) -> Result<RuleSet, DetectError> {
+        let mut version = String::new();
+        let mut atlas_version = String::new();
+        let mut rules: Vec<Rule> = Vec::new();
+        let mut word_map: HashMap<(String, bool), usize> = HashMap::new();
+        let mut word_keys: Vec<String> = Vec::new();
+        let mut word_pats: Vec<Pattern> = Vec::new();
+        let mut raw_map: HashMap<String, usize> = HashMap::new();
+        let mut raw_keys: Vec<String> = Vec::new();
+        let mut raw_pats: Vec<Vec<u32>> = Vec::new();
+        let mut pseudo: HashMap<&'static str, Vec<(u32, u8)>> = HashMap::new();
+        let mut seen: HashMap<String, ()> = HashMap::new();
+
+        for (fi, (name, src)) in files.iter().enumerate() {
+            let file: RuleFile = toml::from_str(src).map_err(|e| DetectError::RuleSyntax {
+                file: (*name).to_owned(),
+                message: e.to_string(),
+            })?;
+            if fi == 0 {
+                version = file
+                    .version
+                    .clone()
+                    .ok_or_else(|| DetectError::InvalidRule {
+                        file: (*name).to_owned(),
+                        rule: String::new(),
+                        message: "the rule file needs a top-level `version = \"...\"`".into(),
+                    })?;
+                atlas_version = file.atlas_version.clone().unwrap_or_default();
+            }
+            for spec in file.rules {
+                let bad = |m: String| DetectError::InvalidRule {
+                    file: (*name).to_owned(),
+                    rule: spec.id.clone(),
+                    message: m,
+                };
+                if spec.id.trim().is_empty() {
+                    return Err(bad("`id` must not be empty".into()));
+                }
+                if seen.insert(spec.id.clone(), ()).is_some() {
+                    return Err(bad("duplicate rule id; give each rule a unique `id`".into()));
+                }
+                if !(spec.weight > 0.0 && spec.weight <= 1.0) {
+                    return Err(bad(format!(
+                        "`weight` must be in (0, 1], got {}",
+                        spec.weight
+                    )));
+                }
+                let iw = spec.indirect_weight.unwrap_or(spec.weight);
+                if !(0.0..=1.0).contains(&iw) {
+                    return Err(bad(format!(
+                        "`indirect_weight` must be in [0, 1], got {iw}"
+                    )));
+                }
+                if spec.phrases.is_empty() == spec.all_of.is_empty() {
+                    return Err(bad(
+                        "give exactly one of `phrases = [...]` or `all_of = [[...], ...]`".into(),
+                    ));
+                }
+                if spec.all_of.len() > 8 {
+                    return Err(bad("`all_of` supports at most 8 keyword classes".into()));
+                }
+                let window = spec.window.unwrap_or(spec.all_of.len().max(1) * 3);
+                if !spec.all_of.is_empty() && window < spec.all_of.len() {
+                    return Err(bad(format!(
+                        "`window` ({window}) must be at least the number of classes ({})",
+                        spec.all_of.len()
+                    )));
+                }
+                let _ = &spec.description;
+                let ri = rules.len() as u32;
+                for p in &spec.phrases {
+                    let (key, prefix, raw) = prep(p);
+                    if key.is_empty() {
+                        return Err(bad(format!("phrase {p:?} is empty after normalisation")));
+                    }
+                    if raw {
+                        let id = *raw_map.entry(key.clone()).or_insert_with(|| {
+                            raw_keys.push(key.clone());
+                            raw_pats.push(Vec::new());
+                            raw_keys.len() - 1
+                        });
+                        if let Some(v) = raw_pats.get_mut(id) {
+                            v.push(ri);
+                        }
+                    } else {
+                        let id = *word_map.entry((key.clone(), prefix)).or_insert_with(|| {
+                            word_keys.push(key.clone());
+                            word_pats.push(Pattern {
+                                prefix,
+                                anywhere: unspaced(&key),
+                                targets: Vec::new(),
+                            });
+                            word_keys.len() - 1
+                        });
+                        if let Some(v) = word_pats.get_mut(id) {
+                            v.targets.push(Target::Phrase { rule: ri });
+                        }
+                    }
+                }
+                for (ci, class) in spec.all_of.iter().enumerate() {
+                    if class.is_empty() {
+                        return Err(bad(format!("keyword class {ci} of `all_of` is empty")));
+                    }
+                    for kw in class {
+                        if kw == PSEUDO_EMAIL || kw == PSEUDO_URL || kw == PSEUDO_FREEMAIL {
+                            let k: &'static str = if kw == PSEUDO_EMAIL {
+                                PSEUDO_EMAIL
+                            } else if kw == PSEUDO_URL {
+                                PSEUDO_URL
+                            } else {
+                                PSEUDO_FREEMAIL
+                            };
+                            pseudo.entry(k).or_default().push((ri, ci as u8));
+                            continue;
+                        }
+                        let (key, prefix, raw) = prep(kw);
+                        if key.is_empty() || raw {
+                            return Err(bad(format!(
+                                "keyword {kw:?} must be words (letters/digits), optionally ending in `*`"
+                            )));
+                        }
+                        let id = *word_map.entry((key.clone(), prefix)).or_insert_with(|| {
+                            word_keys.push(key.clone());
+                            word_pats.push(Pattern {
+                                prefix,
+                                anywhere: unspaced(&key),
+                                targets: Vec::new(),
+                            });
+                            word_keys.len() - 1
+                        });
+                        if let Some(v) = word_pats.get_mut(id) {
+                            v.targets.push(Target::Keyword {
+                                rule: ri,
+                                class: ci as u8,
+                            });
+                        }
+                    }
+                }
+                rules.push(Rule {
+                    id: spec.id.clone(),
+                    category: spec.category,
+                    subcategory: spec.subcategory.clone(),
+                    weight: spec.weight,
+                    indirect_weight: iw,
+                    owasp: spec.owasp.clone(),
+                    atlas: spec.atlas.clone(),
+                    classes: spec.all_of.len(),
+                    window,
+                    cross_sentence: spec.cross_sentence,
+                });
+            }
+        }
+        // Word patterns are padded with spaces (the token text is too), so they can only
+        // match whole words; prefix patterns get no trailing space, CJK/Thai ones no padding.
+        let padded: Vec<String> = word_keys
+            .iter()
+            .zip(word_pats.iter())
+            .map(|(k, p)| {
+                if p.anywhere {
+                    k.clone()
+                } else if p.prefix {
+                    format!(" {k}")
+                } else {
+                    format!(" {k} ")
+                }
+            })
+            .collect();
+        let word_keys = padded;
+        let build = |keys: &[String]| -> Result<Option<AhoCorasick>, DetectError> {
+            if keys.is_empty() {
+                return Ok(None);
+            }
+            AhoCorasickBuilder::new()
+                .kind(Some(AhoCorasickKind::DFA))
+                .match_kind(MatchKind::Standard)
+                .build(keys)
+                .map(Some)
+                .map_err(|e| DetectError::Build(e.to_string()))
+        };
+        Ok(RuleSet {
+            version,
+            atlas_version,
+            rules,
+            word_ac: build(&word_keys)?,
+            word_pats,
+            raw_ac: build(&raw_keys)?,
+            raw_pats,
+            pseudo,
+        })
+    }
+
+    /// Heap bytes of the compiled automata and pattern tables (approximate).
+    pub fn heap_bytes(&self) -> usize {
+        let ac = self.word_ac.as_ref().map_or(0, |a| a.memory_usage())
+            + self.raw_ac.as_ref().map_or(0, |a| a.memory_usage());
+        let pats: usize = self
+            .word_pats
+            .iter()
+            .map(|p| 16 + p.targets.capacity() * 12)
+            .sum();
+        let rules: usize = self.rules.iter().map(|r| 160 + r.id.len()).sum();
+        ac + pats + rules
+    }
+
+    /// Matches all rules. `words` is `toks.words` or a transformed copy of the same length
+    /// (e.g. rot13). Returns hits with spans in the normalised text.
+    pub fn scan(
+        &self,
+        norm: &Normalized,
+        toks: &Tokens,
+        words: &str,
+        transformed: bool,
+        out: &mut Vec<Hit>,
+    ) {
+        let mut kw: Vec<(u32, u8, u32)> = Vec::new();
+        if let Some(ac) = &self.word_ac {
+            let wb = words.as_bytes();
+            for m in ac.find_overlapping_iter(words) {
+                let Some(pat) = self.word_pats.get(m.pattern().as_usize()) else {
+                    continue;
+                };
+                let mut s = m.start();
+                let mut e = m.end();
+                if wb.get(s) == Some(&b' ') {
+                    s += 1;
+                }
+                if e > s + 1 && wb.get(e - 1) == Some(&b' ') {
+                    e -= 1;
+                }
+                if s >= e {
+                    continue;
+                }
+                let t0 = toks.token_at(s);
+                let t1 = toks.token_at(e.saturating_sub(1));
+                for t in &pat.targets {
+                    match *t {
+                        Target::Phrase { rule } => {
+                            if let (Some(a), Some(b)) = (toks.nspan.get(t0), toks.nspan.get(t1)) {
+                                out.push(Hit {
+                                    rule,
+                                    nstart: a.0,
+                                    nend: b.1,
+                                });
+                            }
+                        }
+                        Target::Keyword { rule, class } => kw.push((rule, class, t0 as u32)),
+                    }
+                }
+            }
+        }
+        if !transformed {
+            self.pseudo_hits(norm, toks, &mut kw);
+        }
+        if let Some(ac) = &self.raw_ac
+            && !transformed
+        {
+            for m in ac.find_overlapping_iter(&norm.text) {
+                if let Some(rs) = self.raw_pats.get(m.pattern().as_usize()) {
+                    for &rule in rs {
+                        out.push(Hit {
+                            rule,
+                            nstart: m.start() as u32,
+                            nend: m.end() as u32,
+                        });
+                    }
+                }
+            }
+        }
+        if kw.is_empty() {
+            return;
+        }
+        kw.sort_unstable();
+        let mut i = 0;
+        while i < kw.len() {
+            let rule = kw.get(i).map(|k| k.0).unwrap_or(0);
+            let mut j = i;
+            while kw.get(j).is_some_and(|k| k.0 == rule) {
+                j += 1;
+            }
+            if let (Some(r), Some(group)) = (self.rules.get(rule as usize), kw.get(i..j)) {
+                let sent = if r.cross_sentence {
+                    None
+                } else {
+                    Some(toks.sent.as_slice())
+                };
+                if let Some((a, b)) = window_match(group, r.classes, r.window, sent)
+                    && let (Some(x), Some(y)) =
+                        (toks.nspan.get(a as usize), toks.nspan.get(b as usize))
+                {
+                    out.push(Hit {
+                        rule,
+                        nstart: x.0,
+                        nend: y.1,
+                    });
+                }
+            }
+            i = j;
+        }
+    }
+
+    fn pseudo_hits(&self, norm: &Normalized, toks: &Tokens, kw: &mut Vec<(u32, u8, u32)>) {
+        if self.pseudo.is_empty() {
+            return;
+        }
+        let text = &norm.text;
+        let tok_of_n = |pos: usize| -> u32 {
+            match toks.nspan.binary_search_by(|s| s.0.cmp(&(pos as u32))) {
+                Ok(i) => i as u32,
+                Err(i) => i.saturating_sub(1) as u32,
+            }
+        };
+        let email_t = self.pseudo.get(PSEUDO_EMAIL);
+        let free_t = self.pseudo.get(PSEUDO_FREEMAIL);
+        if email_t.is_some() || free_t.is_some() {
+            let b = text.as_bytes();
+            for (i, _) in text.match_indices('@') {
+                let before = i > 0
+                    && b.get(i - 1)
+                        .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'.' || *c == b'_');
+                let rest = text.get(i + 1..).unwrap_or("");
+                let dom: &str = rest
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '-'))
+                    .next()
+                    .unwrap_or("");
+                if before && dom.contains('.') && dom.len() >= 4 {
+                    let t = tok_of_n(i);
+                    for &(r, c) in email_t.into_iter().flatten() {
+                        kw.push((r, c, t));
+                    }
+                    if FREEMAIL
+                        .iter()
+                        .any(|f| dom.starts_with(f) || dom.contains(&format!(".{f}")))
+                    {
+                        for &(r, c) in free_t.into_iter().flatten() {
+                            kw.push((r, c, t));
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(targets) = self.pseudo.get(PSEUDO_URL) {
+            for pat in ["http://", "https://", "www.", "ftp://"] {
+                for (i, _) in text.match_indices(pat) {
+                    let t = tok_of_n(i);
+                    for &(r, c) in targets {
+                        kw.push((r, c, t));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Normalises a phrase/keyword: returns (key, prefix, raw). Raw keys contain punctuation and
+/// are matched on the normalised text; others on the token text.
+fn prep(p: &str) -> (String, bool, bool) {
+    let p = p.trim();
+    let (body, prefix) = match p.strip_suffix('*') {
+        Some(b)
+            if !b.is_empty()
+                && !b.ends_with(' ')
+                && b.chars().last().is_some_and(|c| c.is_alphanumeric()) =>
+        {
+            (b, true)
+        }
+        _ => (p, false),
+    };
+    let n = normalize(body);
+    let raw = n.text.chars().any(|c| !(c.is_alphanumeric() || c == ' '));
+    if raw {
+        return (n.text, false, true);
+    }
+    let t = tokenize(&n.text);
+    (t.words.trim().to_owned(), prefix, false)
+}
+
+/// True when `key` contains characters of scripts written without spaces.
+fn unspaced(key: &str) -> bool {
+    key.chars().any(|c| {
+        matches!(c as u32, 0x0E00..=0x0E7F | 0x3040..=0x30FF | 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xF900..=0xFAFF)
+    })
+}
+
+/// Finds classes 0..k in order within `window` tokens. Returns (first token, last token).
+fn window_match(
+    group: &[(u32, u8, u32)],
+    k: usize,
+    window: usize,
+    sent: Option<&[u32]>,
+) -> Option<(u32, u32)> {
+    let same = |a: u32, b: u32| match sent {
+        Some(s) => s.get(a as usize) == s.get(b as usize),
+        None => true,
+    };
+    let mut by: Vec<Vec<u32>> = vec![Vec::new(); k];
+    for &(_, c, t) in group {
+        if let Some(v) = by.get_mut(c as usize) {
+            v.push(t);
+        }
+    }
+    if by.iter().any(|v| v.is_empty()) {
+        return None;
+    }
+    for v in by.iter_mut() {
+        v.dedup();
+    }
+    let first = by.first()?;
+    'outer: for &t0 in first {
+        let mut prev = t0;
+        for v in by.iter().skip(1) {
+            let idx = v.partition_point(|&x| x <= prev);
+            match v.get(idx) {
+                Some(&t) if (t - t0) < window as u32 && same(t0, t) => prev = t,
+                _ => continue 'outer,
+            }
+        }
+        return Some((t0, prev));
+    }
+    None
+}
