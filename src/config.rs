@@ -50,6 +50,31 @@ pub struct MonitorConfig {
     /// Period of the background loop (checks + escalation sweep).
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
+    /// Folder of the sample data files checked for data quality.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: std::path::PathBuf,
+    /// Folder of the MCP tool catalogs (`*_mcp.json`) checked and pinned.
+    #[serde(default = "default_catalog_dir")]
+    pub catalog_dir: std::path::PathBuf,
+    /// Lock file with the SHA-256 pin of every tool definition.
+    #[serde(default = "default_pin_lock")]
+    pub pin_lock: std::path::PathBuf,
+    /// Run the data-quality checks in the loop.
+    #[serde(default = "default_true")]
+    pub data_quality: bool,
+}
+
+fn default_data_dir() -> std::path::PathBuf {
+    "data".into()
+}
+fn default_catalog_dir() -> std::path::PathBuf {
+    "mcp_server".into()
+}
+fn default_pin_lock() -> std::path::PathBuf {
+    "mcp_server/tools.lock.json".into()
+}
+fn default_true() -> bool {
+    true
 }
 
 /// `[screening]`.
@@ -87,6 +112,16 @@ pub struct PerformanceConfig {
     /// Sliding window for rates and averages.
     #[serde(with = "humantime_serde")]
     pub window: Duration,
+    /// A metric is healthy again after this long without a violation (and one good sample).
+    #[serde(default = "default_recovery_after", with = "humantime_serde")]
+    pub recovery_after: Duration,
+    /// Resolve the performance incident automatically when its metric recovers.
+    #[serde(default)]
+    pub auto_resolve: bool,
+}
+
+fn default_recovery_after() -> Duration {
+    Duration::from_secs(120)
 }
 
 /// Configuration errors. Each names the file and the offending key.

@@ -467,6 +467,26 @@ impl Incident {
         Ok(EventKind::StatusChanged { from, to })
     }
 
+    /// Raises severity by one level (no-op at critical).
+    pub fn raise_severity(&mut self, reason: &str, now: DateTime<Utc>) -> Option<EventKind> {
+        let to = match self.severity {
+            Severity::Low => Severity::Medium,
+            Severity::Medium => Severity::High,
+            Severity::High | Severity::Critical => Severity::Critical,
+        };
+        if to == self.severity {
+            return None;
+        }
+        let from = self.severity;
+        self.severity = to;
+        self.updated_at = now;
+        Some(EventKind::SeverityChanged {
+            from,
+            to,
+            reason: reason.to_string(),
+        })
+    }
+
     /// Records a repeated detection of the same thing (deduplication).
     pub fn record_repeat(&mut self, evidence: Vec<Evidence>, now: DateTime<Utc>) -> EventKind {
         self.occurrences = self.occurrences.saturating_add(1);
@@ -522,6 +542,14 @@ pub enum EventKind {
     Note {
         text: String,
     },
+    SeverityChanged {
+        from: Severity,
+        to: Severity,
+        reason: String,
+    },
+    Recovered {
+        detail: String,
+    },
 }
 
 impl EventKind {
@@ -534,6 +562,8 @@ impl EventKind {
             EventKind::Escalated { .. } => "escalated",
             EventKind::DetectedAgain { .. } => "detected_again",
             EventKind::Note { .. } => "note",
+            EventKind::SeverityChanged { .. } => "severity_changed",
+            EventKind::Recovered { .. } => "recovered",
         }
     }
 }

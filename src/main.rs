@@ -117,6 +117,9 @@ enum Cmd {
     },
     /// Verify the hash-chained audit log; exits 1 if it is broken.
     VerifyAudit,
+    /// Run the data-quality checks once (data files, tool catalogs, tool pins) and print the
+    /// findings as JSON; each finding opens or updates an incident. Exits 1 when there are findings.
+    CheckData,
     /// Show or check the configuration.
     Config {
         /// Print the full default configuration file, with comments.
@@ -330,6 +333,22 @@ async fn main() -> Result<()> {
             let svc = app::build_service(&cli.db, config.clone()).map_err(anyhow::Error::msg)?;
             let inc = svc.escalate(&id, reason, "cli").await?;
             print_json(&ai_incident_mcp::mcp::dto::EscalateOutput::from(&inc))
+        }
+        Cmd::CheckData => {
+            let svc = app::build_service(&cli.db, config.clone()).map_err(anyhow::Error::msg)?;
+            let r = svc.check_data_quality().await?;
+            print_json(&r)?;
+            if !r.ran {
+                bail!(
+                    "neither {} nor {} exists; set monitor.data_dir / monitor.catalog_dir",
+                    config.monitor.data_dir.display(),
+                    config.monitor.catalog_dir.display()
+                );
+            }
+            if !r.findings.is_empty() {
+                std::process::exit(1);
+            }
+            Ok(())
         }
         Cmd::VerifyAudit => {
             let svc = app::build_service(&cli.db, config.clone()).map_err(anyhow::Error::msg)?;

@@ -91,6 +91,35 @@ pub async fn run_once(svc: &IncidentService) -> MonitorStatus {
             .map(|n| format!("{n} delivery attempt(s)"))
             .map_err(|e| e.to_string()),
     );
+    record(
+        "performance_recovery",
+        svc.performance_recovery_sweep()
+            .await
+            .map(|n| format!("{n} metric(s) recovered"))
+            .map_err(|e| e.to_string()),
+    );
+    if svc.config().monitor.data_quality {
+        record(
+            "data_quality",
+            svc.check_data_quality()
+                .await
+                .map(|o| {
+                    if o.ran {
+                        format!(
+                            "{} finding(s) in {} file(s), {} record(s), {} tool(s) ({:.1} ms)",
+                            o.findings.len(),
+                            o.files_checked,
+                            o.records_checked,
+                            o.tools_checked,
+                            o.duration_ms
+                        )
+                    } else {
+                        "idle: neither the data folder nor the catalog folder exists".to_string()
+                    }
+                })
+                .map_err(|e| e.to_string()),
+        );
+    }
     let prev = svc.monitor.snapshot();
     let status = MonitorStatus {
         interval_secs: svc.config().monitor.interval.as_secs_f64(),

@@ -146,6 +146,7 @@ pub struct IncidentService {
     pub(crate) config: Arc<Config>,
     pub(crate) lifecycle: crate::lifecycle::LifecycleState,
     pub(crate) monitor: crate::monitor::MonitorState,
+    pub(crate) monitoring: crate::monitoring::MonitoringState,
 }
 
 impl IncidentService {
@@ -162,9 +163,10 @@ impl IncidentService {
             engine,
             clock,
             limits,
-            config,
             lifecycle: Default::default(),
             monitor: Default::default(),
+            monitoring: crate::monitoring::MonitoringState::new(perf_thresholds(&config)),
+            config,
         }
     }
 
@@ -523,6 +525,19 @@ impl IncidentService {
                 }),
             )
             .await?)
+    }
+}
+
+fn perf_thresholds(c: &Config) -> crate::performance::PerfThresholds {
+    let p = &c.performance;
+    crate::performance::PerfThresholds {
+        llm_response_time: p.llm_response_time,
+        tool_execution_time: p.tool_execution_time,
+        system_response_time: p.system_response_time,
+        error_rate: p.error_rate,
+        availability: p.availability,
+        window: p.window,
+        recovery_after: p.recovery_after,
     }
 }
 

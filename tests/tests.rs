@@ -6,5 +6,6 @@ mod common;
 mod cli;
 mod detect;
 mod http;
+mod monitoring;
 mod stdio;
 mod store;

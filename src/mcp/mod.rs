@@ -6,6 +6,7 @@
 //! May import: rmcp, schemars, serde_json, the service and domain types.
 
 pub mod dto;
+pub mod monitoring_tools;
 pub mod stdio;
 
 use std::sync::Arc;
@@ -63,7 +64,7 @@ impl IncidentMcp {
     pub fn new(svc: Arc<IncidentService>) -> Self {
         Self {
             svc,
-            tool_router: Self::tool_router(),
+            tool_router: Self::tool_router() + Self::monitoring_router(),
         }
     }
 
@@ -239,6 +240,11 @@ impl ServerHandler for IncidentMcp {
                     "Incidents that are not resolved or closed, newest first (up to 200)",
                 )
                 .with_mime_type("application/json"),
+            Resource::new("monitor://status", "monitor-status")
+                .with_description(
+                    "What the background loop did last: run time and per-check outcome",
+                )
+                .with_mime_type("application/json"),
         ]))
     }
 
@@ -274,6 +280,8 @@ impl ServerHandler for IncidentMcp {
                 .await
                 .map_err(resource_error)?;
             serde_json::to_string_pretty(&ListIncidentsOutput::from(page))
+        } else if uri == "monitor://status" {
+            serde_json::to_string_pretty(&self.svc.monitor_status())
         } else if let Some(id) = uri.strip_prefix("incident://") {
             match self.svc.get(id).await {
                 Ok((inc, tl)) => serde_json::to_string_pretty(&IncidentDetail::new(inc, tl)),
@@ -282,7 +290,7 @@ impl ServerHandler for IncidentMcp {
             }
         } else {
             return Err(not_found(format!(
-                "unknown resource {uri}; use incidents://open or incident://{{id}}"
+                "unknown resource {uri}; use incidents://open, monitor://status or incident://{{id}}"
             )));
         }
         .map_err(|e| McpError::internal_error(e.to_string(), None))?;

@@ -140,6 +140,9 @@ pub trait Store: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<Upserted, StoreError>;
 
+    /// The open (not resolved/closed) incident with this dedup key, if any.
+    async fn find_open_by_dedup(&self, dedup_key: &str) -> Result<Option<Incident>, StoreError>;
+
     /// Verifies the whole hash chain.
     async fn verify_audit_log(&self) -> Result<AuditReport, StoreError>;
 }

@@ -565,6 +565,22 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn find_open_by_dedup(&self, dedup_key: &str) -> Result<Option<Incident>, StoreError> {
+        let key = dedup_key.to_string();
+        self.read(move |conn| {
+            let body: Option<String> = conn
+                .prepare_cached(
+                    "SELECT body FROM incidents WHERE dedup_key = ?1 AND status NOT IN ('resolved', 'closed')
+                     ORDER BY created_at DESC LIMIT 1",
+                )
+                .and_then(|mut st| st.query_row([&key], |r| r.get(0)).optional())
+                .map_err(backend)?;
+            body.map(|b| serde_json::from_str(&b).map_err(backend))
+                .transpose()
+        })
+        .await
+    }
+
     async fn verify_audit_log(&self) -> Result<AuditReport, StoreError> {
         self.read(|conn| {
             // One read transaction so the chain and its head are one snapshot.

@@ -1,0 +1,512 @@
+//! Monitoring use cases (issue #5): performance incidents from metrics,
+//! data-quality and tool-poisoning incidents from the data files and tool
+//! catalogs, recovery. Pure checks live in [`crate::performance`] and
+//! [`crate::dataquality`]; this module turns their findings into deduplicated
+//! incidents through the store, and is called by MCP tools and by the
+//! background loop ([`crate::monitor`]).
+
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::dataquality::{self, DqReport, Finding, FindingKind, PinLock};
+use crate::incident::{
+    DetectionMethod, EventKind, Evidence, Incident, IncidentType, NewIncident, Severity, Status,
+};
+use crate::performance::{Metric, MetricSample, PerfMonitor, PerfThresholds, Violation};
+use crate::service::{IncidentService, ServiceError};
+
+/// Monitoring state held by the service.
+#[derive(Debug)]
+pub struct MonitoringState {
+    perf: Mutex<PerfMonitor>,
+    /// Serialises data-quality passes (the pin lock file is read-modify-write).
+    dq: tokio::sync::Mutex<()>,
+}
+
+impl MonitoringState {
+    /// State for the given performance thresholds.
+    pub fn new(t: PerfThresholds) -> Self {
+        Self {
+            perf: Mutex::new(PerfMonitor::new(t)),
+            dq: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+/// A metrics report, as received.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsInput {
+    pub source: String,
+    pub llm_response_time: Option<f64>,
+    pub tool_execution_time: Option<f64>,
+    pub system_response_time: Option<f64>,
+    pub error_rate: Option<f64>,
+    pub availability: Option<f64>,
+}
+
+/// What `record_metrics` did.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct MetricsOutcome {
+    /// Threshold violations in this sample.
+    pub violations: Vec<ViolationOut>,
+    /// Incidents opened or updated, one per violated metric.
+    pub incident_ids: Vec<String>,
+}
+
+/// One violation.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct ViolationOut {
+    pub metric: String,
+    pub value: f64,
+    pub threshold: f64,
+    pub severity: String,
+    pub message: String,
+}
+
+/// One data-quality finding and the incident that tracks it.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct FindingOut {
+    pub kind: String,
+    pub file: String,
+    pub record: Option<String>,
+    pub message: String,
+    /// For tool changes: the key to pass to `approve_catalog_change`.
+    pub pin_key: Option<String>,
+    pub incident_id: Option<String>,
+}
+
+/// What a data-quality pass found.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct DqOutcome {
+    /// False when neither folder exists (checks idle).
+    pub ran: bool,
+    pub files_checked: usize,
+    pub records_checked: usize,
+    pub tools_checked: usize,
+    /// True when this pass recorded the first pins (no lock file before).
+    pub pins_recorded: bool,
+    pub findings: Vec<FindingOut>,
+    pub duration_ms: f64,
+}
+
+fn perf_severity(s: crate::performance::Severity) -> Severity {
+    match s {
+        crate::performance::Severity::Critical => Severity::Critical,
+        crate::performance::Severity::High => Severity::High,
+        crate::performance::Severity::Medium => Severity::Medium,
+        crate::performance::Severity::Low => Severity::Low,
+    }
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> ServiceError {
+    ServiceError::Invalid {
+        field,
+        message: message.into(),
+    }
+}
+
+impl IncidentService {
+    fn monitoring(&self) -> &MonitoringState {
+        &self.monitoring
+    }
+
+    /// Records one metrics sample. Each metric past its threshold opens a
+    /// performance incident for (source, metric), or adds an occurrence to
+    /// the open one.
+    ///
+    /// # Errors
+    /// [`ServiceError::Invalid`] naming a bad field (negative, NaN, a rate outside 0..1, no metric).
+    pub async fn record_metrics(
+        &self,
+        input: MetricsInput,
+    ) -> Result<MetricsOutcome, ServiceError> {
+        let source = input.source.trim().to_string();
+        if source.is_empty() || source.len() > 128 {
+            return Err(invalid(
+                "source",
+                "must name the monitored system in 1 to 128 bytes, e.g. crm-agent",
+            ));
+        }
+        let now = self.now();
+        let mut sample = MetricSample::new(source.clone(), now);
+        let mut any = false;
+        for (m, v) in [
+            (Metric::LlmResponseTime, input.llm_response_time),
+            (Metric::ToolExecutionTime, input.tool_execution_time),
+            (Metric::SystemResponseTime, input.system_response_time),
+            (Metric::ErrorRate, input.error_rate),
+            (Metric::Availability, input.availability),
+        ] {
+            if let Some(v) = v {
+                sample = sample.with(m, v);
+                any = true;
+            }
+        }
+        if !any {
+            return Err(invalid(
+                "metrics",
+                "give at least one of llm_response_time, tool_execution_time, system_response_time (seconds), error_rate, availability (0 to 1)",
+            ));
+        }
+        let violations = {
+            let mut perf =
+                self.monitoring().perf.lock().map_err(|_| {
+                    ServiceError::Internal("performance monitor lock poisoned".into())
+                })?;
+            perf.record(sample).map_err(|e| ServiceError::Invalid {
+                field: e.field(),
+                message: e.to_string(),
+            })?
+        };
+        let mut ids = Vec::new();
+        for v in &violations {
+            ids.push(self.open_perf_incident(v, now).await?.to_string());
+        }
+        Ok(MetricsOutcome {
+            violations: violations
+                .iter()
+                .map(|v| ViolationOut {
+                    metric: v.metric.as_str().to_string(),
+                    value: v.value,
+                    threshold: v.threshold,
+                    severity: v.severity.as_str().to_string(),
+                    message: v.message.clone(),
+                })
+                .collect(),
+            incident_ids: ids,
+        })
+    }
+
+    async fn open_perf_incident(
+        &self,
+        v: &Violation,
+        now: DateTime<Utc>,
+    ) -> Result<crate::incident::IncidentId, ServiceError> {
+        let key = format!("perf|{}|{}", v.source, v.metric.as_str());
+        let evidence = vec![Evidence {
+            rule: v.metric.as_str().to_string(),
+            category: "performance".into(),
+            start: 0,
+            end: 0,
+            excerpt: v.message.clone(),
+        }];
+        let new = Incident::open(
+            NewIncident {
+                incident_type: IncidentType::Performance,
+                category: None,
+                severity: perf_severity(v.severity),
+                title: format!("{} threshold violated on {}", v.metric.as_str(), v.source),
+                description: v.message.clone(),
+                reporter: None,
+                affected_system: Some(v.source.clone()),
+                affected_user: None,
+                affected_session: None,
+                detection_method: DetectionMethod::Monitoring,
+                confidence: None,
+                evidence: evidence.clone(),
+                tags: vec![format!("metric:{}", v.metric.as_str())],
+                dedup_key: Some(key.clone()),
+            },
+            now,
+        );
+        let up = self
+            .store
+            .upsert_detection(
+                key,
+                new,
+                Box::new(move |inc| Ok(vec![inc.record_repeat(evidence, now)])),
+                "performance-monitor".into(),
+                now,
+            )
+            .await?;
+        Ok(up.incident.id)
+    }
+
+    /// Records recovery on the performance incidents whose metric has been
+    /// healthy for `performance.recovery_after`; resolves them when
+    /// `performance.auto_resolve` is set. Returns how many recovered.
+    ///
+    /// # Errors
+    /// [`ServiceError::Internal`] if the store fails.
+    pub async fn performance_recovery_sweep(&self) -> Result<usize, ServiceError> {
+        let now = self.now();
+        let recovered = {
+            let mut perf =
+                self.monitoring().perf.lock().map_err(|_| {
+                    ServiceError::Internal("performance monitor lock poisoned".into())
+                })?;
+            perf.prune(now);
+            perf.take_recovered(now)
+        };
+        let auto = self.config.performance.auto_resolve;
+        let mut n = 0;
+        for (source, metric) in recovered {
+            let key = format!("perf|{source}|{}", metric.as_str());
+            let Some(inc) = self.store.find_open_by_dedup(&key).await? else {
+                continue;
+            };
+            let detail = format!(
+                "{} on {source} is within its threshold again",
+                metric.as_str()
+            );
+            self.store
+                .update(
+                    &inc.id,
+                    "performance-monitor".into(),
+                    now,
+                    Box::new(move |inc| {
+                        let mut ev = vec![EventKind::Recovered { detail }];
+                        if auto && inc.status.allowed_next().contains(&Status::Resolved) {
+                            ev.push(inc.transition(Status::Resolved, now)?);
+                            inc.resolution =
+                                Some("metric recovered (auto-resolved by policy)".into());
+                        }
+                        inc.updated_at = now;
+                        Ok(ev)
+                    }),
+                )
+                .await?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Runs the data-quality checks now: data files, tool catalogs and
+    /// tool-definition pins. Every finding opens an incident or adds an
+    /// occurrence to the open one for the same finding.
+    ///
+    /// # Errors
+    /// [`ServiceError::Internal`] if the pin lock cannot be read or written, or the store fails.
+    pub async fn check_data_quality(&self) -> Result<DqOutcome, ServiceError> {
+        let _guard = self.monitoring().dq.lock().await;
+        let started = std::time::Instant::now();
+        let m = &self.config.monitor;
+        let (data_dir, catalog_dir, pin_path) = (
+            m.data_dir.clone(),
+            m.catalog_dir.clone(),
+            m.pin_lock.clone(),
+        );
+        if !data_dir.is_dir() && !catalog_dir.is_dir() {
+            return Ok(DqOutcome {
+                ran: false,
+                files_checked: 0,
+                records_checked: 0,
+                tools_checked: 0,
+                pins_recorded: false,
+                findings: Vec::new(),
+                duration_ms: 0.0,
+            });
+        }
+        let report: DqReport = tokio::task::spawn_blocking(move || {
+            let lock = PinLock::load(&pin_path).map_err(|e| {
+                ServiceError::Internal(format!("pin lock {}: {e}", pin_path.display()))
+            })?;
+            let report = dataquality::check_all(&data_dir, &catalog_dir, &lock);
+            if report.bootstrapped {
+                report.current_pins.save(&pin_path).map_err(|e| {
+                    ServiceError::Internal(format!(
+                        "cannot write pin lock {}: {e}",
+                        pin_path.display()
+                    ))
+                })?;
+            }
+            Ok::<_, ServiceError>(report)
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))??;
+        let now = self.now();
+        let mut findings = Vec::new();
+        for f in &report.findings {
+            let id = self.open_finding_incident(f, now).await?;
+            findings.push(FindingOut {
+                kind: f.kind.as_str().to_string(),
+                file: f.file.clone(),
+                record: f.record.clone(),
+                message: f.message.clone(),
+                pin_key: f.metadata.get("pin_key").cloned(),
+                incident_id: Some(id.to_string()),
+            });
+        }
+        Ok(DqOutcome {
+            ran: true,
+            files_checked: report.files_checked,
+            records_checked: report.records_checked,
+            tools_checked: report.tools_checked,
+            pins_recorded: report.bootstrapped,
+            findings,
+            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+        })
+    }
+
+    async fn open_finding_incident(
+        &self,
+        f: &Finding,
+        now: DateTime<Utc>,
+    ) -> Result<crate::incident::IncidentId, ServiceError> {
+        let key = format!("dq|{}", f.dedup_key());
+        let what = f.record.as_deref().unwrap_or("");
+        let (incident_type, severity, title, tags) = match f.kind {
+            FindingKind::ToolDefinitionChanged
+            | FindingKind::ToolAdded
+            | FindingKind::ToolRemoved => (
+                IncidentType::Security,
+                if f.kind == FindingKind::ToolDefinitionChanged {
+                    Severity::High
+                } else {
+                    Severity::Medium
+                },
+                format!("Tool definition changed: {} {what}", f.file),
+                vec![
+                    "AML.T0110@v5".to_string(),
+                    "LLM03:2025".to_string(),
+                    format!("finding:{}", f.kind.as_str()),
+                ],
+            ),
+            FindingKind::ParseError | FindingKind::MissingFile => (
+                IncidentType::DataQuality,
+                Severity::High,
+                format!("Data corruption: {} cannot be read", f.file),
+                vec![format!("finding:{}", f.kind.as_str())],
+            ),
+            _ => (
+                IncidentType::DataQuality,
+                Severity::Medium,
+                format!("Data quality: {} in {} {what}", f.kind.as_str(), f.file),
+                vec![format!("finding:{}", f.kind.as_str())],
+            ),
+        };
+        let evidence = vec![Evidence {
+            rule: f.kind.as_str().to_string(),
+            category: "data_quality".into(),
+            start: 0,
+            end: 0,
+            excerpt: crate::incident::truncate_chars(
+                &f.message,
+                crate::incident::EXCERPT_MAX_CHARS,
+            ),
+        }];
+        let new = Incident::open(
+            NewIncident {
+                incident_type,
+                category: None,
+                severity,
+                title: title.trim().to_string(),
+                description: f.message.clone(),
+                reporter: None,
+                affected_system: Some(f.file.clone()),
+                affected_user: None,
+                affected_session: None,
+                detection_method: DetectionMethod::Monitoring,
+                confidence: None,
+                evidence: evidence.clone(),
+                tags,
+                dedup_key: Some(key.clone()),
+            },
+            now,
+        );
+        let up = self
+            .store
+            .upsert_detection(
+                key,
+                new,
+                Box::new(move |inc| Ok(vec![inc.record_repeat(evidence, now)])),
+                "data-quality-monitor".into(),
+                now,
+            )
+            .await?;
+        Ok(up.incident.id)
+    }
+
+    /// Accepts the current definition of a changed, added or removed tool
+    /// (`pin_key` as `<catalog file>/<tool name>`, from `check_data_quality`),
+    /// updates the pin lock and resolves the tracking incident.
+    ///
+    /// # Errors
+    /// [`ServiceError::Invalid`] when the key has no pending change (the message lists those that do).
+    pub async fn approve_catalog_change(
+        &self,
+        pin_key: &str,
+        approver: &str,
+    ) -> Result<Option<Incident>, ServiceError> {
+        let _guard = self.monitoring().dq.lock().await;
+        let m = &self.config.monitor;
+        let (data_dir, catalog_dir, pin_path) = (
+            m.data_dir.clone(),
+            m.catalog_dir.clone(),
+            m.pin_lock.clone(),
+        );
+        let key = pin_key.trim().to_string();
+        let key2 = key.clone();
+        let finding = tokio::task::spawn_blocking(move || {
+            let mut lock = PinLock::load(&pin_path)
+                .map_err(|e| ServiceError::Internal(format!("pin lock: {e}")))?;
+            let report = dataquality::check_all(&data_dir, &catalog_dir, &lock);
+            let pending: Vec<&Finding> = report
+                .findings
+                .iter()
+                .filter(|f| {
+                    matches!(
+                        f.kind,
+                        FindingKind::ToolDefinitionChanged
+                            | FindingKind::ToolAdded
+                            | FindingKind::ToolRemoved
+                    )
+                })
+                .collect();
+            let Some(f) = pending
+                .iter()
+                .find(|f| f.metadata.get("pin_key") == Some(&key2))
+            else {
+                let keys: Vec<String> = pending
+                    .iter()
+                    .filter_map(|f| f.metadata.get("pin_key").cloned())
+                    .collect();
+                return Err(invalid(
+                    "pin_key",
+                    if keys.is_empty() {
+                        format!("'{key2}' has no pending change; no tool change is pending")
+                    } else {
+                        format!(
+                            "'{key2}' has no pending change; pending: {}",
+                            keys.join(", ")
+                        )
+                    },
+                ));
+            };
+            if f.kind == FindingKind::ToolRemoved {
+                dataquality::approve_removal(&mut lock, &key2);
+            } else {
+                let hash = f.metadata.get("new_hash").cloned().unwrap_or_default();
+                dataquality::approve(&mut lock, &key2, &hash);
+            }
+            lock.save(&pin_path)
+                .map_err(|e| ServiceError::Internal(format!("cannot write pin lock: {e}")))?;
+            Ok((*f).clone())
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))??;
+        let dedup = format!("dq|{}", finding.dedup_key());
+        let Some(inc) = self.store.find_open_by_dedup(&dedup).await? else {
+            return Ok(None);
+        };
+        let now = self.now();
+        let text = format!("catalog change {key} approved by {approver}; pin updated");
+        let inc = self
+            .store
+            .update(
+                &inc.id,
+                approver.to_string(),
+                now,
+                Box::new(move |inc| {
+                    let mut ev = vec![EventKind::Note { text }];
+                    ev.push(inc.transition(Status::Resolved, now)?);
+                    inc.resolution = Some("tool definition change approved".into());
+                    Ok(ev)
+                }),
+            )
+            .await?;
+        Ok(Some(inc))
+    }
+}
