@@ -5,5 +5,6 @@ mod common;
 
 mod cli;
 mod http;
+mod lifecycle;
 mod stdio;
 mod store;
