@@ -723,3 +723,148 @@ async fn lifecycle_errors_are_tool_errors_the_caller_can_fix() {
     assert_eq!(events(&inc, "marked_serious").len(), 1);
     c.cancel().await.unwrap();
 }
+
+// ---------------------------------------------------------------------------------------------
+// The claims themselves, deterministic: two store handles on one file behave like two
+// processes (separate connections and writer threads); each acts on a decision taken from the
+// same stale snapshot.
+// ---------------------------------------------------------------------------------------------
+
+mod claims {
+    use ai_incident_mcp::incident::*;
+    use ai_incident_mcp::store::sqlite::SqliteStore;
+    use ai_incident_mcp::store::{OutboxStatus, OutboxUpdate, Store};
+    use chrono::{TimeZone, Utc};
+
+    fn new_incident(now: chrono::DateTime<Utc>) -> (Incident, Vec<EventKind>) {
+        let (inc, mut ev) = Incident::open(
+            NewIncident {
+                incident_type: IncidentType::Security,
+                category: None,
+                severity: Severity::High,
+                title: "t".into(),
+                description: "d".into(),
+                reporter: None,
+                affected_system: None,
+                affected_user: None,
+                affected_session: None,
+                detection_method: DetectionMethod::ManualReport,
+                confidence: None,
+                evidence: vec![],
+                tags: vec![],
+                dedup_key: None,
+            },
+            now,
+        );
+        ev.push(EventKind::NotificationQueued {
+            notification_id: format!("{}:opened:L1", inc.id),
+            channel: "hook".into(),
+            event: "opened".into(),
+            level: 1,
+            severity: Severity::High,
+            title: "t".into(),
+            body: "b".into(),
+        });
+        (inc, ev)
+    }
+
+    #[tokio::test]
+    async fn a_stale_escalation_decision_in_a_second_process_is_refused() {
+        let d = super::tempdir();
+        let path = d.path().join("claims.db");
+        let a = SqliteStore::open(&path).unwrap();
+        let b = SqliteStore::open(&path).unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 11, 26, 10, 0, 0).unwrap();
+        let (inc, ev) = new_incident(now);
+        let id = a.insert(inc, ev, "t".into(), now).await.unwrap().id;
+        // both processes saw level 1 and decided "1 → 2"
+        let esc = |by: &'static str| -> ai_incident_mcp::store::Mutation {
+            Box::new(move |i: &mut Incident| Ok(vec![i.escalate("timeout", by, now)?]))
+        };
+        let first = a
+            .claim_escalation(&id, 1, "a".into(), now, esc("a"))
+            .await
+            .unwrap();
+        assert_eq!(first.map(|i| i.escalation_level), Some(2));
+        let second = b
+            .claim_escalation(&id, 1, "b".into(), now, esc("b"))
+            .await
+            .unwrap();
+        assert!(second.is_none(), "the stale 1 → 2 decision escalated again");
+        let inc = b.get(&id).await.unwrap().unwrap();
+        assert_eq!(inc.escalation_level, 2);
+        assert_eq!(inc.escalation_history.len(), 1);
+        assert_eq!(inc.escalation_history[0].by, "a");
+        // resolved incidents cannot be claimed
+        b.update(
+            &id,
+            "t".into(),
+            now,
+            Box::new(move |i| Ok(vec![i.transition(Status::Resolved, now)?])),
+        )
+        .await
+        .unwrap();
+        assert!(
+            a.claim_escalation(&id, 2, "a".into(), now, esc("a"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_outbox_row_is_leased_to_one_worker_and_reclaimed_after_the_lease() {
+        let d = super::tempdir();
+        let path = d.path().join("outbox.db");
+        let a = SqliteStore::open(&path).unwrap();
+        let b = SqliteStore::open(&path).unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 11, 26, 10, 0, 0).unwrap();
+        let lease = std::time::Duration::from_secs(30);
+        let (inc, ev) = new_incident(now);
+        a.insert(inc, ev, "t".into(), now).await.unwrap();
+        let got_a = a.claim_outbox("A".into(), now, lease, 10).await.unwrap();
+        assert_eq!(got_a.len(), 1, "the row was stored with its event");
+        assert!(
+            b.claim_outbox("B".into(), now, lease, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "leased row handed out twice"
+        );
+        // A dies without finishing: after the lease, B may take it over
+        let later = now + chrono::Duration::seconds(31);
+        let got_b = b.claim_outbox("B".into(), later, lease, 10).await.unwrap();
+        assert_eq!(got_b.len(), 1);
+        // A's late result is refused (it no longer holds the lease); B's is recorded once
+        let sent = OutboxUpdate {
+            status: OutboxStatus::Sent,
+            attempts: 1,
+            next_attempt_at: None,
+            last_error: None,
+        };
+        let note = |s: &'static str| -> ai_incident_mcp::store::Mutation {
+            Box::new(move |_| Ok(vec![EventKind::Note { text: s.into() }]))
+        };
+        assert!(
+            a.finish_outbox(&got_a[0], "A".into(), sent.clone(), later, note("a"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            b.finish_outbox(&got_b[0], "B".into(), sent, later, note("b"))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        let far = later + chrono::Duration::hours(1);
+        assert!(
+            a.claim_outbox("A".into(), far, lease, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "a sent row came back"
+        );
+        assert_eq!(a.verify_audit_log().await.unwrap().ok, true);
+    }
+}
