@@ -15,6 +15,12 @@ const TOOLS: &[&str] = &[
     "list_incidents",
     "escalate_incident",
     "verify_audit_log",
+    "acknowledge_incident",
+    "update_incident",
+    "resolve_incident",
+    "contain_incident",
+    "lift_containment",
+    "document_incident",
 ];
 
 #[tokio::test]
