@@ -917,3 +917,62 @@ async fn auto_block_policy_contains_a_blocked_attack_at_once() {
     assert_eq!(events(&get(&c, &id).await, "contained").len(), 2);
     c.cancel().await.unwrap();
 }
+
+#[tokio::test]
+async fn approaching_report_deadline_escalates_once_with_a_fake_clock() {
+    use ai_incident_mcp::clock::ManualClock;
+    use ai_incident_mcp::config::Config;
+    use ai_incident_mcp::lifecycle::UpdateInput;
+    use ai_incident_mcp::service::ReportInput;
+    use chrono::TimeZone;
+    let d = tempdir();
+    let clock = Arc::new(ManualClock::new(
+        chrono::Utc.with_ymd_and_hms(2026, 11, 26, 9, 0, 0).unwrap(),
+    ));
+    let svc = ai_incident_mcp::app::build_service_with_clock(
+        &db_in(d.path()),
+        Arc::new(Config::load(None).unwrap()),
+        clock.clone(),
+    )
+    .unwrap();
+    let inc = svc
+        .report(ReportInput {
+            incident_type: "other".into(),
+            description: "model advice contributed to a patient injury".into(),
+            reporter_email: "a@example.com".into(),
+            severity: Some("low".into()),
+            affected_system: None,
+        })
+        .await
+        .unwrap();
+    let id = inc.id.to_string();
+    svc.acknowledge(&id, "erin").await.unwrap();
+    let st = svc
+        .update_incident(
+            &id,
+            UpdateInput {
+                mark_serious: Some("health_harm".into()),
+                ..Default::default()
+            },
+            "test",
+        )
+        .await
+        .unwrap();
+    assert_eq!(st.serious.as_ref().unwrap().rule, "general");
+    // acknowledged, so only the deadline can escalate it; 15-day window: nothing in the first three quarters
+    clock.advance(chrono::Duration::days(11));
+    assert_eq!(svc.escalation_sweep().await.unwrap(), 0);
+    clock.advance(chrono::Duration::hours(6));
+    assert_eq!(svc.escalation_sweep().await.unwrap(), 1);
+    assert_eq!(svc.escalation_sweep().await.unwrap(), 0, "escalates once");
+    let (inc, _) = svc.get(&id).await.unwrap();
+    assert_eq!(inc.escalation_level, 2);
+    assert!(
+        inc.escalation_history[0]
+            .reason
+            .contains("regulatory report"),
+        "{:?}",
+        inc.escalation_history
+    );
+    assert!(svc.verify_audit_log().await.unwrap().ok);
+}
