@@ -41,6 +41,29 @@ pub struct Config {
     pub screening: ScreeningConfig,
     /// `[performance]`: metric thresholds.
     pub performance: PerformanceConfig,
+    /// `[documentation]`: where post-incident documents are written.
+    pub documentation: DocumentationConfig,
+    /// `[containment]`: automatic containment of screened attacks.
+    pub containment: ContainmentConfig,
+}
+
+/// `[documentation]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentationConfig {
+    /// Folder for `incident_<id>_<yyyymmdd>.json` and `.md` (relative to the working directory).
+    pub dir: PathBuf,
+}
+
+/// `[containment]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainmentConfig {
+    /// Block the affected user and session automatically when screening blocks a text of one of
+    /// `categories` (the block is reversible with `lift_containment`).
+    pub auto_block: bool,
+    /// Attack categories that auto-block applies to.
+    pub categories: Vec<String>,
 }
 
 /// `[monitor]`.
@@ -349,6 +372,26 @@ impl Config {
         ] {
             if d.is_zero() {
                 return err(format!("regulatory.{k}"), "must be greater than 0");
+            }
+        }
+
+        // documentation, containment
+        if self.documentation.dir.as_os_str().is_empty() {
+            return err("documentation.dir".into(), "must not be empty");
+        }
+        for (i, c) in self.containment.categories.iter().enumerate() {
+            if ![
+                "prompt_injection",
+                "jailbreak",
+                "data_exfiltration",
+                "privilege_escalation",
+            ]
+            .contains(&c.as_str())
+            {
+                return err(
+                    format!("containment.categories[{i}]"),
+                    "must be one of prompt_injection, jailbreak, data_exfiltration, privilege_escalation",
+                );
             }
         }
 

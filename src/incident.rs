@@ -180,6 +180,16 @@ impl Severity {
     }
 }
 
+impl WorkflowStep {
+    /// Position in the workflow, 0 (detection) to 7 (documentation).
+    pub fn index(&self) -> usize {
+        WorkflowStep::ALL
+            .iter()
+            .position(|s| s == self)
+            .unwrap_or(0)
+    }
+}
+
 impl Status {
     /// The statuses this one may move to.
     pub fn allowed_next(&self) -> &'static [Status] {
@@ -325,6 +335,38 @@ pub struct Incident {
     pub resolved_at: Option<DateTime<Utc>>,
     pub root_cause: Option<String>,
     pub resolution: Option<String>,
+    /// Who acknowledged the incident (stops the escalation clock).
+    #[serde(default)]
+    pub acknowledged_by: Option<String>,
+    /// Corrective actions recorded during the response, oldest first.
+    #[serde(default)]
+    pub corrective_actions: Vec<String>,
+    /// EU AI Act serious-incident block (Art. 3(49), Art. 73), when marked serious.
+    #[serde(default)]
+    pub serious: Option<SeriousIncident>,
+}
+
+/// The regulatory block of an incident marked serious (EU AI Act Art. 3(49) / Art. 73).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeriousIncident {
+    /// Category name (`death`, `health_harm`, `critical_infrastructure`, `fundamental_rights`,
+    /// `property_or_environment`).
+    pub category: String,
+    /// The Art. 3(49) point, e.g. `3(49)(a)`.
+    pub article_point: String,
+    /// Widespread infringement (Art. 3(61)).
+    pub widespread: bool,
+    /// When the provider became aware.
+    pub aware_at: DateTime<Utc>,
+    /// Latest instant to report to the market surveillance authority.
+    pub report_due_at: DateTime<Utc>,
+    /// The deadline rule that applied (`general`, `death`, `widespread`, `critical_infrastructure`).
+    pub rule: String,
+    /// When the report was filed, if it was.
+    pub reported_at: Option<DateTime<Utc>>,
+    /// True once an approaching deadline has escalated the incident (done once).
+    #[serde(default)]
+    pub deadline_escalated: bool,
 }
 
 /// Most evidence items kept on one incident (first ones plus the latest).
@@ -386,6 +428,9 @@ impl Incident {
             resolved_at: None,
             root_cause: None,
             resolution: None,
+            acknowledged_by: None,
+            corrective_actions: Vec::new(),
+            serious: None,
         };
         let ev = vec![EventKind::Created {
             incident_type: inc.incident_type,
@@ -487,6 +532,25 @@ impl Incident {
         })
     }
 
+    /// Enters workflow `step` at `now` if it lies ahead of the current step and was not entered
+    /// before. Steps only move forward, one event each; returns `None` when nothing changes.
+    pub fn enter_step(&mut self, step: WorkflowStep, now: DateTime<Utc>) -> Option<EventKind> {
+        if step.index() <= self.step.index() || self.steps.iter().any(|s| s.step == step) {
+            return None;
+        }
+        self.step = step;
+        self.steps.push(StepRecord { step, at: now });
+        self.updated_at = now;
+        Some(EventKind::StepEntered { step })
+    }
+
+    /// When the current escalation level was entered (the last escalation, or creation).
+    pub fn level_entered_at(&self) -> DateTime<Utc> {
+        self.escalation_history
+            .last()
+            .map_or(self.created_at, |r| r.at)
+    }
+
     /// Records a repeated detection of the same thing (deduplication).
     pub fn record_repeat(&mut self, evidence: Vec<Evidence>, now: DateTime<Utc>) -> EventKind {
         self.occurrences = self.occurrences.saturating_add(1);
@@ -550,6 +614,77 @@ pub enum EventKind {
     Recovered {
         detail: String,
     },
+    /// Classification policy applied (on creation or when type/severity changed).
+    Classified {
+        severity: Severity,
+        reported_severity: Severity,
+        response_sla_secs: u64,
+        urgency: String,
+        channels: Vec<String>,
+        auto_escalation: bool,
+        start_level: u8,
+        overridden_by: Option<String>,
+    },
+    /// A responder took the incident; the escalation clock stops.
+    Acknowledged {
+        by: String,
+    },
+    /// A field was set (owner, root_cause, corrective_action, severity, …).
+    FieldUpdated {
+        field: String,
+        value: String,
+    },
+    /// The incident was resolved.
+    Resolved {
+        resolution: String,
+        root_cause: String,
+    },
+    /// A notification was stored in the outbox (same transaction as this event).
+    NotificationQueued {
+        notification_id: String,
+        channel: String,
+        event: String,
+        level: u8,
+        severity: Severity,
+        title: String,
+        body: String,
+    },
+    /// A delivery attempt finished: `status` is sent, retrying or failed.
+    NotificationDelivery {
+        notification_id: String,
+        channel: String,
+        status: String,
+        attempt: u32,
+        detail: Option<String>,
+        next_attempt_at: Option<DateTime<Utc>>,
+    },
+    /// A containment took effect (e.g. a user blocked from screen_prompt).
+    Contained {
+        action: String,
+        subject_kind: String,
+        subject: String,
+        reason: String,
+    },
+    /// A containment was lifted.
+    ContainmentLifted {
+        action: String,
+        subject_kind: String,
+        subject: String,
+        reason: String,
+    },
+    /// Marked as a serious incident with a reporting deadline.
+    MarkedSerious {
+        category: String,
+        article_point: String,
+        widespread: bool,
+        report_due_at: DateTime<Utc>,
+        rule: String,
+    },
+    /// Post-incident documentation was written.
+    Documented {
+        json_path: String,
+        markdown_path: String,
+    },
 }
 
 impl EventKind {
@@ -564,6 +699,16 @@ impl EventKind {
             EventKind::Note { .. } => "note",
             EventKind::SeverityChanged { .. } => "severity_changed",
             EventKind::Recovered { .. } => "recovered",
+            EventKind::Classified { .. } => "classified",
+            EventKind::Acknowledged { .. } => "acknowledged",
+            EventKind::FieldUpdated { .. } => "field_updated",
+            EventKind::Resolved { .. } => "resolved",
+            EventKind::NotificationQueued { .. } => "notification_queued",
+            EventKind::NotificationDelivery { .. } => "notification_delivery",
+            EventKind::Contained { .. } => "contained",
+            EventKind::ContainmentLifted { .. } => "containment_lifted",
+            EventKind::MarkedSerious { .. } => "marked_serious",
+            EventKind::Documented { .. } => "documented",
         }
     }
 }

@@ -192,7 +192,7 @@ impl IncidentService {
             end: 0,
             excerpt: v.message.clone(),
         }];
-        let new = Incident::open(
+        let mut new = Incident::open(
             NewIncident {
                 incident_type: IncidentType::Performance,
                 category: None,
@@ -211,6 +211,7 @@ impl IncidentService {
             },
             now,
         );
+        self.on_open(&mut new.0, &mut new.1, now);
         let up = self
             .store
             .upsert_detection(
@@ -387,7 +388,7 @@ impl IncidentService {
                 crate::incident::EXCERPT_MAX_CHARS,
             ),
         }];
-        let new = Incident::open(
+        let mut new = Incident::open(
             NewIncident {
                 incident_type,
                 category: None,
@@ -406,6 +407,7 @@ impl IncidentService {
             },
             now,
         );
+        self.on_open(&mut new.0, &mut new.1, now);
         let up = self
             .store
             .upsert_detection(

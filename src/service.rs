@@ -235,7 +235,7 @@ impl IncidentService {
         }
         let title = incident::truncate_chars(description.lines().next().unwrap_or(""), 80);
         let now = self.now();
-        let (inc, events) = Incident::open(
+        let (mut inc, mut events) = Incident::open(
             NewIncident {
                 incident_type,
                 category: None,
@@ -254,6 +254,7 @@ impl IncidentService {
             },
             now,
         );
+        self.on_open(&mut inc, &mut events, now);
         let actor = email.as_str().to_string();
         Ok(self.store.insert(inc, events, actor, now).await?)
     }
@@ -372,7 +373,11 @@ impl IncidentService {
     ///
     /// # Errors
     /// [`ServiceError::Invalid`] for empty or oversized text.
-    pub async fn screen(&self, input: ScreenInput) -> Result<ScreenOutcome, ServiceError> {
+    /// (Containment is applied on top by [`IncidentService::screen`] in `lifecycle`.)
+    pub(crate) async fn screen_unchecked(
+        &self,
+        input: ScreenInput,
+    ) -> Result<ScreenOutcome, ServiceError> {
         if input.text.trim().is_empty() {
             return Err(invalid("text", "is empty; pass the text to screen"));
         }
@@ -447,7 +452,7 @@ impl IncidentService {
         };
         let rules: Vec<&str> = screening.matches.iter().map(|m| m.rule.as_str()).collect();
         let now = self.now();
-        let new = Incident::open(
+        let mut new = Incident::open(
             NewIncident {
                 incident_type: IncidentType::Security,
                 category: Some(top),
@@ -472,6 +477,7 @@ impl IncidentService {
             },
             now,
         );
+        self.on_open(&mut new.0, &mut new.1, now);
         let up = self
             .store
             .upsert_detection(

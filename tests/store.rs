@@ -78,8 +78,9 @@ async fn concurrent_processes_share_one_database() {
     assert_eq!(all["count"], 52, "{all}");
     let v = call_ok(&b, "verify_audit_log", json!({})).await;
     assert_eq!(v["ok"], true, "{v}");
-    // 50 created + 2 created + 48 repeats
-    assert_eq!(v["events_checked"], 100);
+    // 52 incidents × (created, classified, step_entered, notification_queued) + 48 repeats;
+    // the background outbox worker may have added delivery events meanwhile
+    assert!(v["events_checked"].as_u64().unwrap() >= 52 * 4 + 48, "{v}");
     a.cancel().await.unwrap();
     b.cancel().await.unwrap();
 }

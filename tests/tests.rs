@@ -6,6 +6,7 @@ mod common;
 mod cli;
 mod detect;
 mod http;
+mod lifecycle;
 mod monitoring;
 mod stdio;
 mod store;

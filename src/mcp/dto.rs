@@ -206,12 +206,17 @@ pub struct IncidentDetail {
     pub incident: serde_json::Value,
     /// Its events, oldest first.
     pub timeline: Vec<TimelineEntry>,
+    /// Response measurements computed from the timeline (time to acknowledge = MTTA
+    /// contribution, time to resolve = MTTR contribution, SLA met, escalations, deliveries).
+    pub response: crate::lifecycle::ResponseMetrics,
 }
 
 impl IncidentDetail {
     /// Builds the view.
     pub fn new(inc: Incident, tl: Vec<Event>) -> Self {
+        let response = crate::lifecycle::response_metrics(&inc, &tl, Utc::now());
         IncidentDetail {
+            response,
             incident: serde_json::to_value(&inc).unwrap_or(serde_json::Value::Null),
             timeline: tl
                 .into_iter()
@@ -260,6 +265,8 @@ pub struct IncidentSummary {
     pub occurrences: u32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Serious incidents: when the EU AI Act Art. 73 report is due (absent once reported).
+    pub report_due_at: Option<DateTime<Utc>>,
 }
 
 impl From<&Incident> for IncidentSummary {
@@ -276,6 +283,11 @@ impl From<&Incident> for IncidentSummary {
             occurrences: i.occurrences,
             created_at: i.created_at,
             updated_at: i.updated_at,
+            report_due_at: i
+                .serious
+                .as_ref()
+                .filter(|s| s.reported_at.is_none())
+                .map(|s| s.report_due_at),
         }
     }
 }

@@ -98,7 +98,91 @@ pub struct Upserted {
     pub created: bool,
 }
 
+/// Delivery state of an outbox row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxStatus {
+    /// Stored, not yet attempted.
+    Pending,
+    /// Failed with a retryable error; tried again at `next_attempt_at`.
+    Retrying,
+    /// Delivered.
+    Sent,
+    /// Given up (permanent error or attempts exhausted).
+    Failed,
+}
+
+impl OutboxStatus {
+    /// The stored name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            OutboxStatus::Pending => "pending",
+            OutboxStatus::Retrying => "retrying",
+            OutboxStatus::Sent => "sent",
+            OutboxStatus::Failed => "failed",
+        }
+    }
+}
+
+/// One outbox row, claimed for delivery (see [`Store::claim_outbox`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxItem {
+    /// Notification id (the receiver's idempotency key).
+    pub notification_id: String,
+    /// Channel name.
+    pub channel: String,
+    /// Incident the notification is about.
+    pub incident_id: IncidentId,
+    /// `opened`, `escalated`, `acknowledged`, `resolved`, …
+    pub event: String,
+    /// Escalation level the message is for.
+    pub level: u8,
+    /// Severity when queued.
+    pub severity: Severity,
+    /// One-line summary.
+    pub title: String,
+    /// Plain-text body.
+    pub body: String,
+    /// When it was queued.
+    pub created_at: DateTime<Utc>,
+    /// Attempts made before this claim.
+    pub attempts: u32,
+}
+
+/// The result of one delivery attempt, written by [`Store::finish_outbox`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxUpdate {
+    /// New state.
+    pub status: OutboxStatus,
+    /// Attempts made including this one.
+    pub attempts: u32,
+    /// When to try again (retrying only).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The last error, for operators.
+    pub last_error: Option<String>,
+}
+
+/// A containment in force (a blocked user or session).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActiveContainment {
+    /// The incident that imposed it.
+    pub incident_id: IncidentId,
+    /// `user` or `session`.
+    pub subject_kind: String,
+    /// The user id or session id.
+    pub subject: String,
+    /// The action, e.g. `block_user`.
+    pub action: String,
+    /// Why.
+    pub reason: String,
+    /// Since when.
+    pub since: DateTime<Utc>,
+}
+
 /// The storage port.
+///
+/// Side tables follow the timeline: appending an [`EventKind::NotificationQueued`] also stores an
+/// outbox row, [`EventKind::Contained`] / [`EventKind::ContainmentLifted`] add or lift a containment —
+/// always in the same transaction as the event.
 #[async_trait]
 pub trait Store: Send + Sync {
     /// Stores a new incident with its creation events.
@@ -145,4 +229,44 @@ pub trait Store: Send + Sync {
 
     /// Verifies the whole hash chain.
     async fn verify_audit_log(&self) -> Result<AuditReport, StoreError>;
+
+    /// Claims one escalation step with a conditional update: only if the incident is still at
+    /// `from_level` and open does it apply `f` (which must move it to a higher level). Returns
+    /// `None` when another process (or a person) got there first; safe across processes.
+    async fn claim_escalation(
+        &self,
+        id: &IncidentId,
+        from_level: u8,
+        actor: String,
+        now: DateTime<Utc>,
+        f: Mutation,
+    ) -> Result<Option<Incident>, StoreError>;
+
+    /// Claims up to `limit` due outbox rows for `owner` for `lease` (a conditional update), so two
+    /// processes never deliver the same row at once. Expired leases can be claimed again.
+    async fn claim_outbox(
+        &self,
+        owner: String,
+        now: DateTime<Utc>,
+        lease: std::time::Duration,
+        limit: u32,
+    ) -> Result<Vec<OutboxItem>, StoreError>;
+
+    /// Records a delivery attempt of a row `owner` holds, applying `f` to its incident (the
+    /// delivery event) in the same transaction. `None` when the lease was lost.
+    async fn finish_outbox(
+        &self,
+        item: &OutboxItem,
+        owner: String,
+        update: OutboxUpdate,
+        now: DateTime<Utc>,
+        f: Mutation,
+    ) -> Result<Option<Incident>, StoreError>;
+
+    /// Containments in force for this user id or session id.
+    async fn active_containments(
+        &self,
+        user: Option<String>,
+        session: Option<String>,
+    ) -> Result<Vec<ActiveContainment>, StoreError>;
 }

@@ -18,14 +18,18 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
-use super::{Cursor, ListQuery, Mutation, Page, Store, StoreError, Upserted};
+use super::{
+    ActiveContainment, Cursor, ListQuery, Mutation, OutboxItem, OutboxUpdate, Page, Store,
+    StoreError, Upserted,
+};
 use crate::audit::{self, AuditReport, ChainVerifier};
 use crate::incident::{Event, EventKind, Incident, IncidentId};
 
 /// Versioned migrations; each runs once, in order, in its own transaction.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE incidents (
     id            TEXT PRIMARY KEY,
     incident_type TEXT NOT NULL,
@@ -58,7 +62,41 @@ CREATE TABLE chain_head (
     hash TEXT NOT NULL
 );
 "#,
-)];
+    ),
+    (2, MIGRATION_2_LIFECYCLE),
+];
+
+/// Migration 2 (issue #4): the notification outbox and containments. Rows are written by
+/// [`append_events`] in the transaction of the event that causes them.
+const MIGRATION_2_LIFECYCLE: &str = r#"
+CREATE TABLE outbox (
+    id              TEXT NOT NULL,
+    channel         TEXT NOT NULL,
+    incident_id     TEXT NOT NULL,
+    payload         TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    lease_owner     TEXT,
+    lease_until     INTEGER,
+    last_error      TEXT,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    PRIMARY KEY (id, channel)
+);
+CREATE INDEX outbox_due ON outbox (status, next_attempt_at);
+CREATE TABLE containments (
+    id           INTEGER PRIMARY KEY,
+    incident_id  TEXT NOT NULL,
+    subject_kind TEXT NOT NULL,
+    subject      TEXT NOT NULL,
+    action       TEXT NOT NULL,
+    reason       TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    lifted_at    INTEGER
+);
+CREATE INDEX containments_active ON containments (subject_kind, subject) WHERE lifted_at IS NULL;
+"#;
 
 type Completer = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 type Job = Box<dyn FnOnce(&Connection) -> Completer + Send>;
@@ -353,6 +391,7 @@ fn append_events(
         let hash = audit::event_hash(seq, id.as_str(), &at_s, actor, &data, &prev);
         ins.execute(params![seq, id.as_str(), at_s, actor, data, prev, hash])
             .map_err(backend)?;
+        side_tables(conn, id, at, ev, &data)?;
         prev = hash;
     }
     conn.prepare_cached(
@@ -362,6 +401,101 @@ fn append_events(
     .and_then(|mut st| st.execute(params![seq, prev]))
     .map_err(backend)?;
     Ok(())
+}
+
+/// Outbox and containment rows that follow from an event (same transaction).
+fn side_tables(
+    conn: &Connection,
+    id: &IncidentId,
+    at: &DateTime<Utc>,
+    ev: &EventKind,
+    data: &str,
+) -> Result<(), StoreError> {
+    let t = micros(at);
+    match ev {
+        EventKind::NotificationQueued {
+            notification_id,
+            channel,
+            ..
+        } => {
+            conn.prepare_cached(
+                "INSERT OR IGNORE INTO outbox (id, channel, incident_id, payload, status, attempts, next_attempt_at, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, 'pending', 0, ?5, ?5, ?5)",
+            )
+            .and_then(|mut st| st.execute(params![notification_id, channel, id.as_str(), data, t]))
+            .map_err(backend)?;
+        }
+        EventKind::Contained {
+            action,
+            subject_kind,
+            subject,
+            reason,
+        } => {
+            conn.prepare_cached(
+                "INSERT INTO containments (incident_id, subject_kind, subject, action, reason, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![id.as_str(), subject_kind, subject, action, reason, t])
+            })
+            .map_err(backend)?;
+        }
+        EventKind::ContainmentLifted {
+            subject_kind,
+            subject,
+            ..
+        } => {
+            conn.prepare_cached(
+                "UPDATE containments SET lifted_at = ?4
+                 WHERE incident_id = ?1 AND subject_kind = ?2 AND subject = ?3 AND lifted_at IS NULL",
+            )
+            .and_then(|mut st| st.execute(params![id.as_str(), subject_kind, subject, t]))
+            .map_err(backend)?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn from_micros(m: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(m).unwrap_or(DateTime::UNIX_EPOCH)
+}
+
+fn outbox_item(
+    notification_id: String,
+    channel: String,
+    incident_id: String,
+    payload: String,
+    attempts: i64,
+    created_at: i64,
+) -> Result<OutboxItem, StoreError> {
+    let incident_id: IncidentId = incident_id
+        .parse()
+        .map_err(|e| backend(format!("outbox row {notification_id}: {e}")))?;
+    match serde_json::from_str::<EventKind>(&payload).map_err(backend)? {
+        EventKind::NotificationQueued {
+            event,
+            level,
+            severity,
+            title,
+            body,
+            ..
+        } => Ok(OutboxItem {
+            notification_id,
+            channel,
+            incident_id,
+            event,
+            level,
+            severity,
+            title,
+            body,
+            created_at: from_micros(created_at),
+            attempts: u32::try_from(attempts).unwrap_or(0),
+        }),
+        _ => Err(backend(format!(
+            "outbox row {notification_id} does not hold a queued notification"
+        ))),
+    }
 }
 
 fn row_event(
@@ -607,6 +741,175 @@ impl Store for SqliteStore {
             })();
             let _ = conn.execute_batch("COMMIT");
             result
+        })
+        .await
+    }
+
+    async fn claim_escalation(
+        &self,
+        id: &IncidentId,
+        from_level: u8,
+        actor: String,
+        now: DateTime<Utc>,
+        f: Mutation,
+    ) -> Result<Option<Incident>, StoreError> {
+        let id = id.clone();
+        self.submit(move |conn| {
+            // The claim: only one writer can move the level away from `from_level`.
+            let claimed = conn
+                .prepare_cached(
+                    "UPDATE incidents SET level = level + 1
+                     WHERE id = ?1 AND level = ?2 AND status NOT IN ('resolved', 'closed')",
+                )
+                .and_then(|mut st| st.execute(params![id.as_str(), from_level]))
+                .map_err(backend)?;
+            if claimed != 1 {
+                return Ok(None);
+            }
+            let mut inc = load_incident(conn, id.as_str())?
+                .ok_or_else(|| StoreError::NotFound(id.clone()))?;
+            let events = f(&mut inc)?;
+            if inc.escalation_level <= from_level {
+                return Err(StoreError::Backend(format!(
+                    "escalation claim on {id} did not raise the level"
+                )));
+            }
+            save_incident(conn, &inc, false)?;
+            append_events(conn, &inc.id, &actor, &now, &events)?;
+            Ok(Some(inc))
+        })
+        .await
+    }
+
+    async fn claim_outbox(
+        &self,
+        owner: String,
+        now: DateTime<Utc>,
+        lease: std::time::Duration,
+        limit: u32,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        let t = micros(&now);
+        let until = t.saturating_add(i64::try_from(lease.as_micros()).unwrap_or(i64::MAX / 2));
+        self.submit(move |conn| {
+            let mut st = conn
+                .prepare_cached(
+                    "UPDATE outbox SET lease_owner = ?1, lease_until = ?2, updated_at = ?3
+                     WHERE rowid IN (
+                        SELECT rowid FROM outbox
+                        WHERE status IN ('pending', 'retrying') AND next_attempt_at <= ?3
+                          AND (lease_until IS NULL OR lease_until < ?3)
+                        ORDER BY next_attempt_at LIMIT ?4)
+                     RETURNING id, channel, incident_id, payload, attempts, created_at",
+                )
+                .map_err(backend)?;
+            let rows = st
+                .query_map(params![owner, until, t, i64::from(limit)], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, i64>(5)?,
+                    ))
+                })
+                .map_err(backend)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (nid, ch, inc, payload, attempts, created) = row.map_err(backend)?;
+                out.push(outbox_item(nid, ch, inc, payload, attempts, created)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn finish_outbox(
+        &self,
+        item: &OutboxItem,
+        owner: String,
+        update: OutboxUpdate,
+        now: DateTime<Utc>,
+        f: Mutation,
+    ) -> Result<Option<Incident>, StoreError> {
+        let (nid, channel, id) = (
+            item.notification_id.clone(),
+            item.channel.clone(),
+            item.incident_id.clone(),
+        );
+        self.submit(move |conn| {
+            let t = micros(&now);
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE outbox SET status = ?4, attempts = ?5, next_attempt_at = ?6, last_error = ?7,
+                        lease_owner = NULL, lease_until = NULL, updated_at = ?8
+                     WHERE id = ?1 AND channel = ?2 AND lease_owner = ?3 AND status IN ('pending', 'retrying')",
+                )
+                .and_then(|mut st| {
+                    st.execute(params![
+                        nid,
+                        channel,
+                        owner,
+                        update.status.as_str(),
+                        update.attempts,
+                        update.next_attempt_at.as_ref().map(micros).unwrap_or(t),
+                        update.last_error,
+                        t
+                    ])
+                })
+                .map_err(backend)?;
+            if changed != 1 {
+                return Ok(None);
+            }
+            let mut inc = load_incident(conn, id.as_str())?
+                .ok_or_else(|| StoreError::NotFound(id.clone()))?;
+            let events = f(&mut inc)?;
+            save_incident(conn, &inc, false)?;
+            append_events(conn, &inc.id, "notifier", &now, &events)?;
+            Ok(Some(inc))
+        })
+        .await
+    }
+
+    async fn active_containments(
+        &self,
+        user: Option<String>,
+        session: Option<String>,
+    ) -> Result<Vec<ActiveContainment>, StoreError> {
+        self.read(move |conn| {
+            let mut st = conn
+                .prepare_cached(
+                    "SELECT incident_id, subject_kind, subject, action, reason, created_at FROM containments
+                     WHERE lifted_at IS NULL AND ((subject_kind = 'user' AND subject = ?1)
+                        OR (subject_kind = 'session' AND subject = ?2))
+                     ORDER BY created_at",
+                )
+                .map_err(backend)?;
+            let rows = st
+                .query_map(params![user, session], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, i64>(5)?,
+                    ))
+                })
+                .map_err(backend)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (inc, kind, subject, action, reason, at) = row.map_err(backend)?;
+                out.push(ActiveContainment {
+                    incident_id: inc.parse().map_err(|e| backend(format!("containment: {e}")))?,
+                    subject_kind: kind,
+                    subject,
+                    action,
+                    reason,
+                    since: from_micros(at),
+                });
+            }
+            Ok(out)
         })
         .await
     }
