@@ -79,6 +79,14 @@ pub fn build_engine(config: &Config) -> Result<Engine, String> {
         flag: config.screening.flag_threshold as f32,
         block: config.screening.block_threshold as f32,
     };
-    Engine::with_extra_rules(&extra, th)
-        .map_err(|e| format!("cannot load the screening rules: {e}"))
+    let w = config.screening.model_weight;
+    if !(0.0..=1.0).contains(&w) {
+        return Err(format!(
+            "screening.model_weight must be between 0 and 1, got {w}"
+        ));
+    }
+    let mut engine = Engine::with_extra_rules(&extra, th)
+        .map_err(|e| format!("cannot load the screening rules: {e}"))?;
+    engine.set_model_weight(w as f32);
+    Ok(engine)
 }

@@ -87,6 +87,10 @@ pub struct MonitorConfig {
     pub data_quality: bool,
 }
 
+fn default_model_weight() -> f64 {
+    0.8
+}
+
 fn default_data_dir() -> std::path::PathBuf {
     "data".into()
 }
@@ -113,6 +117,9 @@ pub struct ScreeningConfig {
     /// Extra detection rules (TOML, same format as `data/rules/default.toml`).
     #[serde(default)]
     pub rules_file: Option<std::path::PathBuf>,
+    /// Scale of the learned model's contribution to the risk score (0 = rules only).
+    #[serde(default = "default_model_weight")]
+    pub model_weight: f64,
 }
 
 /// `[performance]`.

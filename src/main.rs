@@ -214,6 +214,7 @@ async fn main() -> Result<()> {
                 };
                 engine = Engine::with_model_bytes(&extra, th, &bytes)
                     .map_err(|e| anyhow::anyhow!("cannot load the model: {e}"))?;
+                engine.set_model_weight(config.screening.model_weight as f32);
             }
             if let Some(w) = model_weight {
                 engine.set_model_weight(w);
