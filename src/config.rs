@@ -87,6 +87,12 @@ pub struct MonitorConfig {
     pub data_quality: bool,
 }
 
+fn default_repeat_threshold() -> u32 {
+    3
+}
+fn default_repeat_window() -> Duration {
+    Duration::from_secs(600)
+}
 fn default_model_weight() -> f64 {
     0.8
 }
@@ -117,6 +123,13 @@ pub struct ScreeningConfig {
     /// Extra detection rules (TOML, same format as `data/rules/default.toml`).
     #[serde(default)]
     pub rules_file: Option<std::path::PathBuf>,
+    /// Flagged or blocked attempts by one user (or session) within `repeat_window` that raise the
+    /// incident's severity one level (and, with `[containment] auto_block`, contain the user).
+    #[serde(default = "default_repeat_threshold")]
+    pub repeat_threshold: u32,
+    /// Window for `repeat_threshold`.
+    #[serde(default = "default_repeat_window", with = "humantime_serde")]
+    pub repeat_window: Duration,
     /// Scale of the learned model's contribution to the risk score (0 = rules only).
     #[serde(default = "default_model_weight")]
     pub model_weight: f64,

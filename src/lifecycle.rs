@@ -1054,7 +1054,7 @@ impl IncidentService {
         let mut out = self.screen_unchecked(input).await?;
         let cc = &self.config().containment;
         if cc.auto_block
-            && out.screening.verdict == Verdict::Block
+            && (out.screening.verdict == Verdict::Block || out.repeat_threshold_reached)
             && (user.is_some() || session.is_some())
             && out
                 .screening

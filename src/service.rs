@@ -118,6 +118,9 @@ pub struct ScreenOutcome {
     pub incident_id: Option<IncidentId>,
     /// True when this call opened a new incident (false when deduplicated).
     pub incident_created: bool,
+    /// True when this flagged call reached `screening.repeat_threshold` attempts by the same
+    /// user (or session) within `screening.repeat_window`.
+    pub repeat_threshold_reached: bool,
 }
 
 /// Filters for listing, as received.
@@ -374,10 +377,7 @@ impl IncidentService {
     /// # Errors
     /// [`ServiceError::Invalid`] for empty or oversized text.
     /// (Containment is applied on top by [`IncidentService::screen`] in `lifecycle`.)
-    pub(crate) async fn screen_unchecked(
-        &self,
-        input: ScreenInput,
-    ) -> Result<ScreenOutcome, ServiceError> {
+    async fn screen_engine(&self, input: ScreenInput) -> Result<ScreenOutcome, ServiceError> {
         if input.text.trim().is_empty() {
             return Err(invalid("text", "is empty; pass the text to screen"));
         }
@@ -405,6 +405,7 @@ impl IncidentService {
                 screening,
                 incident_id: None,
                 incident_created: false,
+                repeat_threshold_reached: false,
             });
         }
         let Some(top) = screening.categories.first().map(|c| c.category) else {
@@ -412,6 +413,7 @@ impl IncidentService {
                 screening,
                 incident_id: None,
                 incident_created: false,
+                repeat_threshold_reached: false,
             });
         };
         let who = input
@@ -477,13 +479,47 @@ impl IncidentService {
             },
             now,
         );
+        // Repeated attempts by one user (or session) raise the severity, once per incident.
+        let window = chrono::Duration::from_std(self.config.screening.repeat_window)
+            .unwrap_or(chrono::Duration::minutes(10));
+        let prior = self
+            .store
+            .activity_count(
+                input.user_id.clone(),
+                input.session_id.clone(),
+                true,
+                now - window,
+            )
+            .await?;
+        let threshold = u64::from(self.config.screening.repeat_threshold.max(1));
+        let repeated =
+            (input.user_id.is_some() || input.session_id.is_some()) && prior + 1 >= threshold;
+        let reason = format!(
+            "{} flagged attempts by {who} within {}",
+            prior + 1,
+            humantime_serde::re::humantime::format_duration(self.config.screening.repeat_window)
+        );
+        const TAG: &str = "repeated-attempts";
+        if repeated {
+            new.0.tags.push(TAG.into());
+            if let Some(ev) = new.0.raise_severity(&reason, now) {
+                new.1.push(ev);
+            }
+        }
         self.on_open(&mut new.0, &mut new.1, now);
         let up = self
             .store
             .upsert_detection(
                 dedup_key,
                 new,
-                Box::new(move |inc| Ok(vec![inc.record_repeat(evidence, now)])),
+                Box::new(move |inc| {
+                    let mut ev = vec![inc.record_repeat(evidence, now)];
+                    if repeated && !inc.tags.iter().any(|t| t == TAG) {
+                        inc.tags.push(TAG.into());
+                        ev.extend(inc.raise_severity(&reason, now));
+                    }
+                    Ok(ev)
+                }),
                 "screen_prompt".into(),
                 now,
             )
@@ -492,7 +528,50 @@ impl IncidentService {
             screening,
             incident_id: Some(up.incident.id),
             incident_created: up.created,
+            repeat_threshold_reached: repeated,
         })
+    }
+
+    /// Screens a text (see [`Self::screen_engine`]) and records the verdict as activity
+    /// (user, session, source, verdict, categories; never the text).
+    ///
+    /// # Errors
+    /// As the engine path.
+    pub(crate) async fn screen_unchecked(
+        &self,
+        input: ScreenInput,
+    ) -> Result<ScreenOutcome, ServiceError> {
+        let (user_id, session_id) = (input.user_id.clone(), input.session_id.clone());
+        let source = match input.source {
+            Source::User => "user",
+            Source::ToolOutput => "tool_output",
+            Source::Document => "document",
+        };
+        let at = self.now();
+        let out = self.screen_engine(input).await?;
+        self.store
+            .record_activity(crate::store::Activity {
+                at,
+                user_id,
+                session_id,
+                source: source.into(),
+                verdict: match out.screening.verdict {
+                    Verdict::Allow => "allow",
+                    Verdict::Flag => "flag",
+                    Verdict::Block => "block",
+                }
+                .into(),
+                categories: out
+                    .screening
+                    .categories
+                    .iter()
+                    .map(|c| c.category.as_str().to_string())
+                    .collect(),
+                risk: out.screening.risk_score,
+                incident_id: out.incident_id.as_ref().map(|i| i.to_string()),
+            })
+            .await?;
+        Ok(out)
     }
 
     /// Verifies the hash chain of the whole timeline.

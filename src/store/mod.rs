@@ -90,6 +90,19 @@ pub struct Page {
     pub next_cursor: Option<Cursor>,
 }
 
+/// One screening verdict, as recorded activity (no prompt text).
+#[derive(Debug, Clone)]
+pub struct Activity {
+    pub at: DateTime<Utc>,
+    pub user_id: Option<String>,
+    pub session_id: Option<String>,
+    pub source: String,
+    pub verdict: String,
+    pub categories: Vec<String>,
+    pub risk: f32,
+    pub incident_id: Option<String>,
+}
+
 /// Result of [`Store::upsert_detection`].
 #[derive(Debug, Clone)]
 pub struct Upserted {
@@ -223,6 +236,18 @@ pub trait Store: Send + Sync {
         actor: String,
         now: DateTime<Utc>,
     ) -> Result<Upserted, StoreError>;
+
+    /// Records one screening verdict as activity (never the text itself).
+    async fn record_activity(&self, a: Activity) -> Result<(), StoreError>;
+
+    /// How many screening verdicts a user (or, without one, a session) had since `since`.
+    async fn activity_count(
+        &self,
+        user_id: Option<String>,
+        session_id: Option<String>,
+        flagged_only: bool,
+        since: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
 
     /// The open (not resolved/closed) incident with this dedup key, if any.
     async fn find_open_by_dedup(&self, dedup_key: &str) -> Result<Option<Incident>, StoreError>;

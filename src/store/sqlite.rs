@@ -64,6 +64,24 @@ CREATE TABLE chain_head (
 "#,
     ),
     (2, MIGRATION_2_LIFECYCLE),
+    (
+        3,
+        r#"
+CREATE TABLE screen_activity (
+    id          INTEGER PRIMARY KEY,
+    at          INTEGER NOT NULL,
+    user_id     TEXT,
+    session_id  TEXT,
+    source      TEXT NOT NULL,
+    verdict     TEXT NOT NULL,
+    categories  TEXT NOT NULL,
+    risk        REAL NOT NULL,
+    incident_id TEXT
+);
+CREATE INDEX screen_activity_user ON screen_activity (user_id, at);
+CREATE INDEX screen_activity_session ON screen_activity (session_id, at);
+"#,
+    ),
 ];
 
 /// Migration 2 (issue #4): the notification outbox and containments. Rows are written by
@@ -695,6 +713,59 @@ impl Store for SqliteStore {
                     })
                 }
             }
+        })
+        .await
+    }
+
+    async fn record_activity(&self, a: super::Activity) -> Result<(), StoreError> {
+        self.submit(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO screen_activity (at, user_id, session_id, source, verdict, categories, risk, incident_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    micros(&a.at),
+                    a.user_id,
+                    a.session_id,
+                    a.source,
+                    a.verdict,
+                    a.categories.join(","),
+                    f64::from(a.risk),
+                    a.incident_id
+                ])
+            })
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn activity_count(
+        &self,
+        user_id: Option<String>,
+        session_id: Option<String>,
+        flagged_only: bool,
+        since: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        self.read(move |conn| {
+            let flagged = if flagged_only {
+                " AND verdict <> 'allow'"
+            } else {
+                ""
+            };
+            let (col, v) = match (user_id, session_id) {
+                (Some(u), _) => ("user_id", u),
+                (None, Some(s)) => ("session_id", s),
+                (None, None) => return Ok(0),
+            };
+            let sql = format!(
+                "SELECT COUNT(*) FROM screen_activity WHERE {col} = ?1 AND at >= ?2{flagged}"
+            );
+            conn.prepare_cached(&sql)
+                .and_then(|mut st| st.query_row(params![v, micros(&since)], |r| r.get::<_, i64>(0)))
+                .map(|n| n.max(0) as u64)
+                .map_err(backend)
         })
         .await
     }
