@@ -1,5 +1,5 @@
 //! The product-specific fixture (`tests/fixtures/product_cases.jsonl`) passes at the default
-//! thresholds (flag 0.65, block 0.9): recall >= 0.9, FPR <= 3.5 %, every attack category >= 0.8.
+//! thresholds (flag 0.65, block 0.9): recall >= 0.9, FPR <= 3 %, every attack category >= 0.8 (model weight 0.8).
 use ai_incident_mcp::detect::{Engine, Source, Verdict};
 
 #[test]
@@ -37,7 +37,7 @@ fn product_cases_pass_at_default_thresholds() {
     let recall = tp as f64 / (tp + fneg) as f64;
     let fpr = fp as f64 / (fp + tn) as f64;
     assert!(recall >= 0.9, "recall {recall}");
-    assert!(fpr <= 0.035, "fpr {fpr}");
+    assert!(fpr <= 0.03, "fpr {fpr}");
     for (c, (h, n)) in per {
         assert!(h as f64 / n as f64 >= 0.8, "{c}: {h}/{n}");
     }

@@ -54,9 +54,21 @@ fn printable(bytes: &[u8]) -> Option<String> {
     }
 }
 
+#[inline]
 fn is_b64(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_')
+    B64_CHARS.get(b as usize).copied().unwrap_or(false)
 }
+
+static B64_CHARS: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_');
+        i += 1;
+    }
+    t
+};
 
 /// Finds and decodes encoded segments of `text`.
 pub fn find_segments(text: &str) -> Vec<Segment> {
@@ -67,6 +79,10 @@ pub fn find_segments(text: &str) -> Vec<Segment> {
     let n = bytes.len();
     while i < n && out.len() < MAX_SEGMENTS && budget > 0 {
         let b = bytes.get(i).copied().unwrap_or(0);
+        if !is_b64(b) && b != b'\\' && b != b'%' {
+            i += 1;
+            continue;
+        }
         // \xNN escapes
         if b == b'\\' && bytes.get(i + 1) == Some(&b'x') {
             let mut j = i;
@@ -224,13 +240,16 @@ fn trim_pad(b: &[u8]) -> &[u8] {
 
 /// rot13 over ASCII letters.
 pub fn rot13(s: &str) -> String {
-    s.chars()
+    // Only ASCII letters change (into ASCII letters), so the bytes stay valid UTF-8.
+    let v: Vec<u8> = s
+        .bytes()
         .map(|c| match c {
-            'a'..='m' | 'A'..='M' => ((c as u8) + 13) as char,
-            'n'..='z' | 'N'..='Z' => ((c as u8) - 13) as char,
+            b'a'..=b'm' | b'A'..=b'M' => c + 13,
+            b'n'..=b'z' | b'N'..=b'Z' => c - 13,
             _ => c,
         })
-        .collect()
+        .collect();
+    String::from_utf8(v).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 #[cfg(test)]

@@ -145,8 +145,9 @@ pub const DEFAULT_BLOCK: f32 = 0.9;
 const ROT13_MAX: usize = 4096;
 /// At most this many matches are reported.
 const MAX_MATCHES: usize = 64;
-/// How much the learned model contributes (its probability is scaled by this).
-pub const MODEL_WEIGHT: f32 = 1.0;
+/// How much the learned model contributes (its probability is scaled by this); the
+/// shipped `screening.model_weight` default. See docs/detection.md for the choice.
+pub const MODEL_WEIGHT: f32 = 0.8;
 /// The model's weight grows linearly with the token count until this many tokens ...
 const SHORT_DAMP_TOKENS: f32 = 16.0;
 /// ... starting from (tokens + offset) / SHORT_DAMP_TOKENS.

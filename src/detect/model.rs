@@ -41,11 +41,20 @@ pub const STRIDE: usize = 32;
 
 /// The word tokens of a [`Tokens`], capped at [`MAX_TOKENS`].
 pub fn words(toks: &Tokens) -> Vec<&str> {
-    toks.words
-        .split(' ')
-        .filter(|w| !w.is_empty())
-        .take(MAX_TOKENS)
-        .collect()
+    // `words` is " w0 w1 ... " with single spaces and tokens without spaces, so token `i`
+    // starts at `wstart[i]` and is as long as its span in the normalised text.
+    let n = toks.wstart.len().min(toks.nspan.len()).min(MAX_TOKENS);
+    let mut v = Vec::with_capacity(n);
+    for (&st, &(a, b)) in toks.wstart.iter().zip(toks.nspan.iter()).take(n) {
+        let st = st as usize;
+        let len = b.saturating_sub(a) as usize;
+        if let Some(w) = toks.words.get(st..st + len)
+            && !w.is_empty()
+        {
+            v.push(w);
+        }
+    }
+    v
 }
 
 /// Token ranges of the scoring windows: one window for short texts, else overlapping

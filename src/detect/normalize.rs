@@ -106,8 +106,15 @@ fn is_sep(c: char) -> bool {
     matches!(c, ' ' | '.' | '-' | '_' | '*' | ',' | '|' | '/' | '+' | '~')
 }
 
-/// Folds one char: compatibility decomposition, lower-casing, mark stripping, confusables.
-fn fold_char(c: char, out: &mut Vec<char>, sig: &mut NormSignals) {
+/// Folds one non-ASCII char: compatibility decomposition, lower-casing, mark stripping,
+/// confusables. `first`/`tmp` are scratch buffers (no allocation per char).
+fn fold_char(
+    c: char,
+    out: &mut Vec<char>,
+    sig: &mut NormSignals,
+    first: &mut Vec<char>,
+    tmp: &mut Vec<char>,
+) {
     if c.is_ascii() {
         if c == '\n' {
             out.push('\n');
@@ -127,13 +134,13 @@ fn fold_char(c: char, out: &mut Vec<char>, sig: &mut NormSignals) {
     if c.is_control() {
         return;
     }
-    let mut first: Vec<char> = Vec::with_capacity(4);
+    first.clear();
     decompose_compatible(c, |d| first.push(d));
-    for d in first {
+    for &d in first.iter() {
         for l in d.to_lowercase() {
-            let mut tmp: Vec<char> = Vec::with_capacity(2);
+            tmp.clear();
             decompose_compatible(l, |x| tmp.push(x));
-            for x in tmp {
+            for &x in tmp.iter() {
                 if is_combining_mark(x) || is_invisible(x) {
                     continue;
                 }
@@ -152,25 +159,225 @@ fn fold_char(c: char, out: &mut Vec<char>, sig: &mut NormSignals) {
     }
 }
 
+/// Class bits of a unit: token char (`is_tok`) and alphabetic.
+const F_TOK: u8 = 1;
+const F_ALPHA: u8 = 2;
+
+#[inline]
+fn class_of(c: char) -> u8 {
+    if c.is_ascii() {
+        ascii_class(c as u8)
+    } else if c.is_alphabetic() {
+        F_TOK | F_ALPHA
+    } else if c.is_numeric() {
+        F_TOK
+    } else {
+        0
+    }
+}
+
+#[inline]
+fn ascii_class(b: u8) -> u8 {
+    ASCII_CLASS.get(b as usize).copied().unwrap_or(0)
+}
+
+const fn ascii_class_const(b: u8) -> u8 {
+    if b.is_ascii_alphabetic() {
+        F_TOK | F_ALPHA
+    } else if b.is_ascii_digit() || b == b'$' {
+        F_TOK
+    } else {
+        0
+    }
+}
+
+/// [`ascii_class`] of every byte (0 for non-ASCII bytes).
+static ASCII_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 128 {
+        t[i] = ascii_class_const(i as u8);
+        i += 1;
+    }
+    t
+};
+
+/// Byte that an ASCII byte folds to; [`DROP`] for dropped control chars.
+const DROP: u8 = 0xFF;
+static ASCII_FOLD: [u8; 128] = {
+    let mut t = [0u8; 128];
+    let mut i = 0;
+    while i < 128 {
+        let b = i as u8;
+        t[i] = match b {
+            b'\n' => b'\n',
+            b' ' | b'\t' | b'\x0C' | b'\r' => b' ',
+            0..=0x1F | 0x7F => DROP,
+            _ => b.to_ascii_lowercase(),
+        };
+        i += 1;
+    }
+    t
+};
+
+#[inline]
+fn is_sep_byte(b: u8) -> bool {
+    matches!(
+        b,
+        b' ' | b'.' | b'-' | b'_' | b'*' | b',' | b'|' | b'/' | b'+' | b'~'
+    )
+}
+
+#[inline]
+fn leet_byte(b: u8) -> Option<u8> {
+    Some(match b {
+        b'0' => b'o',
+        b'1' => b'i',
+        b'3' => b'e',
+        b'4' => b'a',
+        b'5' => b's',
+        b'7' => b't',
+        b'$' => b's',
+        _ => return None,
+    })
+}
+
+/// Pass 2 ("i g n o r e", "i.g.n.o.r.e"): marks the separators between single letters
+/// spaced/punctuated apart in `drop` (allocated on first use). Returns whether any.
+#[inline]
+fn spaced_runs(
+    n: usize,
+    tok: impl Fn(usize) -> bool,
+    sep: impl Fn(usize) -> bool,
+    drop: &mut Vec<bool>,
+) -> bool {
+    // single(i): unit i is a one-char token (neighbours are not token chars).
+    let single = |i: usize| -> bool {
+        i < n && tok(i) && (i == 0 || !tok(i - 1)) && (i + 1 >= n || !tok(i + 1))
+    };
+    let mut any = false;
+    let mut i = 0;
+    while i < n {
+        if !tok(i) {
+            i += 1;
+            continue;
+        }
+        // A token run of more than one char holds no single: skip it whole.
+        let mut r = i + 1;
+        while r < n && tok(r) {
+            r += 1;
+        }
+        if r - i > 1 || (i > 0 && tok(i - 1)) {
+            i = r;
+            continue;
+        }
+        // extend run: single (sep single)*
+        let mut j = i;
+        let mut count = 1;
+        while j + 2 < n && sep(j + 1) && single(j + 2) {
+            j += 2;
+            count += 1;
+        }
+        if count >= 3 {
+            if drop.len() != n {
+                drop.clear();
+                drop.resize(n, false);
+            }
+            let mut k = i + 1;
+            while k < j {
+                if let Some(d) = drop.get_mut(k) {
+                    *d = true;
+                }
+                k += 2;
+            }
+            any = true;
+        }
+        i = j + 1;
+    }
+    any
+}
+
+/// Pass 3: leetspeak inside tokens that contain letters. Calls `map(i)` on every unit of
+/// such tokens. Returns whether any token was mapped.
+#[inline]
+fn leet_tokens(
+    n: usize,
+    class: impl Fn(usize) -> u8,
+    is_leet: impl Fn(usize) -> bool,
+    mut map: impl FnMut(usize),
+) -> bool {
+    let mut any = false;
+    let mut i = 0;
+    while i < n {
+        if class(i) & F_TOK == 0 {
+            i += 1;
+            continue;
+        }
+        let mut j = i;
+        let mut has_letter = false;
+        let mut has_leet = false;
+        while j < n {
+            let f = class(j);
+            if f & F_TOK == 0 {
+                break;
+            }
+            if f & F_ALPHA != 0 {
+                has_letter = true;
+            } else if is_leet(j) {
+                has_leet = true;
+            }
+            j += 1;
+        }
+        if has_letter && has_leet {
+            any = true;
+            for k in i..j {
+                map(k);
+            }
+        }
+        i = j;
+    }
+    any
+}
+
 /// Normalises `input`. Idempotent: `normalize(normalize(x).text).text == normalize(x).text`.
 pub fn normalize(input: &str) -> Normalized {
+    if input.is_ascii() {
+        return normalize_ascii(input);
+    }
     let mut sig = NormSignals::default();
     // Pass 1: fold chars.
     let mut units: Vec<Unit> = Vec::with_capacity(input.len());
-    let mut buf: Vec<char> = Vec::with_capacity(4);
+    let mut class: Vec<u8> = Vec::with_capacity(input.len());
+    let mut buf: Vec<char> = Vec::with_capacity(8);
+    let mut first: Vec<char> = Vec::with_capacity(8);
+    let mut tmp: Vec<char> = Vec::with_capacity(8);
     for (i, c) in input.char_indices() {
         let s = i as u32;
+        if c.is_ascii() {
+            let b = c as u8;
+            let o = match b {
+                b'\n' => b'\n',
+                b' ' | b'\t' | b'\x0C' | b'\r' => b' ',
+                0..=0x1F | 0x7F => continue,
+                _ => b.to_ascii_lowercase(),
+            };
+            units.push(Unit {
+                c: o as char,
+                s,
+                e: s + 1,
+            });
+            class.push(ascii_class(o));
+            continue;
+        }
         let e = (i + c.len_utf8()) as u32;
         if ('\u{E0020}'..='\u{E007E}').contains(&c) {
             // Unicode tag characters smuggle ASCII: decode them.
             sig.tag_chars = true;
             sig.invisible = true;
             let a = char::from_u32(c as u32 - 0xE0000).unwrap_or(' ');
-            units.push(Unit {
-                c: a.to_ascii_lowercase(),
-                s,
-                e,
-            });
+            let a = a.to_ascii_lowercase();
+            units.push(Unit { c: a, s, e });
+            class.push(class_of(a));
             continue;
         }
         if is_invisible(c) {
@@ -178,18 +385,69 @@ pub fn normalize(input: &str) -> Normalized {
             continue;
         }
         buf.clear();
-        fold_char(c, &mut buf, &mut sig);
+        fold_char(c, &mut buf, &mut sig, &mut first, &mut tmp);
         for &d in &buf {
             units.push(Unit { c: d, s, e });
+            class.push(class_of(d));
         }
     }
     // Pass 2: join single letters spaced/punctuated apart ("i g n o r e", "i.g.n.o.r.e").
-    let units = join_spaced(units, &mut sig);
+    let n = units.len();
+    let mut drop: Vec<bool> = Vec::new();
+    let spaced = {
+        let (u, cl) = (&units, &class);
+        spaced_runs(
+            n,
+            |i| cl.get(i).is_some_and(|f| f & F_TOK != 0),
+            |i| u.get(i).is_some_and(|x| is_sep(x.c)),
+            &mut drop,
+        )
+    };
+    if spaced {
+        sig.spaced = true;
+        let mut w = 0;
+        for r in 0..n {
+            if drop.get(r).copied().unwrap_or(false) {
+                continue;
+            }
+            if let (Some(&u), Some(&f)) = (units.get(r), class.get(r)) {
+                if let Some(x) = units.get_mut(w) {
+                    *x = u;
+                }
+                if let Some(x) = class.get_mut(w) {
+                    *x = f;
+                }
+            }
+            w += 1;
+        }
+        units.truncate(w);
+        class.truncate(w);
+    }
     // Pass 3: leetspeak inside tokens that contain letters.
-    let units = map_leet(units, &mut sig);
-    let mut text = String::with_capacity(units.len());
-    let mut orig_start = Vec::with_capacity(units.len());
-    let mut orig_end = Vec::with_capacity(units.len());
+    let n = units.len();
+    let mut lmap: Vec<usize> = Vec::new();
+    let leet_any = {
+        let (u, cl) = (&units, &class);
+        leet_tokens(
+            n,
+            |i| cl.get(i).copied().unwrap_or(0),
+            |i| u.get(i).is_some_and(|x| leet(x.c).is_some()),
+            |i| lmap.push(i),
+        )
+    };
+    if leet_any {
+        sig.leet = true;
+        for i in lmap {
+            if let Some(u) = units.get_mut(i)
+                && let Some(m) = leet(u.c)
+            {
+                u.c = m;
+            }
+        }
+    }
+    let mut text = String::with_capacity(units.len() + units.len() / 2);
+    let mut orig_start = Vec::with_capacity(text.capacity());
+    let mut orig_end = Vec::with_capacity(text.capacity());
     for u in &units {
         text.push(u.c);
         for _ in 0..u.c.len_utf8() {
@@ -205,94 +463,96 @@ pub fn normalize(input: &str) -> Normalized {
     }
 }
 
-fn is_tok(c: char) -> bool {
-    c.is_alphanumeric() || c == '$'
-}
-
-fn join_spaced(units: Vec<Unit>, sig: &mut NormSignals) -> Vec<Unit> {
-    let n = units.len();
-    // single[i]: units[i] is a one-char token (neighbours are not token chars).
-    let single = |i: usize| -> bool {
-        let Some(u) = units.get(i) else { return false };
-        if !is_tok(u.c) {
-            return false;
+/// [`normalize`] for ASCII input: every unit is one byte (same semantics, byte-wise).
+fn normalize_ascii(input: &str) -> Normalized {
+    let mut sig = NormSignals::default();
+    let src = input.as_bytes();
+    let fold = |b: u8| ASCII_FOLD.get(b as usize).copied().unwrap_or(DROP);
+    let mut t: Vec<u8>;
+    // Original offset of each byte of `t`; `None` while it is the identity.
+    let mut idx: Option<Vec<u32>> = None;
+    if !src.iter().any(|&b| fold(b) == DROP) {
+        t = src.iter().map(|&b| fold(b)).collect();
+    } else {
+        t = Vec::with_capacity(src.len());
+        let mut v: Vec<u32> = Vec::with_capacity(src.len());
+        for (i, &b) in src.iter().enumerate() {
+            let o = fold(b);
+            if o != DROP {
+                v.push(i as u32);
+                t.push(o);
+            }
         }
-        let prev_ok = i == 0 || units.get(i - 1).is_none_or(|p| !is_tok(p.c));
-        let next_ok = units.get(i + 1).is_none_or(|p| !is_tok(p.c));
-        prev_ok && next_ok
+        idx = Some(v);
+    }
+    // Pass 2: spaced letters.
+    let n = t.len();
+    let mut drop: Vec<bool> = Vec::new();
+    let spaced = {
+        let tb = &t;
+        spaced_runs(
+            n,
+            |i| tb.get(i).is_some_and(|&b| ascii_class(b) & F_TOK != 0),
+            |i| tb.get(i).is_some_and(|&b| is_sep_byte(b)),
+            &mut drop,
+        )
     };
-    let mut drop = vec![false; n];
-    let mut any = false;
-    let mut i = 0;
-    while i < n {
-        if !single(i) {
-            i += 1;
-            continue;
-        }
-        // extend run: single (sep single)*
-        let mut j = i;
-        let mut count = 1;
-        while j + 2 < n && units.get(j + 1).is_some_and(|u| is_sep(u.c)) && single(j + 2) {
-            j += 2;
-            count += 1;
-        }
-        if count >= 3 {
-            let mut k = i + 1;
-            while k < j {
-                if let Some(d) = drop.get_mut(k) {
-                    *d = true;
+    if spaced {
+        sig.spaced = true;
+        let v = idx.get_or_insert_with(|| (0..n as u32).collect());
+        let mut w = 0;
+        for r in 0..n {
+            if drop.get(r).copied().unwrap_or(false) {
+                continue;
+            }
+            if let (Some(&b), Some(&o)) = (t.get(r), v.get(r)) {
+                if let Some(x) = t.get_mut(w) {
+                    *x = b;
                 }
-                k += 2;
-            }
-            any = true;
-        }
-        i = j + 1;
-    }
-    if !any {
-        return units;
-    }
-    sig.spaced = true;
-    units
-        .into_iter()
-        .zip(drop)
-        .filter(|(_, d)| !d)
-        .map(|(u, _)| u)
-        .collect()
-}
-
-fn map_leet(mut units: Vec<Unit>, sig: &mut NormSignals) -> Vec<Unit> {
-    let n = units.len();
-    let mut i = 0;
-    while i < n {
-        if !units.get(i).is_some_and(|u| is_tok(u.c)) {
-            i += 1;
-            continue;
-        }
-        let mut j = i;
-        let mut has_letter = false;
-        let mut has_leet = false;
-        while let Some(u) = units.get(j) {
-            if !is_tok(u.c) {
-                break;
-            }
-            if u.c.is_alphabetic() {
-                has_letter = true;
-            } else if leet(u.c).is_some() {
-                has_leet = true;
-            }
-            j += 1;
-        }
-        if has_letter && has_leet {
-            sig.leet = true;
-            for u in units.iter_mut().take(j).skip(i) {
-                if let Some(m) = leet(u.c) {
-                    u.c = m;
+                if let Some(x) = v.get_mut(w) {
+                    *x = o;
                 }
             }
+            w += 1;
         }
-        i = j;
+        t.truncate(w);
+        v.truncate(w);
     }
-    units
+    // Pass 3: leetspeak.
+    let n = t.len();
+    let mut lmap: Vec<usize> = Vec::new();
+    let leet_any = {
+        let tb = &t;
+        leet_tokens(
+            n,
+            |i| tb.get(i).map_or(0, |&b| ascii_class(b)),
+            |i| tb.get(i).is_some_and(|&b| leet_byte(b).is_some()),
+            |i| lmap.push(i),
+        )
+    };
+    if leet_any {
+        sig.leet = true;
+        for i in lmap {
+            if let Some(b) = t.get_mut(i)
+                && let Some(m) = leet_byte(*b)
+            {
+                *b = m;
+            }
+        }
+    }
+    let orig_start: Vec<u32> = match idx {
+        Some(v) => v,
+        None => (0..t.len() as u32).collect(),
+    };
+    let orig_end: Vec<u32> = orig_start.iter().map(|&o| o + 1).collect();
+    // All bytes are ASCII, so this cannot fail.
+    let text = String::from_utf8(t).unwrap_or_default();
+    Normalized {
+        text,
+        orig_start,
+        orig_end,
+        signals: sig,
+    }
 }
 
 /// Word tokens of a normalised text: runs of alphanumeric chars.
@@ -321,15 +581,35 @@ impl Tokens {
 
 pub fn tokenize(norm: &str) -> Tokens {
     let mut t = Tokens {
-        words: String::with_capacity(norm.len()),
+        words: String::with_capacity(norm.len() + 2),
         wstart: Vec::with_capacity(norm.len() / 5 + 1),
         nspan: Vec::with_capacity(norm.len() / 5 + 1),
         sent: Vec::with_capacity(norm.len() / 5 + 1),
     };
+    let b = norm.as_bytes();
+    let n = b.len();
     let mut start: Option<usize> = None;
     let mut sent: u32 = 0;
-    for (i, c) in norm.char_indices() {
-        if c.is_alphanumeric() {
+    let mut i = 0;
+    while i < n {
+        let c = b.get(i).copied().unwrap_or(0);
+        let (alnum, len, end_sent) = if c < 0x80 {
+            (
+                c.is_ascii_alphanumeric(),
+                1,
+                matches!(c, b'.' | b'!' | b'?' | b';' | b'\n'),
+            )
+        } else {
+            match norm.get(i..).and_then(|r| r.chars().next()) {
+                Some(ch) => (
+                    ch.is_alphanumeric(),
+                    ch.len_utf8(),
+                    matches!(ch, '。' | '！' | '？'),
+                ),
+                None => (false, 1, false),
+            }
+        };
+        if alnum {
             if start.is_none() {
                 start = Some(i);
             }
@@ -337,10 +617,11 @@ pub fn tokenize(norm: &str) -> Tokens {
             if let Some(s) = start.take() {
                 push_tok(&mut t, norm, s, i, sent);
             }
-            if matches!(c, '.' | '!' | '?' | ';' | '\n' | '。' | '！' | '？') {
+            if end_sent {
                 sent += 1;
             }
         }
+        i += len;
     }
     if let Some(s) = start {
         push_tok(&mut t, norm, s, norm.len(), sent);
@@ -349,6 +630,7 @@ pub fn tokenize(norm: &str) -> Tokens {
     t
 }
 
+#[inline]
 fn push_tok(t: &mut Tokens, norm: &str, s: usize, e: usize, sent: u32) {
     if let Some(w) = norm.get(s..e) {
         t.words.push(' ');
@@ -358,6 +640,10 @@ fn push_tok(t: &mut Tokens, norm: &str, s: usize, e: usize, sent: u32) {
         t.sent.push(sent);
     }
 }
+
+#[cfg(test)]
+#[path = "normalize_ref.rs"]
+pub(crate) mod reference;
 
 #[cfg(test)]
 mod tests {
@@ -373,6 +659,56 @@ mod tests {
         assert_eq!(normalize("ѕуѕtеm").text, "system");
         assert_eq!(normalize("user@gmail.com").text, "user@gmail.com");
         assert!(normalize("ig\u{200B}nore").signals.invisible);
+    }
+
+    fn same_as_reference(s: &str) {
+        let a = normalize(s);
+        let b = reference::normalize(s);
+        assert_eq!(a.text, b.text, "{s:?}");
+        assert_eq!(a.orig_start, b.orig_start, "{s:?}");
+        assert_eq!(a.orig_end, b.orig_end, "{s:?}");
+        assert_eq!(a.signals, b.signals, "{s:?}");
+    }
+
+    #[test]
+    fn matches_reference_examples() {
+        for s in [
+            "",
+            "a",
+            "I G N O R E all",
+            "i.g.n.o.r.e",
+            "1gn0r3 pr3v10us",
+            "ｉｇｎｏｒｅ",
+            "ig\u{200B}nore",
+            "ѕуѕtеm",
+            "user@gmail.com",
+            "a\x01b\x7fc d e f",
+            "\x0b x y z \t\r\n",
+            "$5 c0$t a b c",
+            "é a b c",
+            "ß İ ﬁ",
+            "\u{E0069}\u{E0067}x",
+            "x 1 2 3 y",
+            "a-b-c-d",
+        ] {
+            same_as_reference(s);
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        #[test]
+        fn matches_reference_any(s in "\\PC{0,80}") {
+            same_as_reference(&s);
+        }
+        #[test]
+        fn matches_reference_ascii(s in "[\\x00-\\x7f]{0,80}") {
+            same_as_reference(&s);
+        }
+        #[test]
+        fn matches_reference_obfuscation(s in "([a-zA-Z0-9$]|[ .\\-_*,|/+~\\t\\n\\x01]|\u{200B}|[а-я]|[α-ω]|[Ａ-Ｚ]|é|ß|İ|ﬁ|\u{E0041}){0,60}") {
+            same_as_reference(&s);
+        }
     }
 
     #[test]

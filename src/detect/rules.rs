@@ -6,7 +6,9 @@
 
 use super::normalize::{Normalized, Tokens, normalize, tokenize};
 use super::{Category, DetectError};
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+use aho_corasick::automaton::Automaton;
+use aho_corasick::dfa::DFA;
+use aho_corasick::{Anchored, MatchKind};
 use serde::Deserialize;
 use std::collections::HashMap;
 
@@ -132,9 +134,9 @@ pub struct RuleSet {
     pub version: String,
     pub atlas_version: String,
     pub rules: Vec<Rule>,
-    word_ac: Option<AhoCorasick>,
+    word_ac: Option<DFA>,
     word_pats: Vec<Pattern>,
-    raw_ac: Option<AhoCorasick>,
+    raw_ac: Option<DFA>,
     raw_pats: Vec<Vec<u32>>,
     pseudo: HashMap<&'static str, Vec<(u32, u8)>>,
 }
@@ -312,13 +314,15 @@ impl RuleSet {
             })
             .collect();
         let word_keys = padded;
-        let build = |keys: &[String]| -> Result<Option<AhoCorasick>, DetectError> {
+        let build = |keys: &[String]| -> Result<Option<DFA>, DetectError> {
             if keys.is_empty() {
                 return Ok(None);
             }
-            AhoCorasickBuilder::new()
-                .kind(Some(AhoCorasickKind::DFA))
+            // A bare DFA without prefilter, driven by `overlapping` below: same matches, in
+            // the same order, as `AhoCorasick::find_overlapping_iter` with a DFA.
+            DFA::builder()
                 .match_kind(MatchKind::Standard)
+                .prefilter(false)
                 .build(keys)
                 .map(Some)
                 .map_err(|e| DetectError::Build(e.to_string()))
@@ -361,12 +365,12 @@ impl RuleSet {
         let mut kw: Vec<(u32, u8, u32)> = Vec::new();
         if let Some(ac) = &self.word_ac {
             let wb = words.as_bytes();
-            for m in ac.find_overlapping_iter(words) {
-                let Some(pat) = self.word_pats.get(m.pattern().as_usize()) else {
-                    continue;
+            overlapping(ac, wb, |pid, ms, me| {
+                let Some(pat) = self.word_pats.get(pid) else {
+                    return;
                 };
-                let mut s = m.start();
-                let mut e = m.end();
+                let mut s = ms;
+                let mut e = me;
                 if wb.get(s) == Some(&b' ') {
                     s += 1;
                 }
@@ -374,7 +378,7 @@ impl RuleSet {
                     e -= 1;
                 }
                 if s >= e {
-                    continue;
+                    return;
                 }
                 let t0 = toks.token_at(s);
                 let t1 = toks.token_at(e.saturating_sub(1));
@@ -392,7 +396,7 @@ impl RuleSet {
                         Target::Keyword { rule, class } => kw.push((rule, class, t0 as u32)),
                     }
                 }
-            }
+            });
         }
         if !transformed {
             self.pseudo_hits(norm, toks, &mut kw);
@@ -400,17 +404,17 @@ impl RuleSet {
         if let Some(ac) = &self.raw_ac
             && !transformed
         {
-            for m in ac.find_overlapping_iter(&norm.text) {
-                if let Some(rs) = self.raw_pats.get(m.pattern().as_usize()) {
+            overlapping(ac, norm.text.as_bytes(), |pid, ms, me| {
+                if let Some(rs) = self.raw_pats.get(pid) {
                     for &rule in rs {
                         out.push(Hit {
                             rule,
-                            nstart: m.start() as u32,
-                            nend: m.end() as u32,
+                            nstart: ms as u32,
+                            nend: me as u32,
                         });
                     }
                 }
-            }
+            });
         }
         if kw.is_empty() {
             return;
@@ -492,6 +496,36 @@ impl RuleSet {
                         kw.push((r, c, t));
                     }
                 }
+            }
+        }
+    }
+}
+
+/// All (overlapping) matches of `dfa` in `hay`, as `(pattern, start, end)`, in the order of
+/// `AhoCorasick::find_overlapping_iter`: by end offset, then by the state's match order.
+#[inline]
+fn overlapping(dfa: &DFA, hay: &[u8], mut f: impl FnMut(usize, usize, usize)) {
+    let Ok(mut sid) = dfa.start_state(Anchored::No) else {
+        return;
+    };
+    let report = |sid, end: usize, f: &mut dyn FnMut(usize, usize, usize)| {
+        for i in 0..dfa.match_len(sid) {
+            let pid = dfa.match_pattern(sid, i);
+            let len = dfa.pattern_len(pid);
+            f(pid.as_usize(), end.saturating_sub(len), end);
+        }
+    };
+    if dfa.is_match(sid) {
+        report(sid, 0, &mut f);
+    }
+    for (at, &b) in hay.iter().enumerate() {
+        sid = dfa.next_state(Anchored::No, sid, b);
+        if dfa.is_special(sid) {
+            if dfa.is_dead(sid) {
+                return;
+            }
+            if dfa.is_match(sid) {
+                report(sid, at + 1, &mut f);
             }
         }
     }
