@@ -370,7 +370,7 @@ pub struct SeriousIncident {
 }
 
 /// Most evidence items kept on one incident (first ones plus the latest).
-pub const MAX_EVIDENCE: usize = 40;
+pub const MAX_EVIDENCE: usize = 12;
 
 /// What a new incident is made from.
 #[derive(Debug, Clone)]

@@ -237,7 +237,9 @@ pub trait Store: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<Upserted, StoreError>;
 
-    /// Records one screening verdict as activity (never the text itself).
+    /// Records one screening verdict as activity (never the text itself). May return before
+    /// the row is committed (it joins the next group commit): activity is never acknowledged
+    /// to a caller, so it does not hold up the screening answer.
     async fn record_activity(&self, a: Activity) -> Result<(), StoreError>;
 
     /// How many screening verdicts a user (or, without one, a session) had since `since`.

@@ -190,14 +190,19 @@ impl SqliteStore {
     ) -> Result<T, StoreError> {
         let (reply_tx, reply_rx) = oneshot::channel::<Result<T, StoreError>>();
         let job: Job = Box::new(move |conn: &Connection| {
-            let r = match conn.execute_batch("SAVEPOINT job") {
+            // Savepoint statements are prepared once per connection (cached), not re-parsed per job.
+            let run = |sql: &str| {
+                conn.prepare_cached(sql)
+                    .and_then(|mut st| st.execute([]).map(|_| ()))
+            };
+            let r = match run("SAVEPOINT job") {
                 Err(e) => Err(backend(e)),
                 Ok(()) => {
                     let r = op(conn);
                     let end = if r.is_ok() {
-                        conn.execute_batch("RELEASE job")
+                        run("RELEASE job")
                     } else {
-                        conn.execute_batch("ROLLBACK TO job; RELEASE job")
+                        run("ROLLBACK TO job").and_then(|()| run("RELEASE job"))
                     };
                     match end {
                         Ok(()) => r,
@@ -226,6 +231,47 @@ impl SqliteStore {
         reply_rx
             .await
             .map_err(|_| backend("the write could not be committed"))?
+    }
+
+    /// Queues a write for the next group commit without waiting for it.
+    /// Only for records the caller is never told were stored (activity):
+    /// a process killed within one batch may lose them; an error is logged.
+    fn enqueue(
+        &self,
+        op: impl FnOnce(&Connection) -> Result<(), StoreError> + Send + 'static,
+    ) -> Result<(), StoreError> {
+        let job: Job = Box::new(move |conn: &Connection| {
+            let run = |sql: &str| {
+                conn.prepare_cached(sql)
+                    .and_then(|mut st| st.execute([]).map(|_| ()))
+            };
+            let r = run("SAVEPOINT job").map_err(backend).and_then(|()| {
+                let r = op(conn);
+                let end = if r.is_ok() {
+                    run("RELEASE job")
+                } else {
+                    run("ROLLBACK TO job").and_then(|()| run("RELEASE job"))
+                };
+                r.and(end.map_err(backend))
+            });
+            Box::new(move |commit_err: Option<&StoreError>| {
+                if let Some(e) = commit_err.cloned().or(r.err()) {
+                    tracing::warn!(error = %e, "queued write failed");
+                }
+            })
+        });
+        let sent = self
+            .tx
+            .lock()
+            .map_err(backend)?
+            .as_ref()
+            .map(|tx| tx.send(job).is_ok())
+            .unwrap_or(false);
+        if sent {
+            Ok(())
+        } else {
+            Err(backend("the store is closed"))
+        }
     }
 
     async fn read<T: Send + 'static>(
@@ -310,7 +356,10 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
                 for job in batch.drain(..) {
                     completers.push(job(&conn));
                 }
-                match conn.execute_batch("COMMIT") {
+                match conn
+                    .prepare_cached("COMMIT")
+                    .and_then(|mut st| st.execute([]).map(|_| ()))
+                {
                     Ok(()) => None,
                     Err(e) => {
                         let _ = conn.execute_batch("ROLLBACK");
@@ -333,7 +382,10 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
 fn begin_immediate(conn: &Connection) -> Result<(), StoreError> {
     let mut last = None;
     for _ in 0..5 {
-        match conn.execute_batch("BEGIN IMMEDIATE") {
+        match conn
+            .prepare_cached("BEGIN IMMEDIATE")
+            .and_then(|mut st| st.execute([]).map(|_| ()))
+        {
             Ok(()) => return Ok(()),
             Err(e) => last = Some(e),
         }
@@ -718,7 +770,8 @@ impl Store for SqliteStore {
     }
 
     async fn record_activity(&self, a: super::Activity) -> Result<(), StoreError> {
-        self.submit(move |conn| {
+        // Enqueued for the next group commit; the caller does not wait for it.
+        self.enqueue(move |conn| {
             conn.prepare_cached(
                 "INSERT INTO screen_activity (at, user_id, session_id, source, verdict, categories, risk, incident_id)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -738,7 +791,6 @@ impl Store for SqliteStore {
             .map_err(backend)?;
             Ok(())
         })
-        .await
     }
 
     async fn activity_count(
