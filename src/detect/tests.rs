@@ -3,8 +3,10 @@ use super::normalize::normalize;
 use super::*;
 use proptest::prelude::*;
 
-fn engine() -> Engine {
-    Engine::builtin().unwrap()
+/// One engine for every test: compiling the automata is the slow part.
+fn engine() -> &'static Engine {
+    static E: std::sync::OnceLock<Engine> = std::sync::OnceLock::new();
+    E.get_or_init(|| Engine::builtin().unwrap())
 }
 
 #[test]
