@@ -192,25 +192,37 @@ impl IncidentService {
             end: 0,
             excerpt: v.message.clone(),
         }];
-        let mut new = Incident::open(
-            NewIncident {
-                incident_type: IncidentType::Performance,
-                category: None,
-                severity: perf_severity(v.severity),
-                title: format!("{} threshold violated on {}", v.metric.as_str(), v.source),
-                description: v.message.clone(),
-                reporter: None,
-                affected_system: Some(v.source.clone()),
-                affected_user: None,
-                affected_session: None,
-                detection_method: DetectionMethod::Monitoring,
-                confidence: None,
-                evidence: evidence.clone(),
-                tags: vec![format!("metric:{}", v.metric.as_str())],
-                dedup_key: Some(key.clone()),
-            },
-            now,
-        );
+        let new = NewIncident {
+            incident_type: IncidentType::Performance,
+            category: None,
+            severity: perf_severity(v.severity),
+            title: format!("{} threshold violated on {}", v.metric.as_str(), v.source),
+            description: v.message.clone(),
+            reporter: None,
+            affected_system: Some(v.source.clone()),
+            affected_user: None,
+            affected_session: None,
+            detection_method: DetectionMethod::Monitoring,
+            confidence: None,
+            evidence: evidence.clone(),
+            tags: vec![format!("metric:{}", v.metric.as_str())],
+            dedup_key: Some(key.clone()),
+        };
+        self.open_or_repeat(key, new, evidence, "performance-monitor", now)
+            .await
+    }
+
+    /// Opens an incident for a monitoring finding, or adds an occurrence (with
+    /// its evidence) to the open one with the same dedup key.
+    async fn open_or_repeat(
+        &self,
+        key: String,
+        new: NewIncident,
+        evidence: Vec<Evidence>,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<crate::incident::IncidentId, ServiceError> {
+        let mut new = Incident::open(new, now);
         self.on_open(&mut new.0, &mut new.1, now);
         let up = self
             .store
@@ -218,7 +230,7 @@ impl IncidentService {
                 key,
                 new,
                 Box::new(move |inc| Ok(vec![inc.record_repeat(evidence, now)])),
-                "performance-monitor".into(),
+                actor.to_string(),
                 now,
             )
             .await?;
@@ -388,37 +400,24 @@ impl IncidentService {
                 crate::incident::EXCERPT_MAX_CHARS,
             ),
         }];
-        let mut new = Incident::open(
-            NewIncident {
-                incident_type,
-                category: None,
-                severity,
-                title: title.trim().to_string(),
-                description: f.message.clone(),
-                reporter: None,
-                affected_system: Some(f.file.clone()),
-                affected_user: None,
-                affected_session: None,
-                detection_method: DetectionMethod::Monitoring,
-                confidence: None,
-                evidence: evidence.clone(),
-                tags,
-                dedup_key: Some(key.clone()),
-            },
-            now,
-        );
-        self.on_open(&mut new.0, &mut new.1, now);
-        let up = self
-            .store
-            .upsert_detection(
-                key,
-                new,
-                Box::new(move |inc| Ok(vec![inc.record_repeat(evidence, now)])),
-                "data-quality-monitor".into(),
-                now,
-            )
-            .await?;
-        Ok(up.incident.id)
+        let new = NewIncident {
+            incident_type,
+            category: None,
+            severity,
+            title: title.trim().to_string(),
+            description: f.message.clone(),
+            reporter: None,
+            affected_system: Some(f.file.clone()),
+            affected_user: None,
+            affected_session: None,
+            detection_method: DetectionMethod::Monitoring,
+            confidence: None,
+            evidence: evidence.clone(),
+            tags,
+            dedup_key: Some(key.clone()),
+        };
+        self.open_or_repeat(key, new, evidence, "data-quality-monitor", now)
+            .await
     }
 
     /// Accepts the current definition of a changed, added or removed tool

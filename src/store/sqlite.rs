@@ -190,26 +190,7 @@ impl SqliteStore {
     ) -> Result<T, StoreError> {
         let (reply_tx, reply_rx) = oneshot::channel::<Result<T, StoreError>>();
         let job: Job = Box::new(move |conn: &Connection| {
-            // Savepoint statements are prepared once per connection (cached), not re-parsed per job.
-            let run = |sql: &str| {
-                conn.prepare_cached(sql)
-                    .and_then(|mut st| st.execute([]).map(|_| ()))
-            };
-            let r = match run("SAVEPOINT job") {
-                Err(e) => Err(backend(e)),
-                Ok(()) => {
-                    let r = op(conn);
-                    let end = if r.is_ok() {
-                        run("RELEASE job")
-                    } else {
-                        run("ROLLBACK TO job").and_then(|()| run("RELEASE job"))
-                    };
-                    match end {
-                        Ok(()) => r,
-                        Err(e) => Err(backend(e)),
-                    }
-                }
-            };
+            let r = in_savepoint(conn, op);
             Box::new(move |commit_err: Option<&StoreError>| {
                 let out = match (commit_err, r) {
                     (Some(e), _) => Err(e.clone()),
@@ -218,19 +199,24 @@ impl SqliteStore {
                 let _ = reply_tx.send(out);
             })
         });
-        let sent = self
-            .tx
-            .lock()
-            .map_err(backend)?
-            .as_ref()
-            .map(|tx| tx.send(job).is_ok())
-            .unwrap_or(false);
+        let sent = self.send_job(job)?;
         if !sent {
             return Err(backend("the store is closed"));
         }
         reply_rx
             .await
             .map_err(|_| backend("the write could not be committed"))?
+    }
+
+    /// Hands a job to the writer thread; false when the store is closed.
+    fn send_job(&self, job: Job) -> Result<bool, StoreError> {
+        Ok(self
+            .tx
+            .lock()
+            .map_err(backend)?
+            .as_ref()
+            .map(|tx| tx.send(job).is_ok())
+            .unwrap_or(false))
     }
 
     /// Queues a write for the next group commit without waiting for it.
@@ -241,32 +227,14 @@ impl SqliteStore {
         op: impl FnOnce(&Connection) -> Result<(), StoreError> + Send + 'static,
     ) -> Result<(), StoreError> {
         let job: Job = Box::new(move |conn: &Connection| {
-            let run = |sql: &str| {
-                conn.prepare_cached(sql)
-                    .and_then(|mut st| st.execute([]).map(|_| ()))
-            };
-            let r = run("SAVEPOINT job").map_err(backend).and_then(|()| {
-                let r = op(conn);
-                let end = if r.is_ok() {
-                    run("RELEASE job")
-                } else {
-                    run("ROLLBACK TO job").and_then(|()| run("RELEASE job"))
-                };
-                r.and(end.map_err(backend))
-            });
+            let r = in_savepoint(conn, op);
             Box::new(move |commit_err: Option<&StoreError>| {
                 if let Some(e) = commit_err.cloned().or(r.err()) {
                     tracing::warn!(error = %e, "queued write failed");
                 }
             })
         });
-        let sent = self
-            .tx
-            .lock()
-            .map_err(backend)?
-            .as_ref()
-            .map(|tx| tx.send(job).is_ok())
-            .unwrap_or(false);
+        let sent = self.send_job(job)?;
         if sent {
             Ok(())
         } else {
@@ -356,10 +324,7 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
                 for job in batch.drain(..) {
                     completers.push(job(&conn));
                 }
-                match conn
-                    .prepare_cached("COMMIT")
-                    .and_then(|mut st| st.execute([]).map(|_| ()))
-                {
+                match exec_cached(&conn, "COMMIT") {
                     Ok(()) => None,
                     Err(e) => {
                         let _ = conn.execute_batch("ROLLBACK");
@@ -379,13 +344,36 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
     }
 }
 
+/// Runs a prepared, cached statement (savepoint and transaction control are
+/// parsed once per connection, not once per job).
+fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)
+        .and_then(|mut st| st.execute([]).map(|_| ()))
+}
+
+/// Runs `op` inside a savepoint of the batch transaction: an error rolls back
+/// only this job.
+fn in_savepoint<T>(
+    conn: &Connection,
+    op: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    exec_cached(conn, "SAVEPOINT job").map_err(backend)?;
+    let r = op(conn);
+    let end = if r.is_ok() {
+        exec_cached(conn, "RELEASE job")
+    } else {
+        exec_cached(conn, "ROLLBACK TO job").and_then(|()| exec_cached(conn, "RELEASE job"))
+    };
+    match end {
+        Ok(()) => r,
+        Err(e) => Err(backend(e)),
+    }
+}
+
 fn begin_immediate(conn: &Connection) -> Result<(), StoreError> {
     let mut last = None;
     for _ in 0..5 {
-        match conn
-            .prepare_cached("BEGIN IMMEDIATE")
-            .and_then(|mut st| st.execute([]).map(|_| ()))
-        {
+        match exec_cached(conn, "BEGIN IMMEDIATE") {
             Ok(()) => return Ok(()),
             Err(e) => last = Some(e),
         }
