@@ -362,9 +362,13 @@ impl RuleSet {
         transformed: bool,
         out: &mut Vec<Hit>,
     ) {
-        let mut kw: Vec<(u32, u8, u32)> = Vec::new();
+        // Keyword hits packed as `rule << 40 | class << 32 | token`: sorting the keys sorts
+        // by (rule, class, token).
+        let mut kw: Vec<u64> = Vec::new();
         if let Some(ac) = &self.word_ac {
             let wb = words.as_bytes();
+            // Matches come by end offset, so token lookups walk from the previous answer.
+            let mut hint = 0usize;
             overlapping(ac, wb, |pid, ms, me| {
                 let Some(pat) = self.word_pats.get(pid) else {
                     return;
@@ -380,8 +384,9 @@ impl RuleSet {
                 if s >= e {
                     return;
                 }
-                let t0 = toks.token_at(s);
-                let t1 = toks.token_at(e.saturating_sub(1));
+                let t1 = token_near(&toks.wstart, e.saturating_sub(1), hint);
+                hint = t1;
+                let t0 = token_near(&toks.wstart, s, t1);
                 for t in &pat.targets {
                     match *t {
                         Target::Phrase { rule } => {
@@ -393,7 +398,7 @@ impl RuleSet {
                                 });
                             }
                         }
-                        Target::Keyword { rule, class } => kw.push((rule, class, t0 as u32)),
+                        Target::Keyword { rule, class } => kw.push(kw_key(rule, class, t0 as u32)),
                     }
                 }
             });
@@ -422,9 +427,9 @@ impl RuleSet {
         kw.sort_unstable();
         let mut i = 0;
         while i < kw.len() {
-            let rule = kw.get(i).map(|k| k.0).unwrap_or(0);
+            let rule = kw.get(i).map_or(0, |&k| (k >> 40) as u32);
             let mut j = i;
-            while kw.get(j).is_some_and(|k| k.0 == rule) {
+            while kw.get(j).is_some_and(|&k| (k >> 40) as u32 == rule) {
                 j += 1;
             }
             if let (Some(r), Some(group)) = (self.rules.get(rule as usize), kw.get(i..j)) {
@@ -448,7 +453,7 @@ impl RuleSet {
         }
     }
 
-    fn pseudo_hits(&self, norm: &Normalized, toks: &Tokens, kw: &mut Vec<(u32, u8, u32)>) {
+    fn pseudo_hits(&self, norm: &Normalized, toks: &Tokens, kw: &mut Vec<u64>) {
         if self.pseudo.is_empty() {
             return;
         }
@@ -475,14 +480,14 @@ impl RuleSet {
                 if before && dom.contains('.') && dom.len() >= 4 {
                     let t = tok_of_n(i);
                     for &(r, c) in email_t.into_iter().flatten() {
-                        kw.push((r, c, t));
+                        kw.push(kw_key(r, c, t));
                     }
                     if FREEMAIL
                         .iter()
                         .any(|f| dom.starts_with(f) || dom.contains(&format!(".{f}")))
                     {
                         for &(r, c) in free_t.into_iter().flatten() {
-                            kw.push((r, c, t));
+                            kw.push(kw_key(r, c, t));
                         }
                     }
                 }
@@ -493,7 +498,7 @@ impl RuleSet {
                 for (i, _) in text.match_indices(pat) {
                     let t = tok_of_n(i);
                     for &(r, c) in targets {
-                        kw.push((r, c, t));
+                        kw.push(kw_key(r, c, t));
                     }
                 }
             }
@@ -561,9 +566,32 @@ fn unspaced(key: &str) -> bool {
     })
 }
 
+#[inline]
+fn kw_key(rule: u32, class: u8, tok: u32) -> u64 {
+    (u64::from(rule) << 40) | (u64::from(class) << 32) | u64::from(tok)
+}
+
+/// Same as `Tokens::token_at` (index of the last token starting at or before `pos`, else 0),
+/// found by walking from `hint`; cheap when successive positions are close.
+#[inline]
+fn token_near(ws: &[u32], pos: usize, hint: usize) -> usize {
+    let Ok(p) = u32::try_from(pos) else {
+        return ws.len().saturating_sub(1);
+    };
+    let mut i = hint.min(ws.len().saturating_sub(1));
+    while ws.get(i + 1).is_some_and(|&x| x <= p) {
+        i += 1;
+    }
+    while i > 0 && ws.get(i).is_some_and(|&x| x > p) {
+        i -= 1;
+    }
+    i
+}
+
 /// Finds classes 0..k in order within `window` tokens. Returns (first token, last token).
+/// `group` holds one rule's keys (see `kw_key`), sorted.
 fn window_match(
-    group: &[(u32, u8, u32)],
+    group: &[u64],
     k: usize,
     window: usize,
     sent: Option<&[u32]>,
@@ -572,25 +600,33 @@ fn window_match(
         Some(s) => s.get(a as usize) == s.get(b as usize),
         None => true,
     };
-    let mut by: Vec<Vec<u32>> = vec![Vec::new(); k];
-    for &(_, c, t) in group {
-        if let Some(v) = by.get_mut(c as usize) {
-            v.push(t);
-        }
-    }
-    if by.iter().any(|v| v.is_empty()) {
+    let class = |x: u64| ((x >> 32) & 0xff) as usize;
+    let tok = |x: u64| x as u32;
+    // Sorted by class then token: class c is a contiguous run.
+    let run = |c: usize| -> &[u64] {
+        let a = group.partition_point(|&x| class(x) < c);
+        let b = group.partition_point(|&x| class(x) <= c);
+        group.get(a..b).unwrap_or(&[])
+    };
+    if k == 0 || k > 8 {
         return None;
     }
-    for v in by.iter_mut() {
-        v.dedup();
+    let mut by: [&[u64]; 8] = [&[]; 8];
+    for (c, slot) in by.iter_mut().enumerate().take(k) {
+        *slot = run(c);
+        if slot.is_empty() {
+            return None;
+        }
     }
+    let by = by.get(..k)?;
     let first = by.first()?;
-    'outer: for &t0 in first {
+    'outer: for &x0 in first.iter() {
+        let t0 = tok(x0);
         let mut prev = t0;
         for v in by.iter().skip(1) {
-            let idx = v.partition_point(|&x| x <= prev);
+            let idx = v.partition_point(|&x| tok(x) <= prev);
             match v.get(idx) {
-                Some(&t) if (t - t0) < window as u32 && same(t0, t) => prev = t,
+                Some(&x) if (tok(x) - t0) < window as u32 && same(t0, tok(x)) => prev = tok(x),
                 _ => continue 'outer,
             }
         }
