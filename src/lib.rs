@@ -5,6 +5,13 @@
 //! `transport → mcp / http / cli → service → {incident, detect, audit, store}`.
 //! The domain modules (`incident`, `detect`, `audit`, `clock`) import no rmcp,
 //! axum, SQL or CLI crate.
+//!
+//! No panics in library code: `unwrap`, `expect` and `panic!` are denied here
+//! (tests may use them).
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod app;
 pub mod audit;
