@@ -482,15 +482,19 @@ impl IncidentService {
         // Repeated attempts by one user (or session) raise the severity, once per incident.
         let window = chrono::Duration::from_std(self.config.screening.repeat_window)
             .unwrap_or(chrono::Duration::minutes(10));
-        let prior = self
-            .store
-            .activity_count(
-                input.user_id.clone(),
-                input.session_id.clone(),
-                true,
-                now - window,
-            )
-            .await?;
+        // Anonymous texts have no one to count attempts for: skip the read.
+        let prior = if input.user_id.is_some() || input.session_id.is_some() {
+            self.store
+                .activity_count(
+                    input.user_id.clone(),
+                    input.session_id.clone(),
+                    true,
+                    now - window,
+                )
+                .await?
+        } else {
+            0
+        };
         let threshold = u64::from(self.config.screening.repeat_threshold.max(1));
         let repeated =
             (input.user_id.is_some() || input.session_id.is_some()) && prior + 1 >= threshold;
