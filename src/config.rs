@@ -321,7 +321,7 @@ impl Config {
         }
 
         // classification
-        for sev in Severity::ALL {
+        for &sev in Severity::ALL {
             let rule = self.classification.rule(sev);
             let key = format!("classification.{sev}");
             if rule.response_time.is_zero() {
@@ -362,7 +362,7 @@ impl Config {
             }
             check_refs(format!("{key}.channels"), &l.channels)?;
         }
-        for sev in Severity::ALL {
+        for &sev in Severity::ALL {
             let s = self.escalation.severity.get(sev);
             let key = format!("escalation.severity.{sev}");
             if !(1..=MAX_LEVEL).contains(&s.start_level) {

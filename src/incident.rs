@@ -169,14 +169,27 @@ impl Severity {
             Severity::Low => 240,
         }
     }
-    /// 0 for critical … 3 for low.
+    /// Numeric rank: low = 1 … critical = 4 (the order of [`Ord`]).
     pub fn rank(&self) -> u8 {
         match self {
-            Severity::Critical => 0,
-            Severity::High => 1,
+            Severity::Low => 1,
             Severity::Medium => 2,
-            Severity::Low => 3,
+            Severity::High => 3,
+            Severity::Critical => 4,
         }
+    }
+}
+
+impl PartialOrd for Severity {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Low < medium < high < critical.
+impl Ord for Severity {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.rank().cmp(&other.rank())
     }
 }
 

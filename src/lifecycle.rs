@@ -81,28 +81,6 @@ impl LifecycleState {
 // Severity: one enum on each side of the policy boundary, converted here.
 // ---------------------------------------------------------------------------------------------
 
-impl From<Severity> for policy::Severity {
-    fn from(s: Severity) -> Self {
-        match s {
-            Severity::Critical => policy::Severity::Critical,
-            Severity::High => policy::Severity::High,
-            Severity::Medium => policy::Severity::Medium,
-            Severity::Low => policy::Severity::Low,
-        }
-    }
-}
-
-impl From<policy::Severity> for Severity {
-    fn from(s: policy::Severity) -> Self {
-        match s {
-            policy::Severity::Critical => Severity::Critical,
-            policy::Severity::High => Severity::High,
-            policy::Severity::Medium => Severity::Medium,
-            policy::Severity::Low => Severity::Low,
-        }
-    }
-}
-
 /// The kinds a classification override may name for this incident: its attack category
 /// (`prompt_injection`, `data_exfiltration`, …) first, then its type (`security`, …).
 fn override_kind(inc: &Incident, policy: &policy::ClassificationPolicy) -> String {
@@ -221,11 +199,7 @@ impl IncidentService {
         events.push(ev);
         inc.escalation_level = inc.escalation_level.max(start);
         events.extend(inc.enter_step(WorkflowStep::Classification, now));
-        let mut channels = cfg
-            .classification
-            .rule(inc.severity.into())
-            .channels
-            .clone();
+        let mut channels = cfg.classification.rule(inc.severity).channels.clone();
         if let Some(l) = cfg.escalation.level(inc.escalation_level) {
             channels.extend(l.channels.iter().cloned());
         }
@@ -590,11 +564,7 @@ impl IncidentService {
                         root_cause,
                     });
                     ev.extend(inc.enter_step(WorkflowStep::Resolution, now));
-                    let mut ch = cfg
-                        .classification
-                        .rule(inc.severity.into())
-                        .channels
-                        .clone();
+                    let mut ch = cfg.classification.rule(inc.severity).channels.clone();
                     if let Some(l) = cfg.escalation.level(inc.escalation_level) {
                         ch.extend(l.channels.iter().cloned());
                     }
@@ -730,7 +700,7 @@ impl IncidentService {
             id: it.notification_id.clone(),
             incident_id: it.incident_id.to_string(),
             event: it.event.clone(),
-            severity: it.severity.into(),
+            severity: it.severity,
             level: it.level,
             title: it.title.clone(),
             body: it.body.clone(),
@@ -1211,7 +1181,7 @@ fn notifications_for(
     if !matches!(event, "opened" | "escalated" | "acknowledged") {
         id.push_str(&format!(":{}", now.timestamp_micros()));
     }
-    let sla = cfg.classification.rule(inc.severity.into()).response_time;
+    let sla = cfg.classification.rule(inc.severity).response_time;
     let body = format!(
         "Incident {id} {event}.\nTitle: {title}\nType: {ty}{cat}\nSeverity: {sev}\nStatus: {status}\n\
          Escalation level: {lvl} ({lname})\nDetected: {det}\nAcknowledge within: {sla}\nDetails: incident://{id}",
@@ -1256,13 +1226,13 @@ fn notifications_for(
 /// start level its severity requires.
 fn classify_event(inc: &mut Incident, cfg: &crate::config::Config) -> (EventKind, u8) {
     let kind = override_kind(inc, &cfg.classification);
-    let c = policy::classify(inc.severity.into(), &kind, &cfg.classification);
-    inc.severity = c.severity.into();
+    let c = policy::classify(inc.severity, &kind, &cfg.classification);
+    inc.severity = c.severity;
     let start = policy::initial_level(c.severity, &cfg.escalation);
     (
         EventKind::Classified {
-            severity: c.severity.into(),
-            reported_severity: c.reported_severity.into(),
+            severity: c.severity,
+            reported_severity: c.reported_severity,
             response_sla_secs: c.response_sla.as_secs(),
             urgency: serde_name(&c.urgency),
             channels: c.channels,
@@ -1293,7 +1263,7 @@ fn due_step(
     cfg: &crate::config::Config,
     now: DateTime<Utc>,
 ) -> Option<(u8, StepReason)> {
-    let sev: policy::Severity = inc.severity.into();
+    let sev = inc.severity;
     let state = EscalationState {
         level: inc.escalation_level,
         level_entered_at: inc.level_entered_at(),

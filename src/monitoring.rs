@@ -91,15 +91,6 @@ pub struct DqOutcome {
     pub duration_ms: f64,
 }
 
-fn perf_severity(s: crate::performance::Severity) -> Severity {
-    match s {
-        crate::performance::Severity::Critical => Severity::Critical,
-        crate::performance::Severity::High => Severity::High,
-        crate::performance::Severity::Medium => Severity::Medium,
-        crate::performance::Severity::Low => Severity::Low,
-    }
-}
-
 fn invalid(field: &'static str, message: impl Into<String>) -> ServiceError {
     ServiceError::Invalid {
         field,
@@ -195,7 +186,7 @@ impl IncidentService {
         let new = NewIncident {
             incident_type: IncidentType::Performance,
             category: None,
-            severity: perf_severity(v.severity),
+            severity: v.severity,
             title: format!("{} threshold violated on {}", v.metric.as_str(), v.source),
             description: v.message.clone(),
             reporter: None,

@@ -14,9 +14,6 @@
 //!   ([`EscalationStep::record`]); nothing here overwrites history;
 //! - one call decides one step — the 8-step workflow is not run here and nothing is marked resolved.
 
-use std::cmp::Ordering;
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -31,93 +28,14 @@ pub const MIN_LEVEL: u8 = 1;
 // Severity
 // ---------------------------------------------------------------------------------------------------------
 
-/// Incident severity. Ordered: `Low < Medium < High < Critical`.
+/// The incident severity (one type for the whole crate: [`crate::incident::Severity`]),
+/// ordered low < medium < high < critical.
 ///
 /// ```
 /// use ai_incident_mcp::policy::Severity;
-/// assert!(Severity::Critical > Severity::High);
-/// assert_eq!("high".parse::<Severity>().unwrap(), Severity::High);
 /// assert_eq!(Severity::Medium.max(Severity::High), Severity::High);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    /// Immediate response required, system unavailable.
-    Critical,
-    /// Urgent response required, significant impact.
-    High,
-    /// Standard response required, moderate impact.
-    Medium,
-    /// Routine response, minimal impact.
-    Low,
-}
-
-impl Severity {
-    /// All severities, most severe first.
-    pub const ALL: [Severity; 4] = [
-        Severity::Critical,
-        Severity::High,
-        Severity::Medium,
-        Severity::Low,
-    ];
-
-    /// Numeric rank: low = 1 … critical = 4.
-    pub fn rank(self) -> u8 {
-        match self {
-            Severity::Low => 1,
-            Severity::Medium => 2,
-            Severity::High => 3,
-            Severity::Critical => 4,
-        }
-    }
-
-    /// The snake_case name used in config files and on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Critical => "critical",
-            Severity::High => "high",
-            Severity::Medium => "medium",
-            Severity::Low => "low",
-        }
-    }
-}
-
-impl PartialOrd for Severity {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Severity {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.rank().cmp(&other.rank())
-    }
-}
-
-impl fmt::Display for Severity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Error returned when a string is not a severity name.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown severity `{0}`; expected one of critical, high, medium, low")]
-pub struct ParseSeverityError(pub String);
-
-impl FromStr for Severity {
-    type Err = ParseSeverityError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "critical" => Ok(Severity::Critical),
-            "high" => Ok(Severity::High),
-            "medium" => Ok(Severity::Medium),
-            "low" => Ok(Severity::Low),
-            _ => Err(ParseSeverityError(s.to_owned())),
-        }
-    }
-}
+pub use crate::incident::Severity;
 
 /// A per-severity table of values (used for classification rules and escalation tuning).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -21,7 +21,7 @@ fn severity_orders_low_to_critical_and_parses() {
             && Severity::Medium < Severity::High
             && Severity::High < Severity::Critical
     );
-    for s in Severity::ALL {
+    for &s in Severity::ALL {
         assert_eq!(s.as_str().parse::<Severity>().unwrap(), s);
         assert_eq!(
             serde_json::to_string(&s).unwrap(),
