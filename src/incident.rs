@@ -160,15 +160,6 @@ text_enum!(
 );
 
 impl Severity {
-    /// Response-time SLA in minutes (critical 5, high 15, medium 60, low 240).
-    pub fn response_minutes(&self) -> i64 {
-        match self {
-            Severity::Critical => 5,
-            Severity::High => 15,
-            Severity::Medium => 60,
-            Severity::Low => 240,
-        }
-    }
     /// Numeric rank: low = 1 … critical = 4 (the order of [`Ord`]).
     pub fn rank(&self) -> u8 {
         match self {

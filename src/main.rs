@@ -303,7 +303,10 @@ async fn main() -> Result<()> {
                     affected_system: system,
                 })
                 .await?;
-            print_json(&ai_incident_mcp::mcp::dto::ReportIncidentOutput::from(&inc))
+            print_json(&ai_incident_mcp::mcp::dto::ReportIncidentOutput::new(
+                &inc,
+                svc.response_sla(inc.severity),
+            ))
         }
         Cmd::Incidents { cmd } => {
             let svc = app::build_service(&cli.db, config.clone()).map_err(anyhow::Error::msg)?;

@@ -173,6 +173,11 @@ impl IncidentService {
         }
     }
 
+    /// The acknowledge-by SLA for `severity`, from the classification policy.
+    pub fn response_sla(&self, severity: Severity) -> std::time::Duration {
+        self.config.classification.rule(severity).response_time
+    }
+
     /// What the background loop did last.
     pub fn monitor_status(&self) -> crate::monitor::MonitorStatus {
         self.monitor.snapshot()

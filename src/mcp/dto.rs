@@ -161,8 +161,9 @@ pub struct ReportIncidentOutput {
     pub created_at: DateTime<Utc>,
 }
 
-impl From<&Incident> for ReportIncidentOutput {
-    fn from(i: &Incident) -> Self {
+impl ReportIncidentOutput {
+    /// The view of a new incident; `response_sla` comes from the classification policy.
+    pub fn new(i: &Incident, response_sla: std::time::Duration) -> Self {
         ReportIncidentOutput {
             incident_id: i.id.to_string(),
             incident_type: i.incident_type.to_string(),
@@ -170,7 +171,7 @@ impl From<&Incident> for ReportIncidentOutput {
             status: i.status.to_string(),
             step: i.step.to_string(),
             escalation_level: i.escalation_level,
-            response_sla_minutes: i.severity.response_minutes(),
+            response_sla_minutes: (response_sla.as_secs() / 60) as i64,
             title: i.title.clone(),
             created_at: i.created_at,
         }

@@ -134,7 +134,10 @@ mitigating/amplifying words; see docs/severity.md). Returns the new incident id,
                 affected_system: a.affected_system,
             })
             .await?;
-        Ok(Json(ReportIncidentOutput::from(&inc)))
+        Ok(Json(ReportIncidentOutput::new(
+            &inc,
+            self.svc.response_sla(inc.severity),
+        )))
     }
 
     #[tool(
