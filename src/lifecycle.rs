@@ -166,6 +166,12 @@ pub struct DocumentOutcome {
 }
 
 impl IncidentService {
+    /// Response measurements (MTTA/MTTR inputs, SLA met, escalations) of an
+    /// incident from its timeline, as of the service's clock.
+    pub fn response_metrics(&self, inc: &Incident, tl: &[Event]) -> ResponseMetrics {
+        response_metrics(inc, tl, self.now())
+    }
+
     /// The lifecycle state.
     pub fn lifecycle(&self) -> &LifecycleState {
         &self.lifecycle

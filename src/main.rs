@@ -334,7 +334,10 @@ async fn main() -> Result<()> {
                 }
                 IncidentsCmd::Get { id } => {
                     let (inc, tl) = svc.get(&id).await?;
-                    print_json(&ai_incident_mcp::mcp::dto::IncidentDetail::new(inc, tl))
+                    let response = svc.response_metrics(&inc, &tl);
+                    print_json(&ai_incident_mcp::mcp::dto::IncidentDetail::new(
+                        inc, tl, response,
+                    ))
                 }
             }
         }

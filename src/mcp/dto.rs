@@ -213,9 +213,9 @@ pub struct IncidentDetail {
 }
 
 impl IncidentDetail {
-    /// Builds the view.
-    pub fn new(inc: Incident, tl: Vec<Event>) -> Self {
-        let response = crate::lifecycle::response_metrics(&inc, &tl, Utc::now());
+    /// Builds the view from the incident, its timeline and the response
+    /// measurements the service computed ([`crate::service::IncidentService::response_metrics`]).
+    pub fn new(inc: Incident, tl: Vec<Event>, response: crate::lifecycle::ResponseMetrics) -> Self {
         IncidentDetail {
             response,
             incident: serde_json::to_value(&inc).unwrap_or(serde_json::Value::Null),

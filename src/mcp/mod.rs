@@ -154,7 +154,8 @@ mitigating/amplifying words; see docs/severity.md). Returns the new incident id,
         Parameters(Args(a)): Parameters<Args<IncidentIdArgs>>,
     ) -> Result<Json<IncidentDetail>, ToolFailure> {
         let (inc, tl) = self.svc.get(&a.incident_id).await?;
-        Ok(Json(IncidentDetail::new(inc, tl)))
+        let response = self.svc.response_metrics(&inc, &tl);
+        Ok(Json(IncidentDetail::new(inc, tl, response)))
     }
 
     #[tool(
@@ -311,7 +312,10 @@ impl ServerHandler for IncidentMcp {
             serde_json::to_string_pretty(&self.svc.monitor_status())
         } else if let Some(id) = uri.strip_prefix("incident://") {
             match self.svc.get(id).await {
-                Ok((inc, tl)) => serde_json::to_string_pretty(&IncidentDetail::new(inc, tl)),
+                Ok((inc, tl)) => {
+                    let response = self.svc.response_metrics(&inc, &tl);
+                    serde_json::to_string_pretty(&IncidentDetail::new(inc, tl, response))
+                }
                 Err(e) if e.is_caller_error() => return Err(not_found(e.to_string())),
                 Err(e) => return Err(resource_error(e)),
             }
