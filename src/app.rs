@@ -64,12 +64,31 @@ pub fn build_service_with_clock(
     )))
 }
 
+/// Which learned model the screening engine uses.
+#[derive(Debug, Clone, Copy)]
+pub enum ModelChoice<'a> {
+    /// The shipped weights (`data/model/weights.bin`).
+    Builtin,
+    /// These weights (e.g. a cross-validation fold's model).
+    Weights(&'a [u8]),
+    /// Rules only.
+    None,
+}
+
 /// Compiles the screening engine: built-in rules and model, plus the extra
-/// rules file and thresholds from `[screening]`.
+/// rules file, thresholds and model weight from `[screening]`.
 ///
 /// # Errors
 /// A message naming the rules file and what is wrong in it.
 pub fn build_engine(config: &Config) -> Result<Engine, String> {
+    build_engine_with(config, ModelChoice::Builtin)
+}
+
+/// As [`build_engine`], with the given model.
+///
+/// # Errors
+/// A message naming the rules file, the weights, or the bad setting.
+pub fn build_engine_with(config: &Config, model: ModelChoice<'_>) -> Result<Engine, String> {
     let extra = match &config.screening.rules_file {
         Some(p) => std::fs::read_to_string(p)
             .map_err(|e| format!("cannot read screening.rules_file {}: {e}", p.display()))?,
@@ -85,8 +104,12 @@ pub fn build_engine(config: &Config) -> Result<Engine, String> {
             "screening.model_weight must be between 0 and 1, got {w}"
         ));
     }
-    let mut engine = Engine::with_extra_rules(&extra, th)
-        .map_err(|e| format!("cannot load the screening rules: {e}"))?;
+    let mut engine = match model {
+        ModelChoice::Builtin => Engine::with_extra_rules(&extra, th),
+        ModelChoice::Weights(bytes) => Engine::with_model_bytes(&extra, th, bytes),
+        ModelChoice::None => Engine::with_model_bytes(&extra, th, &[]),
+    }
+    .map_err(|e| format!("cannot load the screening rules or model: {e}"))?;
     engine.set_model_weight(w as f32);
     Ok(engine)
 }

@@ -201,26 +201,18 @@ async fn main() -> Result<()> {
             no_model,
             model_weight,
         } => {
-            let mut engine = app::build_engine(&config).map_err(anyhow::Error::msg)?;
-            if no_model || model.is_some() {
-                let bytes = match &model {
-                    Some(p) => {
-                        std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?
-                    }
-                    None => Vec::new(),
-                };
-                let extra = match &config.screening.rules_file {
-                    Some(p) => std::fs::read_to_string(p)?,
-                    None => String::new(),
-                };
-                let th = ai_incident_mcp::detect::Thresholds {
-                    flag: config.screening.flag_threshold as f32,
-                    block: config.screening.block_threshold as f32,
-                };
-                engine = Engine::with_model_bytes(&extra, th, &bytes)
-                    .map_err(|e| anyhow::anyhow!("cannot load the model: {e}"))?;
-                engine.set_model_weight(config.screening.model_weight as f32);
-            }
+            let weights = match &model {
+                Some(p) => {
+                    Some(std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?)
+                }
+                None => None,
+            };
+            let choice = match (&weights, no_model) {
+                (Some(bytes), _) => app::ModelChoice::Weights(bytes),
+                (None, true) => app::ModelChoice::None,
+                (None, false) => app::ModelChoice::Builtin,
+            };
+            let mut engine = app::build_engine_with(&config, choice).map_err(anyhow::Error::msg)?;
             if let Some(w) = model_weight {
                 engine.set_model_weight(w);
             }
