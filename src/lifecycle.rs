@@ -172,11 +172,6 @@ impl IncidentService {
         response_metrics(inc, tl, self.now())
     }
 
-    /// The lifecycle state.
-    pub fn lifecycle(&self) -> &LifecycleState {
-        &self.lifecycle
-    }
-
     // -----------------------------------------------------------------------------------------
     // Classification and notifications
     // -----------------------------------------------------------------------------------------

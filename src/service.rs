@@ -14,8 +14,8 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::detect::{Engine, Screening, Source, Verdict};
 use crate::incident::{
-    self, DetectionMethod, DomainError, Email, Event, EventKind, Evidence, Incident, IncidentId,
-    IncidentType, NewIncident, Severity, Status,
+    self, DetectionMethod, DomainError, Email, Event, Evidence, Incident, IncidentId, IncidentType,
+    NewIncident, Severity, Status,
 };
 use crate::store::{Cursor, ListQuery, Page, Store, StoreError};
 
@@ -186,11 +186,6 @@ impl IncidentService {
     /// The configuration the service runs with.
     pub fn config(&self) -> &Config {
         &self.config
-    }
-
-    /// The configured input limits.
-    pub fn limits(&self) -> &Limits {
-        &self.limits
     }
 
     /// The screening engine.
@@ -589,36 +584,6 @@ impl IncidentService {
     /// [`ServiceError::Internal`] if the log cannot be read.
     pub async fn verify_audit_log(&self) -> Result<AuditReport, ServiceError> {
         Ok(self.store.verify_audit_log().await?)
-    }
-
-    /// Appends a note event (used by adapters for audit of their own actions).
-    ///
-    /// # Errors
-    /// [`ServiceError::NotFound`] for an unknown incident.
-    pub async fn add_note(
-        &self,
-        id: &str,
-        text: &str,
-        actor: &str,
-    ) -> Result<Incident, ServiceError> {
-        let id: IncidentId = id.parse()?;
-        let text = incident::truncate_chars(text.trim(), 4000);
-        if text.is_empty() {
-            return Err(invalid("note", "is empty"));
-        }
-        let now = self.now();
-        Ok(self
-            .store
-            .update(
-                &id,
-                actor.to_string(),
-                now,
-                Box::new(move |inc| {
-                    inc.updated_at = now;
-                    Ok(vec![EventKind::Note { text }])
-                }),
-            )
-            .await?)
     }
 }
 
