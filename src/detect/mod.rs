@@ -297,7 +297,19 @@ impl Engine {
         let norm = normalize(text);
         let toks = tokenize(&norm.text);
         let mut hits: Vec<Hit> = Vec::new();
-        self.rules.scan(&norm, &toks, &toks.words, false, &mut hits);
+        // rot13 view of short texts, matched in the same interleaved pass.
+        let rot =
+            (text.len() <= ROT13_MAX && !toks.words.is_empty()).then(|| decode::rot13(&toks.words));
+        let mut rh: Vec<Hit> = Vec::new();
+        match &rot {
+            Some(r) => self.rules.scan_views(
+                &norm,
+                &toks,
+                &[(&toks.words, false), (r, true)],
+                &mut [&mut hits, &mut rh],
+            ),
+            None => self.rules.scan(&norm, &toks, &toks.words, false, &mut hits),
+        }
         let mut signals: Vec<String> = Vec::new();
         let ns = norm.signals;
         if ns.invisible {
@@ -325,20 +337,14 @@ impl Engine {
             &mut fired,
         );
 
-        // rot13 view of short texts.
-        if text.len() <= ROT13_MAX && !toks.words.is_empty() {
-            let rot = decode::rot13(&toks.words);
-            let mut rh = Vec::new();
-            self.rules.scan(&norm, &toks, &rot, true, &mut rh);
-            if !rh.is_empty() {
-                signals.push("decoded_rot13".into());
-                self.collect(
-                    &rh,
-                    |h| norm.map_span(h.nstart as usize, h.nend as usize),
-                    &mut matches,
-                    &mut fired,
-                );
-            }
+        if !rh.is_empty() {
+            signals.push("decoded_rot13".into());
+            self.collect(
+                &rh,
+                |h| norm.map_span(h.nstart as usize, h.nend as usize),
+                &mut matches,
+                &mut fired,
+            );
         }
         // Embedded encoded segments.
         for seg in decode::find_segments(text) {
