@@ -22,10 +22,36 @@ pub struct NormSignals {
 #[derive(Debug, Clone, Default)]
 pub struct Normalized {
     pub text: String,
-    /// `orig_start[i]`/`orig_end[i]`: span in the original text of the char that produced byte `i`.
-    pub orig_start: Vec<u32>,
-    pub orig_end: Vec<u32>,
+    /// Byte `i` of `text` came from the char at `map.span(i)` of the original text.
+    pub map: SpanMap,
     pub signals: NormSignals,
+}
+
+/// Where each byte of a normalised text came from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum SpanMap {
+    /// Byte `i` came from byte `i` (ASCII text that normalisation left in place).
+    #[default]
+    Identity,
+    /// Byte `i` came from the single byte `starts[i]` (ASCII text with bytes dropped).
+    Bytes(Vec<u32>),
+    /// Byte `i` came from the char at `starts[i]..ends[i]`.
+    Chars { starts: Vec<u32>, ends: Vec<u32> },
+}
+
+impl SpanMap {
+    /// The original span of normalised byte `i` (`len` = the normalised text's length).
+    #[inline]
+    pub fn span(&self, i: usize, len: usize) -> Option<(u32, u32)> {
+        match self {
+            SpanMap::Identity => {
+                let i = u32::try_from(i).ok().filter(|_| i < len)?;
+                Some((i, i + 1))
+            }
+            SpanMap::Bytes(v) => v.get(i).map(|&s| (s, s + 1)),
+            SpanMap::Chars { starts, ends } => Some((*starts.get(i)?, *ends.get(i)?)),
+        }
+    }
 }
 
 impl Normalized {
@@ -34,8 +60,8 @@ impl Normalized {
         if start >= end || end > self.text.len() {
             return None;
         }
-        let s = *self.orig_start.get(start)? as usize;
-        let e = *self.orig_end.get(end - 1)? as usize;
+        let s = self.map.span(start, self.text.len())?.0 as usize;
+        let e = self.map.span(end - 1, self.text.len())?.1 as usize;
         if s < e { Some((s, e)) } else { None }
     }
 }
@@ -457,8 +483,10 @@ pub fn normalize(input: &str) -> Normalized {
     }
     Normalized {
         text,
-        orig_start,
-        orig_end,
+        map: SpanMap::Chars {
+            starts: orig_start,
+            ends: orig_end,
+        },
         signals: sig,
     }
 }
@@ -540,17 +568,14 @@ fn normalize_ascii(input: &str) -> Normalized {
             }
         }
     }
-    let orig_start: Vec<u32> = match idx {
-        Some(v) => v,
-        None => (0..t.len() as u32).collect(),
-    };
-    let orig_end: Vec<u32> = orig_start.iter().map(|&o| o + 1).collect();
     // All bytes are ASCII, so this cannot fail.
     let text = String::from_utf8(t).unwrap_or_default();
     Normalized {
         text,
-        orig_start,
-        orig_end,
+        map: match idx {
+            Some(v) => SpanMap::Bytes(v),
+            None => SpanMap::Identity,
+        },
         signals: sig,
     }
 }
@@ -665,8 +690,13 @@ mod tests {
         let a = normalize(s);
         let b = reference::normalize(s);
         assert_eq!(a.text, b.text, "{s:?}");
-        assert_eq!(a.orig_start, b.orig_start, "{s:?}");
-        assert_eq!(a.orig_end, b.orig_end, "{s:?}");
+        for i in 0..b.text.len() + 1 {
+            assert_eq!(
+                a.map.span(i, a.text.len()),
+                b.map.span(i, b.text.len()),
+                "{s:?} byte {i}"
+            );
+        }
         assert_eq!(a.signals, b.signals, "{s:?}");
     }
 

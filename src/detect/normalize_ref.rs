@@ -162,8 +162,10 @@ pub fn normalize(input: &str) -> Normalized {
     }
     Normalized {
         text,
-        orig_start,
-        orig_end,
+        map: super::SpanMap::Chars {
+            starts: orig_start,
+            ends: orig_end,
+        },
         signals: sig,
     }
 }

@@ -138,6 +138,8 @@ pub struct RuleSet {
     word_pats: Vec<Pattern>,
     raw_ac: Option<DFA>,
     raw_pats: Vec<Vec<u32>>,
+    /// Per raw pattern: [`MARK_AT`] / [`MARK_URL`] when it also feeds the pseudo keywords.
+    raw_marks: Vec<u8>,
     pseudo: HashMap<&'static str, Vec<(u32, u8)>>,
 }
 
@@ -314,6 +316,28 @@ impl RuleSet {
             })
             .collect();
         let word_keys = padded;
+        // The structural pseudo keywords are found by the raw automaton too: `@` (then
+        // checked for an address around it) and the URL openings.
+        let mut raw_marks = vec![0u8; raw_keys.len()];
+        let mut mark = |key: &str, m: u8| {
+            let id = *raw_map.entry(key.to_owned()).or_insert_with(|| {
+                raw_keys.push(key.to_owned());
+                raw_pats.push(Vec::new());
+                raw_marks.push(0);
+                raw_keys.len() - 1
+            });
+            if let Some(x) = raw_marks.get_mut(id) {
+                *x |= m;
+            }
+        };
+        if pseudo.contains_key(PSEUDO_EMAIL) || pseudo.contains_key(PSEUDO_FREEMAIL) {
+            mark("@", MARK_AT);
+        }
+        if pseudo.contains_key(PSEUDO_URL) {
+            for p in URL_OPENINGS {
+                mark(p, MARK_URL);
+            }
+        }
         let build = |keys: &[String]| -> Result<Option<DFA>, DetectError> {
             if keys.is_empty() {
                 return Ok(None);
@@ -335,6 +359,7 @@ impl RuleSet {
             word_pats,
             raw_ac: build(&raw_keys)?,
             raw_pats,
+            raw_marks,
             pseudo,
         })
     }
@@ -397,7 +422,7 @@ impl RuleSet {
                 self.word_match(toks, wb, m, &mut hint, out, &mut kw);
             }
             if !transformed {
-                self.pseudo_hits(norm, toks, &mut kw);
+                self.pseudo_hits(norm, toks, found.stream(RAW_STREAM), &mut kw);
                 for m in found.stream(RAW_STREAM) {
                     if let Some(rs) = self.raw_pats.get(m.pid as usize) {
                         for &rule in rs {
@@ -490,7 +515,15 @@ impl RuleSet {
         }
     }
 
-    fn pseudo_hits(&self, norm: &Normalized, toks: &Tokens, kw: &mut Vec<u64>) {
+    /// Keyword hits of the pseudo keywords (`@email`, `@freemail`, `@url`), from the raw
+    /// automaton's `@` and URL-opening matches on the normalised text.
+    fn pseudo_hits<'m>(
+        &self,
+        norm: &Normalized,
+        toks: &Tokens,
+        raw: impl Iterator<Item = &'m LaneMatch>,
+        kw: &mut Vec<u64>,
+    ) {
         if self.pseudo.is_empty() {
             return;
         }
@@ -503,9 +536,15 @@ impl RuleSet {
         };
         let email_t = self.pseudo.get(PSEUDO_EMAIL);
         let free_t = self.pseudo.get(PSEUDO_FREEMAIL);
-        if email_t.is_some() || free_t.is_some() {
-            let b = text.as_bytes();
-            for (i, _) in text.match_indices('@') {
+        let url_t = self.pseudo.get(PSEUDO_URL);
+        let b = text.as_bytes();
+        for m in raw {
+            let marks = self.raw_marks.get(m.pid as usize).copied().unwrap_or(0);
+            if marks == 0 {
+                continue;
+            }
+            let i = m.start() as usize;
+            if marks & MARK_AT != 0 && (email_t.is_some() || free_t.is_some()) {
                 let before = i > 0
                     && b.get(i - 1)
                         .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'.' || *c == b'_');
@@ -529,19 +568,23 @@ impl RuleSet {
                     }
                 }
             }
-        }
-        if let Some(targets) = self.pseudo.get(PSEUDO_URL) {
-            for pat in ["http://", "https://", "www.", "ftp://"] {
-                for (i, _) in text.match_indices(pat) {
-                    let t = tok_of_n(i);
-                    for &(r, c) in targets {
-                        kw.push(kw_key(r, c, t));
-                    }
+            if marks & MARK_URL != 0
+                && let Some(targets) = url_t
+            {
+                let t = tok_of_n(i);
+                for &(r, c) in targets {
+                    kw.push(kw_key(r, c, t));
                 }
             }
         }
     }
 }
+
+/// Raw pattern marks: the pattern is `@` / a URL opening.
+const MARK_AT: u8 = 1;
+const MARK_URL: u8 = 2;
+/// Text that opens a URL.
+const URL_OPENINGS: [&str; 4] = ["http://", "https://", "www.", "ftp://"];
 
 const RAW_STREAM: u8 = u8::MAX;
 
