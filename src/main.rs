@@ -231,12 +231,7 @@ async fn main() -> Result<()> {
             let handler = IncidentMcp::new(svc);
             if stdio {
                 tracing::info!(db = %cli.db, "serving MCP on stdio");
-                let r = ai_incident_mcp::mcp::stdio::serve(
-                    handler,
-                    tokio::io::stdin(),
-                    tokio::io::stdout(),
-                )
-                .await;
+                let r = ai_incident_mcp::mcp::stdio::serve_process_stdio(handler).await;
                 ct.cancel();
                 let _ = monitor.await;
                 r.context("stdio transport failed")?;

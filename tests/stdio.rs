@@ -347,16 +347,20 @@ async fn malformed_jsonrpc_on_stdio_gets_an_error_and_serving_continues() {
     );
 }
 
-/// The same handler over an in-process duplex pipe (no process).
+/// The same handler and line transport over an in-process socket pair (no process).
 #[tokio::test]
-async fn in_process_duplex() {
+async fn in_process_socket_pair() {
     use rmcp::ServiceExt;
     let d = tempdir();
     let svc = ai_incident_mcp::app::build_default_service(&db_in(d.path())).unwrap();
     let handler = ai_incident_mcp::mcp::IncidentMcp::new(svc);
-    let (client_io, server_io) = tokio::io::duplex(64 * 1024);
-    let (sr, sw) = tokio::io::split(server_io);
-    tokio::spawn(ai_incident_mcp::mcp::stdio::serve(handler, sr, sw));
+    let (client_io, server_io) = std::os::unix::net::UnixStream::pair().unwrap();
+    let server_out = server_io.try_clone().unwrap();
+    tokio::spawn(ai_incident_mcp::mcp::stdio::serve(
+        handler, server_io, server_out,
+    ));
+    client_io.set_nonblocking(true).unwrap();
+    let client_io = tokio::net::UnixStream::from_std(client_io).unwrap();
     let c = ().serve(client_io).await.unwrap();
     let r = call_ok(
         &c,

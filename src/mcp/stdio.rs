@@ -3,15 +3,13 @@
 //! rmcp's own stdio transport silently drops lines that are not JSON. We
 //! answer them as JSON-RPC 2.0 says (`-32700 Parse error`, id null; `-32600
 //! Invalid Request` when the JSON has an id but is not a message) and keep
-//! serving. One reader task parses stdin lines into the rmcp service; one
-//! writer task owns stdout and writes both the service's messages and our
+//! serving. One reader thread parses stdin lines into the rmcp service; one
+//! writer thread owns stdout and writes both the service's messages and our
 //! error replies, so lines never interleave. Logs go to stderr only.
 
 use futures::{SinkExt, StreamExt};
 use rmcp::ServiceExt;
 use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
-use tokio::sync::mpsc;
 
 use super::IncidentMcp;
 
@@ -64,120 +62,173 @@ fn parse_line(line: &[u8]) -> Parsed {
     }
 }
 
-/// Serves `handler` over the given byte streams until the input ends.
+/// Serves `handler` on the process's own stdin and stdout until stdin ends.
 ///
 /// # Errors
-/// An I/O error from the streams, or the service failing to start.
+/// An I/O error writing stdout, or the service failing to start.
+pub async fn serve_process_stdio(handler: IncidentMcp) -> std::io::Result<()> {
+    serve(handler, std::io::stdin(), std::io::stdout()).await
+}
+
+/// Serves `handler` over a byte stream pair (the process's stdio, a socket, a pipe) until
+/// the input ends.
+///
+/// The two streams are driven by one OS thread each (blocking reads and writes, lines
+/// parsed on the reader thread) rather than by tokio's stdio, which hands every read and
+/// write to the blocking pool.
+///
+/// # Errors
+/// An I/O error writing the output, or the service failing to start.
 pub async fn serve<R, W>(handler: IncidentMcp, input: R, output: W) -> std::io::Result<()>
 where
-    R: AsyncRead + Unpin + Send + 'static,
-    W: AsyncWrite + Unpin + Send + 'static,
+    R: std::io::Read + Send + 'static,
+    W: std::io::Write + Send + 'static,
 {
-    let (mut c2s_tx, c2s_rx) = futures::channel::mpsc::channel::<ClientJsonRpcMessage>(1024);
-    let (s2c_tx, mut s2c_rx) = futures::channel::mpsc::channel::<ServerJsonRpcMessage>(1024);
-    let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<String>();
+    use futures::channel::mpsc as fmpsc;
+    let (c2s_tx, c2s_rx) = fmpsc::channel::<ClientJsonRpcMessage>(1024);
+    let (s2c_tx, s2c_rx) = fmpsc::channel::<ServerJsonRpcMessage>(1024);
+    let (raw_tx, raw_rx) = fmpsc::unbounded::<String>();
 
-    let reader = tokio::spawn(async move {
-        let mut r = BufReader::with_capacity(64 * 1024, input);
-        let mut buf = Vec::with_capacity(8 * 1024);
-        loop {
-            buf.clear();
-            let n = match read_line_capped(&mut r, &mut buf).await {
-                Ok(ReadOutcome::Eof) => break,
-                Ok(ReadOutcome::TooLong) => {
-                    let _ = raw_tx.send(error_line(
-                        serde_json::Value::Null,
-                        -32600,
-                        format!("Invalid Request: message longer than {MAX_LINE_BYTES} bytes was discarded"),
-                    ));
-                    continue;
-                }
-                Ok(ReadOutcome::Line(n)) => n,
-                Err(e) => {
-                    tracing::error!("stdin read failed: {e}");
-                    break;
-                }
-            };
-            let line = buf.get(..n).unwrap_or(&buf);
-            let line = line.strip_suffix(b"\n").unwrap_or(line);
-            match parse_line(line) {
-                Parsed::Message(m) => {
-                    if c2s_tx.send(*m).await.is_err() {
-                        break;
-                    }
-                }
-                Parsed::Reply(s) => {
-                    let _ = raw_tx.send(s);
-                }
-                Parsed::Ignore => {}
-            }
-        }
-    });
-
-    let writer = tokio::spawn(async move {
-        let mut w = BufWriter::with_capacity(64 * 1024, output);
-        let mut raw_open = true;
-        loop {
-            let first = tokio::select! {
-                m = s2c_rx.next() => match m {
-                    Some(m) => serde_json::to_string(&m).ok(),
-                    None => break,
-                },
-                r = raw_rx.recv(), if raw_open => match r {
-                    Some(r) => Some(r),
-                    None => { raw_open = false; None }
-                },
-            };
-            if let Some(line) = first {
-                w.write_all(line.as_bytes()).await?;
-                w.write_all(b"\n").await?;
-            }
-            // Write whatever else is ready before one flush.
-            while let Ok(m) = s2c_rx.try_recv() {
-                if let Ok(line) = serde_json::to_string(&m) {
-                    w.write_all(line.as_bytes()).await?;
-                    w.write_all(b"\n").await?;
-                }
-            }
-            while let Ok(r) = raw_rx.try_recv() {
-                w.write_all(r.as_bytes()).await?;
-                w.write_all(b"\n").await?;
-            }
-            w.flush().await?;
-        }
-        while let Ok(r) = raw_rx.try_recv() {
-            w.write_all(r.as_bytes()).await?;
-            w.write_all(b"\n").await?;
-        }
-        w.flush().await?;
-        Ok::<(), std::io::Error>(())
-    });
+    std::thread::Builder::new()
+        .name("stdio-reader".into())
+        .spawn(move || read_input(input, c2s_tx, raw_tx))?;
+    let writer = std::thread::Builder::new()
+        .name("stdio-writer".into())
+        .spawn(move || write_output(output, s2c_rx, raw_rx))?;
 
     let running = handler
         .serve((s2c_tx, c2s_rx))
         .await
         .map_err(|e| std::io::Error::other(format!("MCP service failed to start: {e}")))?;
     let _ = running.waiting().await;
-    reader.abort();
-    match writer.await {
-        Ok(r) => r,
+    match tokio::task::spawn_blocking(move || writer.join()).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => Err(std::io::Error::other("the output writer thread panicked")),
         Err(e) => Err(std::io::Error::other(e)),
     }
 }
 
-enum ReadOutcome {
-    Line(usize),
-    TooLong,
-    Eof,
+/// Reader thread of [`serve`]: lines to messages (or to error replies).
+fn read_input(
+    input: impl std::io::Read,
+    mut c2s: futures::channel::mpsc::Sender<ClientJsonRpcMessage>,
+    raw: futures::channel::mpsc::UnboundedSender<String>,
+) {
+    let mut r = std::io::BufReader::with_capacity(64 * 1024, input);
+    let mut buf = Vec::with_capacity(8 * 1024);
+    loop {
+        buf.clear();
+        let n = match read_line_capped(&mut r, &mut buf) {
+            Ok(ReadOutcome::Eof) => break,
+            Ok(ReadOutcome::TooLong) => {
+                let _ = raw.unbounded_send(error_line(
+                    serde_json::Value::Null,
+                    -32600,
+                    format!(
+                        "Invalid Request: message longer than {MAX_LINE_BYTES} bytes was discarded"
+                    ),
+                ));
+                continue;
+            }
+            Ok(ReadOutcome::Line(n)) => n,
+            Err(e) => {
+                tracing::error!("stdin read failed: {e}");
+                break;
+            }
+        };
+        let line = buf.get(..n).unwrap_or(&buf);
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        match parse_line(line) {
+            Parsed::Message(m) => {
+                if futures::executor::block_on(c2s.send(*m)).is_err() {
+                    break;
+                }
+            }
+            Parsed::Reply(s) => {
+                let _ = raw.unbounded_send(s);
+            }
+            Parsed::Ignore => {}
+        }
+    }
 }
 
-async fn read_line_capped<R: tokio::io::AsyncBufRead + Unpin>(
-    r: &mut R,
+enum Out {
+    Msg(ServerJsonRpcMessage),
+    Raw(String),
+}
+
+/// Writer thread of [`serve`]: writes what is ready, then flushes once.
+fn write_output(
+    output: impl std::io::Write,
+    mut s2c: futures::channel::mpsc::Receiver<ServerJsonRpcMessage>,
+    mut raw: futures::channel::mpsc::UnboundedReceiver<String>,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut w = std::io::BufWriter::with_capacity(64 * 1024, output);
+    let mut line = Vec::with_capacity(4096);
+    let mut put =
+        |w: &mut std::io::BufWriter<_>, m: &ServerJsonRpcMessage| -> std::io::Result<()> {
+            line.clear();
+            if serde_json::to_writer(&mut line, m).is_ok() {
+                line.push(b'\n');
+                w.write_all(&line)?;
+            }
+            Ok(())
+        };
+    let mut raw_open = true;
+    loop {
+        let first = futures::executor::block_on(async {
+            if raw_open {
+                futures::select! {
+                    m = s2c.next() => Some(m.map(Out::Msg)),
+                    r = raw.next() => r.map(|r| Some(Out::Raw(r))),
+                }
+            } else {
+                Some(s2c.next().await.map(Out::Msg))
+            }
+        });
+        match first {
+            // The raw channel closed: the reader is done, keep serving replies.
+            None => {
+                raw_open = false;
+                continue;
+            }
+            // The service ended.
+            Some(None) => break,
+            Some(Some(Out::Msg(m))) => put(&mut w, &m)?,
+            Some(Some(Out::Raw(r))) => {
+                w.write_all(r.as_bytes())?;
+                w.write_all(b"\n")?;
+            }
+        }
+        // Write whatever else is ready before one flush.
+        while let Ok(m) = s2c.try_recv() {
+            put(&mut w, &m)?;
+        }
+        while let Ok(r) = raw.try_recv() {
+            w.write_all(r.as_bytes())?;
+            w.write_all(b"\n")?;
+        }
+        w.flush()?;
+    }
+    while let Ok(r) = raw.try_recv() {
+        w.write_all(r.as_bytes())?;
+        w.write_all(b"\n")?;
+    }
+    w.flush()
+}
+
+fn read_line_capped(
+    r: &mut impl std::io::BufRead,
     buf: &mut Vec<u8>,
 ) -> std::io::Result<ReadOutcome> {
     let mut too_long = false;
     loop {
-        let avail = r.fill_buf().await?;
+        let avail = match r.fill_buf() {
+            Ok(a) => a,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
         if avail.is_empty() {
             return Ok(if buf.is_empty() && !too_long {
                 ReadOutcome::Eof
@@ -208,6 +259,12 @@ async fn read_line_capped<R: tokio::io::AsyncBufRead + Unpin>(
             });
         }
     }
+}
+
+enum ReadOutcome {
+    Line(usize),
+    TooLong,
+    Eof,
 }
 
 #[cfg(test)]
