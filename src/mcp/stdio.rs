@@ -152,6 +152,8 @@ fn read_input(
     }
 }
 
+/// What the writer thread got next (lives on its stack for one iteration).
+#[allow(clippy::large_enum_variant)]
 enum Out {
     Msg(ServerJsonRpcMessage),
     Raw(String),
