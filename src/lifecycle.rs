@@ -185,40 +185,33 @@ impl IncidentService {
         events: &mut Vec<EventKind>,
         now: DateTime<Utc>,
     ) {
-        self.on_open_excluding(inc, events, now, None);
+        open_events(self.config(), inc, events, now, None);
     }
+}
 
-    fn on_open_excluding(
-        &self,
-        inc: &mut Incident,
-        events: &mut Vec<EventKind>,
-        now: DateTime<Utc>,
-        exclude_channel: Option<&str>,
-    ) {
-        let cfg = self.config();
-        let (ev, start) = classify_event(inc, cfg);
-        events.push(ev);
-        inc.escalation_level = inc.escalation_level.max(start);
-        events.extend(inc.enter_step(WorkflowStep::Classification, now));
-        let mut channels = cfg.classification.rule(inc.severity).channels.clone();
-        if let Some(l) = cfg.escalation.level(inc.escalation_level) {
-            channels.extend(l.channels.iter().cloned());
-        }
-        channels.retain(|c| Some(c.as_str()) != exclude_channel);
-        events.extend(self.notifications(inc, "opened", &channels, now));
+/// What opening an incident entails: classification (severity, SLA, starting escalation
+/// level), the classification step, and notifications to the severity's and the level's
+/// channels (except `exclude_channel`).
+pub(crate) fn open_events(
+    cfg: &crate::config::Config,
+    inc: &mut Incident,
+    events: &mut Vec<EventKind>,
+    now: DateTime<Utc>,
+    exclude_channel: Option<&str>,
+) {
+    let (ev, start) = classify_event(inc, cfg);
+    events.push(ev);
+    inc.escalation_level = inc.escalation_level.max(start);
+    events.extend(inc.enter_step(WorkflowStep::Classification, now));
+    let mut channels = cfg.classification.rule(inc.severity).channels.clone();
+    if let Some(l) = cfg.escalation.level(inc.escalation_level) {
+        channels.extend(l.channels.iter().cloned());
     }
+    channels.retain(|c| Some(c.as_str()) != exclude_channel);
+    events.extend(notifications_for(cfg, inc, "opened", &channels, now));
+}
 
-    /// `NotificationQueued` events for `event` to each of `channels` (deduplicated).
-    fn notifications(
-        &self,
-        inc: &Incident,
-        event: &str,
-        channels: &[String],
-        now: DateTime<Utc>,
-    ) -> Vec<EventKind> {
-        notifications_for(self.config(), inc, event, channels, now)
-    }
-
+impl IncidentService {
     fn level_channels(&self, level: u8) -> Vec<String> {
         self.config()
             .escalation
@@ -831,12 +824,16 @@ impl IncidentService {
             },
             now,
         );
-        self.on_open_excluding(&mut inc, &mut events, now, Some(&it.channel));
         let key = format!("notify-failing|{}", it.channel);
+        let cfg = self.config.clone();
+        let channel = it.channel.clone();
         self.store
             .upsert_detection(
                 key,
-                (inc, events),
+                Box::new(move || {
+                    open_events(&cfg, &mut inc, &mut events, now, Some(&channel));
+                    (inc, events)
+                }),
                 Box::new(move |inc| Ok(vec![inc.record_repeat(Vec::new(), now)])),
                 "notifier".into(),
                 now,

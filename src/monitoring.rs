@@ -213,13 +213,16 @@ impl IncidentService {
         actor: &str,
         now: DateTime<Utc>,
     ) -> Result<crate::incident::IncidentId, ServiceError> {
-        let mut new = Incident::open(new, now);
-        self.on_open(&mut new.0, &mut new.1, now);
+        let cfg = self.config.clone();
         let up = self
             .store
             .upsert_detection(
                 key,
-                new,
+                Box::new(move || {
+                    let (mut inc, mut events) = Incident::open(new, now);
+                    crate::lifecycle::open_events(&cfg, &mut inc, &mut events, now, None);
+                    (inc, events)
+                }),
                 Box::new(move |inc| Ok(vec![inc.record_repeat(evidence, now)])),
                 actor.to_string(),
                 now,

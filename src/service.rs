@@ -454,31 +454,28 @@ impl IncidentService {
         };
         let rules: Vec<&str> = screening.matches.iter().map(|m| m.rule.as_str()).collect();
         let now = self.now();
-        let mut new = Incident::open(
-            NewIncident {
-                incident_type: IncidentType::Security,
-                category: Some(top),
-                severity,
-                title: format!("{} detected in {source}", human_category(top.as_str())),
-                description: format!(
-                    "screen_prompt returned {:?} (risk {:.2}) for {} bytes of {source} from {who}; rules: {}",
-                    screening.verdict,
-                    screening.risk_score,
-                    input.text.len(),
-                    rules.join(", ")
-                ),
-                reporter: None,
-                affected_system: None,
-                affected_user: input.user_id.clone(),
-                affected_session: input.session_id.clone(),
-                detection_method: DetectionMethod::Screening,
-                confidence: Some(screening.risk_score),
-                evidence: evidence.clone(),
-                tags,
-                dedup_key: Some(dedup_key.clone()),
-            },
-            now,
-        );
+        let new = NewIncident {
+            incident_type: IncidentType::Security,
+            category: Some(top),
+            severity,
+            title: format!("{} detected in {source}", human_category(top.as_str())),
+            description: format!(
+                "screen_prompt returned {:?} (risk {:.2}) for {} bytes of {source} from {who}; rules: {}",
+                screening.verdict,
+                screening.risk_score,
+                input.text.len(),
+                rules.join(", ")
+            ),
+            reporter: None,
+            affected_system: None,
+            affected_user: input.user_id.clone(),
+            affected_session: input.session_id.clone(),
+            detection_method: DetectionMethod::Screening,
+            confidence: Some(screening.risk_score),
+            evidence: evidence.clone(),
+            tags,
+            dedup_key: Some(dedup_key.clone()),
+        };
         // Repeated attempts by one user (or session) raise the severity, once per incident.
         let window = chrono::Duration::from_std(self.config.screening.repeat_window)
             .unwrap_or(chrono::Duration::minutes(10));
@@ -504,13 +501,21 @@ impl IncidentService {
             humantime_serde::re::humantime::format_duration(self.config.screening.repeat_window)
         );
         const TAG: &str = "repeated-attempts";
-        if repeated {
-            new.0.tags.push(TAG.into());
-            if let Some(ev) = new.0.raise_severity(&reason, now) {
-                new.1.push(ev);
+        let cfg = self.config.clone();
+        let open_reason = reason.clone();
+        // Built (and classified, with its notifications) only when no open incident has
+        // the key: most flagged texts repeat an open incident.
+        let new: crate::store::NewDetection = Box::new(move || {
+            let (mut inc, mut events) = Incident::open(new, now);
+            if repeated {
+                inc.tags.push(TAG.into());
+                if let Some(ev) = inc.raise_severity(&open_reason, now) {
+                    events.push(ev);
+                }
             }
-        }
-        self.on_open(&mut new.0, &mut new.1, now);
+            crate::lifecycle::open_events(&cfg, &mut inc, &mut events, now, None);
+            (inc, events)
+        });
         let up = self
             .store
             .upsert_detection(

@@ -34,6 +34,10 @@ pub enum StoreError {
 /// freshly loaded incident. Returning `Err` rolls the change back.
 pub type Mutation = Box<dyn FnOnce(&mut Incident) -> Result<Vec<EventKind>, DomainError> + Send>;
 
+/// Builds the incident (and its opening events) that [`Store::upsert_detection`] inserts
+/// when no open incident has the key; not called at all for a repeat.
+pub type NewDetection = Box<dyn FnOnce() -> (Incident, Vec<EventKind>) + Send>;
+
 /// Filters for [`Store::list`].
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {
@@ -227,11 +231,11 @@ pub trait Store: Send + Sync {
     ) -> Result<Incident, StoreError>;
 
     /// If an open incident has `dedup_key`, applies `on_repeat` to it;
-    /// otherwise inserts `new` (whose `dedup_key` must be `dedup_key`).
+    /// otherwise builds and inserts `new()` (whose `dedup_key` must be `dedup_key`).
     async fn upsert_detection(
         &self,
         dedup_key: String,
-        new: (Incident, Vec<EventKind>),
+        new: NewDetection,
         on_repeat: Mutation,
         actor: String,
         now: DateTime<Utc>,

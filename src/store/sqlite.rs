@@ -723,7 +723,7 @@ impl Store for SqliteStore {
     async fn upsert_detection(
         &self,
         dedup_key: String,
-        new: (Incident, Vec<EventKind>),
+        new: super::NewDetection,
         on_repeat: Mutation,
         actor: String,
         now: DateTime<Utc>,
@@ -748,7 +748,7 @@ impl Store for SqliteStore {
                     })
                 }
                 None => {
-                    let (inc, events) = new;
+                    let (inc, events) = new();
                     save_incident(conn, &inc, true)?;
                     append_events(conn, &inc.id, &actor, &now, &events)?;
                     Ok(Upserted {
@@ -1073,7 +1073,12 @@ mod tests {
         // A waited-for write after them: once it is committed, so are they.
         store.submit(|_| Ok(())).await.unwrap();
         let n = store
-            .activity_count(Some("u1".into()), None, true, Utc::now() - chrono::Duration::hours(1))
+            .activity_count(
+                Some("u1".into()),
+                None,
+                true,
+                Utc::now() - chrono::Duration::hours(1),
+            )
             .await
             .unwrap();
         assert_eq!(n, 2);
