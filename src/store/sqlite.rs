@@ -82,7 +82,57 @@ CREATE INDEX screen_activity_user ON screen_activity (user_id, at);
 CREATE INDEX screen_activity_session ON screen_activity (session_id, at);
 "#,
     ),
+    // Every rewrite of an incident bumps its version, so the writer thread can tell
+    // whether the copy it last wrote is still current (see `WRITE_CACHE`).
+    (
+        4,
+        "ALTER TABLE incidents ADD COLUMN version INTEGER NOT NULL DEFAULT 0;",
+    ),
 ];
+
+thread_local! {
+    /// Writer thread only (jobs run there): incidents as this thread last wrote them, by
+    /// id, with the `version` they were written at. A repeat detection on an incident whose
+    /// stored version still matches skips re-reading and re-parsing its body. Any other
+    /// writer (another process, a lifecycle update) bumps the version, so a stale copy is
+    /// never used; a failed job or batch clears the cache.
+    static WRITE_CACHE: std::cell::RefCell<std::collections::HashMap<String, (i64, Incident)>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// Most incidents kept in [`WRITE_CACHE`].
+const WRITE_CACHE_MAX: usize = 256;
+
+fn cache_put(id: &str, version: i64, inc: &Incident) {
+    WRITE_CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= WRITE_CACHE_MAX && !c.contains_key(id) {
+            c.clear();
+        }
+        c.insert(id.to_owned(), (version, inc.clone()));
+    });
+}
+
+fn cache_take(id: &str, version: i64) -> Option<Incident> {
+    let hit = WRITE_CACHE.with(|c| {
+        c.borrow_mut()
+            .remove(id)
+            .filter(|(v, _)| *v == version)
+            .map(|(_, inc)| inc)
+    });
+    #[cfg(test)]
+    if hit.is_some() {
+        CACHE_HITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    hit
+}
+
+#[cfg(test)]
+static CACHE_HITS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn cache_clear() {
+    WRITE_CACHE.with(|c| c.borrow_mut().clear());
+}
 
 /// Migration 2 (issue #4): the notification outbox and containments. Rows are written by
 /// [`append_events`] in the transaction of the event that causes them.
@@ -338,6 +388,7 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
             }
         };
         if let Some(e) = &commit_err {
+            cache_clear();
             tracing::error!(error = %e, "sqlite batch failed; callers get an error and nothing is acknowledged");
             // Jobs that never ran are dropped: their callers get an error.
             batch.clear();
@@ -366,8 +417,12 @@ fn in_savepoint<T>(
     let end = if r.is_ok() {
         exec_cached(conn, "RELEASE job")
     } else {
+        cache_clear();
         exec_cached(conn, "ROLLBACK TO job").and_then(|()| exec_cached(conn, "RELEASE job"))
     };
+    if end.is_err() {
+        cache_clear();
+    }
     match end {
         Ok(()) => r,
         Err(e) => Err(backend(e)),
@@ -396,7 +451,7 @@ fn save_incident(conn: &Connection, inc: &Incident, insert: bool) -> Result<(), 
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
     } else {
         "UPDATE incidents SET incident_type=?2, severity=?3, status=?4, step=?5, level=?6, dedup_key=?7,
-         created_at=?8, updated_at=?9, body=?10 WHERE id=?1"
+         created_at=?8, updated_at=?9, body=?10, version = version + 1 WHERE id=?1"
     };
     conn.prepare_cached(sql)
         .and_then(|mut st| {
@@ -729,19 +784,27 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<Upserted, StoreError> {
         self.submit(move |conn| {
-            let existing: Option<String> = conn
+            let existing: Option<(String, i64)> = conn
                 .prepare_cached(
-                    "SELECT body FROM incidents WHERE dedup_key = ?1 AND status NOT IN ('resolved', 'closed')
+                    "SELECT id, version FROM incidents WHERE dedup_key = ?1 AND status NOT IN ('resolved', 'closed')
                      ORDER BY created_at DESC LIMIT 1",
                 )
-                .and_then(|mut st| st.query_row([&dedup_key], |r| r.get(0)).optional())
+                .and_then(|mut st| {
+                    st.query_row([&dedup_key], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()
+                })
                 .map_err(backend)?;
             match existing {
-                Some(body) => {
-                    let mut inc: Incident = serde_json::from_str(&body).map_err(backend)?;
+                Some((id, version)) => {
+                    let mut inc = match cache_take(&id, version) {
+                        Some(inc) => inc,
+                        None => load_incident(conn, &id)?
+                            .ok_or_else(|| backend(format!("incident {id} vanished")))?,
+                    };
                     let events = on_repeat(&mut inc)?;
                     save_incident(conn, &inc, false)?;
                     append_events(conn, &inc.id, &actor, &now, &events)?;
+                    cache_put(&id, version + 1, &inc);
                     Ok(Upserted {
                         incident: inc,
                         created: false,
@@ -751,6 +814,7 @@ impl Store for SqliteStore {
                     let (inc, events) = new();
                     save_incident(conn, &inc, true)?;
                     append_events(conn, &inc.id, &actor, &now, &events)?;
+                    cache_put(inc.id.as_str(), 0, &inc);
                     Ok(Upserted {
                         incident: inc,
                         created: true,
@@ -1046,6 +1110,101 @@ mod tests {
             risk: 0.8,
             incident_id: None,
         }
+    }
+
+    fn detection(key: &str, now: DateTime<Utc>) -> crate::store::NewDetection {
+        use crate::incident::*;
+        let key = key.to_owned();
+        Box::new(move || {
+            Incident::open(
+                NewIncident {
+                    incident_type: IncidentType::Security,
+                    category: None,
+                    severity: crate::incident::Severity::Medium,
+                    title: "t".into(),
+                    description: "d".into(),
+                    reporter: None,
+                    affected_system: None,
+                    affected_user: None,
+                    affected_session: None,
+                    detection_method: DetectionMethod::Screening,
+                    confidence: Some(0.712_345_7),
+                    evidence: vec![Evidence {
+                        rule: "r".into(),
+                        category: "jailbreak".into(),
+                        start: 1,
+                        end: 5,
+                        excerpt: "é excerpt \u{1F600}".into(),
+                    }],
+                    tags: vec![],
+                    dedup_key: Some(key),
+                },
+                now,
+            )
+        })
+    }
+
+    fn repeat(now: DateTime<Utc>) -> Mutation {
+        Box::new(move |inc| Ok(vec![inc.record_repeat(Vec::new(), now)]))
+    }
+
+    /// Repeats served from the writer's copy of an incident give exactly what re-reading
+    /// the stored body gives, and a change by any other writer is seen by the next repeat.
+    #[tokio::test]
+    async fn repeat_detections_match_the_stored_incident() {
+        let dir = std::env::temp_dir().join(format!("aim-cache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = SqliteStore::open(dir.join("t.db")).unwrap();
+        let now = Utc::now();
+        let up = |store: Arc<SqliteStore>| async move {
+            store
+                .upsert_detection(
+                    "k".into(),
+                    detection("k", now),
+                    repeat(now),
+                    "t".into(),
+                    now,
+                )
+                .await
+                .unwrap()
+        };
+        let hits_before = CACHE_HITS.load(std::sync::atomic::Ordering::Relaxed);
+        let first = up(store.clone()).await;
+        assert!(first.created);
+        let id = first.incident.id.clone();
+        for n in 2..=4u32 {
+            let r = up(store.clone()).await;
+            assert!(!r.created);
+            assert_eq!(r.incident.occurrences, n);
+            let stored = store.get(&id).await.unwrap().unwrap();
+            assert_eq!(
+                stored, r.incident,
+                "repeat {n} differs from the stored body"
+            );
+        }
+        assert!(
+            CACHE_HITS.load(std::sync::atomic::Ordering::Relaxed) >= hits_before + 3,
+            "the three repeats should have used the writer's copy"
+        );
+        // Another writer changes the incident (tags + version bump) ...
+        store
+            .update(
+                &id,
+                "someone".into(),
+                now,
+                Box::new(|inc| {
+                    inc.tags.push("changed-elsewhere".into());
+                    Ok(Vec::new())
+                }),
+            )
+            .await
+            .unwrap();
+        // ... and the next repeat starts from that change, not from the writer's copy.
+        let r = up(store.clone()).await;
+        assert!(r.incident.tags.iter().any(|t| t == "changed-elsewhere"));
+        assert_eq!(r.incident.occurrences, 5);
+        store.close();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A queued single-statement write that fails (no savepoint of its own) costs only
