@@ -4,7 +4,7 @@
 //! ```text
 //! cargo build --release --example load_stdio
 //! target/release/examples/load_stdio [--server CMD...] [--inflight 64] [--requests 200000] \
-//!     [--data ../shared/eval/dev.jsonl]
+//!     [--data ../shared/eval/dev.jsonl] [--only attack|benign]
 //! ```
 //! The server defaults to `target/release/ai-incident-mcp --db <tmp> serve --stdio`.
 //! Texts are taken round-robin from the JSONL file (benign and attack mixed, as
@@ -34,6 +34,14 @@ fn main() {
         .unwrap_or(200_000);
     let warmup = (total / 20).max(1000);
     let data = arg(&args, "--data").unwrap_or_else(|| "../shared/eval/dev.jsonl".into());
+    // `--only attack` / `--only benign`: one label of the data set.
+    let only = arg(&args, "--only");
+    if let Some(o) = &only {
+        assert!(
+            o == "attack" || o == "benign",
+            "--only takes attack or benign, got {o:?}"
+        );
+    }
     let tmp = std::env::temp_dir().join(format!("load-{}.db", std::process::id()));
     let server: Vec<String> = match args.iter().position(|a| a == "--server") {
         Some(i) => args[i + 1..].to_vec(),
@@ -63,7 +71,14 @@ fn main() {
         if t.len() > 4096 {
             continue;
         }
-        if v["label"] == "attack" {
+        let is_attack = v["label"] == "attack";
+        if only
+            .as_deref()
+            .is_some_and(|o| (o == "attack") != is_attack)
+        {
+            continue;
+        }
+        if is_attack {
             attacks += 1;
         }
         texts.push(serde_json::to_string(t).expect("json string"));
