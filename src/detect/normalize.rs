@@ -605,6 +605,63 @@ impl Tokens {
 }
 
 pub fn tokenize(norm: &str) -> Tokens {
+    if norm.is_ascii() {
+        return tokenize_ascii(norm);
+    }
+    tokenize_general(norm)
+}
+
+/// Bit 0: ASCII letter or digit (a token byte); bit 1: ends a sentence.
+static TOK_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 128 {
+        let b = i as u8;
+        if b.is_ascii_alphanumeric() {
+            t[i] = 1;
+        } else if matches!(b, b'.' | b'!' | b'?' | b';' | b'\n') {
+            t[i] = 2;
+        }
+        i += 1;
+    }
+    t
+};
+
+/// [`tokenize`] for ASCII text: the same tokens, by table lookups over whole runs.
+fn tokenize_ascii(norm: &str) -> Tokens {
+    let mut t = Tokens {
+        words: String::with_capacity(norm.len() + 2),
+        wstart: Vec::with_capacity(norm.len() / 5 + 1),
+        nspan: Vec::with_capacity(norm.len() / 5 + 1),
+        sent: Vec::with_capacity(norm.len() / 5 + 1),
+    };
+    let b = norm.as_bytes();
+    let class = |i: usize| {
+        b.get(i)
+            .map_or(0, |&c| TOK_CLASS.get(c as usize).copied().unwrap_or(0))
+    };
+    let n = b.len();
+    let mut sent: u32 = 0;
+    let mut i = 0;
+    while i < n {
+        // Separators: count sentence ends.
+        let f = class(i);
+        if f & 1 == 0 {
+            sent += u32::from(f >> 1);
+            i += 1;
+            continue;
+        }
+        let s = i;
+        while i < n && class(i) & 1 != 0 {
+            i += 1;
+        }
+        push_tok(&mut t, norm, s, i, sent);
+    }
+    t.words.push(' ');
+    t
+}
+
+fn tokenize_general(norm: &str) -> Tokens {
     let mut t = Tokens {
         words: String::with_capacity(norm.len() + 2),
         wstart: Vec::with_capacity(norm.len() / 5 + 1),
@@ -684,6 +741,19 @@ mod tests {
         assert_eq!(normalize("ѕуѕtеm").text, "system");
         assert_eq!(normalize("user@gmail.com").text, "user@gmail.com");
         assert!(normalize("ig\u{200B}nore").signals.invisible);
+    }
+
+    proptest::proptest! {
+        /// The ASCII tokenizer gives exactly the general one's tokens.
+        #[test]
+        fn ascii_tokenizer_matches_general(s in "[\\x00-\\x7f]{0,120}") {
+            let a = tokenize_ascii(&s);
+            let g = tokenize_general(&s);
+            proptest::prop_assert_eq!(&a.words, &g.words);
+            proptest::prop_assert_eq!(&a.wstart, &g.wstart);
+            proptest::prop_assert_eq!(&a.nspan, &g.nspan);
+            proptest::prop_assert_eq!(&a.sent, &g.sent);
+        }
     }
 
     fn same_as_reference(s: &str) {
