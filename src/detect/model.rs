@@ -206,18 +206,34 @@ impl Model {
         let mut acc = [0f32; CLASSES];
         let mut cnt = 0u32;
         pre.push((acc, cnt));
-        for i in 0..ws.len() {
-            scratch.clear();
-            token_features(&ws, &hs, i, mask, scratch);
-            for &f in scratch.iter() {
-                let o = f as usize * CLASSES;
-                if let Some(w) = self.w.get(o..o + CLASSES) {
-                    for (a, x) in acc.iter_mut().zip(w) {
-                        *a += *x;
-                    }
+        let add = |acc: &mut [f32; CLASSES], f: u64| {
+            let o = f as usize * CLASSES;
+            if let Some(w) = self.w.get(o..o + CLASSES) {
+                for (a, x) in acc.iter_mut().zip(w) {
+                    *a += *x;
                 }
             }
-            cnt += scratch.len() as u32;
+        };
+        for (i, (&h, w)) in hs.iter().zip(ws.iter()).enumerate() {
+            if w.is_ascii() {
+                // The two features of `token_features` for an ASCII token, in its order,
+                // without the scratch buffer.
+                let prev = if i == 0 {
+                    0x5151
+                } else {
+                    hs.get(i - 1).copied().unwrap_or(0)
+                };
+                add(&mut acc, h & mask);
+                add(&mut acc, mix(prev, h) & mask);
+                cnt += 2;
+            } else {
+                scratch.clear();
+                token_features(&ws, &hs, i, mask, scratch);
+                for &f in scratch.iter() {
+                    add(&mut acc, u64::from(f));
+                }
+                cnt += scratch.len() as u32;
+            }
             pre.push((acc, cnt));
         }
         let mut best = [0f32; CLASSES];
