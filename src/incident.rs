@@ -877,6 +877,28 @@ fn contains_words(words: &[&str], phrase: &str) -> bool {
     !p.is_empty() && words.windows(p.len()).any(|w| w == p.as_slice())
 }
 
+/// A minimal report for unit tests (high-severity security incident, reported by hand); tests
+/// change the fields they care about with `NewIncident { .., ..sample_new_incident() }`.
+#[cfg(test)]
+pub(crate) fn sample_new_incident() -> NewIncident {
+    NewIncident {
+        incident_type: IncidentType::Security,
+        category: None,
+        severity: Severity::High,
+        title: "t".into(),
+        description: "d".into(),
+        reporter: None,
+        affected_system: None,
+        affected_user: None,
+        affected_session: None,
+        detection_method: DetectionMethod::ManualReport,
+        confidence: None,
+        evidence: vec![],
+        tags: vec![],
+        dedup_key: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -886,26 +908,7 @@ mod tests {
     }
 
     fn new_inc() -> Incident {
-        Incident::open(
-            NewIncident {
-                incident_type: IncidentType::Security,
-                category: None,
-                severity: Severity::High,
-                title: "t".into(),
-                description: "d".into(),
-                reporter: None,
-                affected_system: None,
-                affected_user: None,
-                affected_session: None,
-                detection_method: DetectionMethod::ManualReport,
-                confidence: None,
-                evidence: vec![],
-                tags: vec![],
-                dedup_key: None,
-            },
-            t0(),
-        )
-        .0
+        Incident::open(sample_new_incident(), t0()).0
     }
 
     #[test]

@@ -56,19 +56,8 @@ fn printable(bytes: &[u8]) -> Option<String> {
 
 #[inline]
 fn is_b64(b: u8) -> bool {
-    B64_CHARS.get(b as usize).copied().unwrap_or(false)
+    SEG_CLASS.get(b as usize).is_some_and(|f| f & 1 != 0)
 }
-
-static B64_CHARS: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut i = 0;
-    while i < 256 {
-        let b = i as u8;
-        t[i] = b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_');
-        i += 1;
-    }
-    t
-};
 
 /// True when `bytes` may hold a segment: a `%` or `\\` (URL or `\\x` escapes), or a
 /// base64/hex-alphabet run long enough to decode. Most prose has none of these, and this

@@ -79,15 +79,15 @@ pub fn windows(n: usize) -> Vec<(usize, usize)> {
 /// Appends the hashed feature ids of token `i` (unigram, bigram with the previous token of the
 /// whole text, char bigrams of non-ASCII tokens).
 #[inline]
-fn token_features(words: &[&str], hashes: &[u64], i: usize, mask: u64, out: &mut Vec<u32>) {
+fn token_features(words: &[&str], hashes: &[u64], i: usize, mask: u64, mut emit: impl FnMut(u32)) {
     let h = hashes.get(i).copied().unwrap_or(0);
     let prev = if i == 0 {
         0x5151
     } else {
         hashes.get(i - 1).copied().unwrap_or(0)
     };
-    out.push((h & mask) as u32);
-    out.push((mix(prev, h) & mask) as u32);
+    emit((h & mask) as u32);
+    emit((mix(prev, h) & mask) as u32);
     let w = words.get(i).copied().unwrap_or("");
     if !w.is_ascii() {
         let mut last: Option<char> = None;
@@ -100,7 +100,7 @@ fn token_features(words: &[&str], hashes: &[u64], i: usize, mask: u64, out: &mut
                 let pl = p.encode_utf8(&mut b[..4]).len();
                 let cl = c.encode_utf8(&mut b[pl..]).len();
                 let g = b.get(..pl + cl).unwrap_or(&[]);
-                out.push((fnv(g, 7) & mask) as u32);
+                emit((fnv(g, 7) & mask) as u32);
             }
             last = Some(c);
         }
@@ -138,7 +138,7 @@ pub fn window_features(
 ) {
     let mask = (1u64 << bits) - 1;
     for i in s..e {
-        token_features(words, hashes, i, mask, out);
+        token_features(words, hashes, i, mask, |f| out.push(f));
     }
     window_extras(hashes, s, e, mask, out);
 }
@@ -206,34 +206,17 @@ impl Model {
         let mut acc = [0f32; CLASSES];
         let mut cnt = 0u32;
         pre.push((acc, cnt));
-        let add = |acc: &mut [f32; CLASSES], f: u64| {
-            let o = f as usize * CLASSES;
-            if let Some(w) = self.w.get(o..o + CLASSES) {
-                for (a, x) in acc.iter_mut().zip(w) {
-                    *a += *x;
+        for i in 0..ws.len() {
+            // Features are added as they are made (no buffer), in `token_features` order.
+            token_features(&ws, &hs, i, mask, |f| {
+                let o = f as usize * CLASSES;
+                if let Some(w) = self.w.get(o..o + CLASSES) {
+                    for (a, x) in acc.iter_mut().zip(w) {
+                        *a += *x;
+                    }
                 }
-            }
-        };
-        for (i, (&h, w)) in hs.iter().zip(ws.iter()).enumerate() {
-            if w.is_ascii() {
-                // The two features of `token_features` for an ASCII token, in its order,
-                // without the scratch buffer.
-                let prev = if i == 0 {
-                    0x5151
-                } else {
-                    hs.get(i - 1).copied().unwrap_or(0)
-                };
-                add(&mut acc, h & mask);
-                add(&mut acc, mix(prev, h) & mask);
-                cnt += 2;
-            } else {
-                scratch.clear();
-                token_features(&ws, &hs, i, mask, scratch);
-                for &f in scratch.iter() {
-                    add(&mut acc, u64::from(f));
-                }
-                cnt += scratch.len() as u32;
-            }
+                cnt += 1;
+            });
             pre.push((acc, cnt));
         }
         let mut best = [0f32; CLASSES];

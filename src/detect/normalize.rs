@@ -323,6 +323,27 @@ fn spaced_runs(
     any
 }
 
+/// Removes the items marked in `drop` from two parallel vectors (same length), keeping order.
+fn drop_marked<A: Copy, B: Copy>(drop: &[bool], a: &mut Vec<A>, b: &mut Vec<B>) {
+    let mut w = 0;
+    for r in 0..a.len().min(b.len()) {
+        if drop.get(r).copied().unwrap_or(false) {
+            continue;
+        }
+        if let (Some(&x), Some(&y)) = (a.get(r), b.get(r)) {
+            if let Some(slot) = a.get_mut(w) {
+                *slot = x;
+            }
+            if let Some(slot) = b.get_mut(w) {
+                *slot = y;
+            }
+        }
+        w += 1;
+    }
+    a.truncate(w);
+    b.truncate(w);
+}
+
 /// Pass 3: leetspeak inside tokens that contain letters. Calls `map(i)` on every unit of
 /// such tokens. Returns whether any token was mapped.
 #[inline]
@@ -431,23 +452,7 @@ pub fn normalize(input: &str) -> Normalized {
     };
     if spaced {
         sig.spaced = true;
-        let mut w = 0;
-        for r in 0..n {
-            if drop.get(r).copied().unwrap_or(false) {
-                continue;
-            }
-            if let (Some(&u), Some(&f)) = (units.get(r), class.get(r)) {
-                if let Some(x) = units.get_mut(w) {
-                    *x = u;
-                }
-                if let Some(x) = class.get_mut(w) {
-                    *x = f;
-                }
-            }
-            w += 1;
-        }
-        units.truncate(w);
-        class.truncate(w);
+        drop_marked(&drop, &mut units, &mut class);
     }
     // Pass 3: leetspeak inside tokens that contain letters.
     let n = units.len();
@@ -528,23 +533,7 @@ fn normalize_ascii(input: &str) -> Normalized {
     if spaced {
         sig.spaced = true;
         let v = idx.get_or_insert_with(|| (0..n as u32).collect());
-        let mut w = 0;
-        for r in 0..n {
-            if drop.get(r).copied().unwrap_or(false) {
-                continue;
-            }
-            if let (Some(&b), Some(&o)) = (t.get(r), v.get(r)) {
-                if let Some(x) = t.get_mut(w) {
-                    *x = b;
-                }
-                if let Some(x) = v.get_mut(w) {
-                    *x = o;
-                }
-            }
-            w += 1;
-        }
-        t.truncate(w);
-        v.truncate(w);
+        drop_marked(&drop, &mut t, v);
     }
     // Pass 3: leetspeak.
     let n = t.len();
@@ -595,6 +584,16 @@ pub struct Tokens {
 }
 
 impl Tokens {
+    /// Empty tokens with room for those of `norm`.
+    fn for_text(norm: &str) -> Tokens {
+        Tokens {
+            words: String::with_capacity(norm.len() + 2),
+            wstart: Vec::with_capacity(norm.len() / 5 + 1),
+            nspan: Vec::with_capacity(norm.len() / 5 + 1),
+            sent: Vec::with_capacity(norm.len() / 5 + 1),
+        }
+    }
+
     /// Index of the token containing byte `pos` of `words`.
     pub fn token_at(&self, pos: usize) -> usize {
         match self.wstart.binary_search(&(pos as u32)) {
@@ -629,12 +628,7 @@ static TOK_CLASS: [u8; 256] = {
 
 /// [`tokenize`] for ASCII text: the same tokens, by table lookups over whole runs.
 fn tokenize_ascii(norm: &str) -> Tokens {
-    let mut t = Tokens {
-        words: String::with_capacity(norm.len() + 2),
-        wstart: Vec::with_capacity(norm.len() / 5 + 1),
-        nspan: Vec::with_capacity(norm.len() / 5 + 1),
-        sent: Vec::with_capacity(norm.len() / 5 + 1),
-    };
+    let mut t = Tokens::for_text(norm);
     let b = norm.as_bytes();
     let class = |i: usize| {
         b.get(i)
@@ -662,12 +656,7 @@ fn tokenize_ascii(norm: &str) -> Tokens {
 }
 
 fn tokenize_general(norm: &str) -> Tokens {
-    let mut t = Tokens {
-        words: String::with_capacity(norm.len() + 2),
-        wstart: Vec::with_capacity(norm.len() / 5 + 1),
-        nspan: Vec::with_capacity(norm.len() / 5 + 1),
-        sent: Vec::with_capacity(norm.len() / 5 + 1),
-    };
+    let mut t = Tokens::for_text(norm);
     let b = norm.as_bytes();
     let n = b.len();
     let mut start: Option<usize> = None;

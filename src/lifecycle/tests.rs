@@ -10,20 +10,12 @@ fn t0() -> DateTime<Utc> {
 fn open(sev: Severity) -> Incident {
     Incident::open(
         NewIncident {
-            incident_type: IncidentType::Security,
             category: Some(crate::detect::Category::PromptInjection),
             severity: sev,
-            title: "t".into(),
-            description: "d".into(),
-            reporter: None,
-            affected_system: None,
             affected_user: Some("u-1".into()),
-            affected_session: None,
             detection_method: DetectionMethod::Screening,
             confidence: Some(0.9),
-            evidence: vec![],
-            tags: vec![],
-            dedup_key: None,
+            ..crate::incident::sample_new_incident()
         },
         t0(),
     )

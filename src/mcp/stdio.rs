@@ -154,9 +154,13 @@ fn read_input(
 
 /// What the writer thread got next (lives on its stack for one iteration).
 #[allow(clippy::large_enum_variant)]
-enum Out {
+enum Next {
     Msg(ServerJsonRpcMessage),
     Raw(String),
+    /// The reader is done (no more error replies); replies from the service go on.
+    RawClosed,
+    /// The service ended.
+    Done,
 }
 
 /// Writer thread of [`serve`]: writes what is ready, then flushes once.
@@ -167,55 +171,51 @@ fn write_output(
 ) -> std::io::Result<()> {
     use std::io::Write;
     let mut w = std::io::BufWriter::with_capacity(64 * 1024, output);
-    let mut line = Vec::with_capacity(4096);
-    let mut put =
-        |w: &mut std::io::BufWriter<_>, m: &ServerJsonRpcMessage| -> std::io::Result<()> {
-            line.clear();
-            if serde_json::to_writer(&mut line, m).is_ok() {
-                line.push(b'\n');
-                w.write_all(&line)?;
-            }
-            Ok(())
-        };
+    let mut buf = Vec::with_capacity(4096);
+    let mut put_msg = |w: &mut std::io::BufWriter<_>, m: &ServerJsonRpcMessage| {
+        buf.clear();
+        if serde_json::to_writer(&mut buf, m).is_ok() {
+            buf.push(b'\n');
+            w.write_all(&buf)?;
+        }
+        Ok::<(), std::io::Error>(())
+    };
+    let put_raw = |w: &mut std::io::BufWriter<_>, r: &str| {
+        w.write_all(r.as_bytes())?;
+        w.write_all(b"\n")
+    };
     let mut raw_open = true;
     loop {
-        let first = futures::executor::block_on(async {
+        let next = futures::executor::block_on(async {
             if raw_open {
                 futures::select! {
-                    m = s2c.next() => Some(m.map(Out::Msg)),
-                    r = raw.next() => r.map(|r| Some(Out::Raw(r))),
+                    m = s2c.next() => m.map_or(Next::Done, Next::Msg),
+                    r = raw.next() => r.map_or(Next::RawClosed, Next::Raw),
                 }
             } else {
-                Some(s2c.next().await.map(Out::Msg))
+                s2c.next().await.map_or(Next::Done, Next::Msg)
             }
         });
-        match first {
-            // The raw channel closed: the reader is done, keep serving replies.
-            None => {
+        match next {
+            Next::Msg(m) => put_msg(&mut w, &m)?,
+            Next::Raw(r) => put_raw(&mut w, &r)?,
+            Next::RawClosed => {
                 raw_open = false;
                 continue;
             }
-            // The service ended.
-            Some(None) => break,
-            Some(Some(Out::Msg(m))) => put(&mut w, &m)?,
-            Some(Some(Out::Raw(r))) => {
-                w.write_all(r.as_bytes())?;
-                w.write_all(b"\n")?;
-            }
+            Next::Done => break,
         }
         // Write whatever else is ready before one flush.
         while let Ok(m) = s2c.try_recv() {
-            put(&mut w, &m)?;
+            put_msg(&mut w, &m)?;
         }
         while let Ok(r) = raw.try_recv() {
-            w.write_all(r.as_bytes())?;
-            w.write_all(b"\n")?;
+            put_raw(&mut w, &r)?;
         }
         w.flush()?;
     }
     while let Ok(r) = raw.try_recv() {
-        w.write_all(r.as_bytes())?;
-        w.write_all(b"\n")?;
+        put_raw(&mut w, &r)?;
     }
     w.flush()
 }

@@ -1118,15 +1118,7 @@ mod tests {
         Box::new(move || {
             Incident::open(
                 NewIncident {
-                    incident_type: IncidentType::Security,
-                    category: None,
                     severity: crate::incident::Severity::Medium,
-                    title: "t".into(),
-                    description: "d".into(),
-                    reporter: None,
-                    affected_system: None,
-                    affected_user: None,
-                    affected_session: None,
                     detection_method: DetectionMethod::Screening,
                     confidence: Some(0.712_345_7),
                     evidence: vec![Evidence {
@@ -1136,8 +1128,8 @@ mod tests {
                         end: 5,
                         excerpt: "é excerpt \u{1F600}".into(),
                     }],
-                    tags: vec![],
                     dedup_key: Some(key),
+                    ..sample_new_incident()
                 },
                 now,
             )
