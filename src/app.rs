@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::detect::{Engine, Thresholds};
+use crate::domain::clock::{Clock, SystemClock};
 use crate::service::{IncidentService, Limits};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
