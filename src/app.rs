@@ -1,5 +1,8 @@
 //! Wiring: builds the store, engine and service from settings. Used by the
 //! binary and by tests, so both run the same assembly.
+//!
+//! May import: `crate::config`, `crate::detect`, `crate::domain`, `crate::service`,
+//! `crate::store`, `crate::notify`.
 
 use std::sync::Arc;
 

@@ -7,7 +7,7 @@
 //! user's file replace the default; tables are merged key by key), then deserializes with unknown keys
 //! rejected, then validates cross-references (channel names) and ranges.
 //!
-//! May import: `std`, `serde`, `toml`, `humantime_serde`, `thiserror`, `crate::domain::policy`, `crate::notify`.
+//! May import: `std`, `serde`, `toml`, `humantime_serde`, `thiserror`, `crate::domain`, `crate::notify`.
 //! Must not import rmcp, axum, rusqlite/sqlx or anyhow.
 
 use std::path::{Path, PathBuf};

@@ -1,8 +1,8 @@
 use super::*;
-use crate::domain::incident::{Event, IncidentType, SeriousIncident, Severity, Status};
-use crate::domain::postmortem::*;
 use crate::config::Config;
 use crate::domain::incident::{DetectionMethod, NewIncident};
+use crate::domain::incident::{Event, IncidentType, SeriousIncident, Severity, Status};
+use crate::domain::postmortem::*;
 use chrono::TimeZone;
 
 fn t0() -> DateTime<Utc> {

@@ -3,7 +3,8 @@
 //! one [`IncidentService`] call and maps the result; caller-fixable errors
 //! become `isError` tool results, faults become protocol errors (logged once).
 //!
-//! May import: rmcp, schemars, serde_json, the service and domain types.
+//! May import: `crate::service`, `crate::domain`, `crate::detect`, `crate::store::Page`; rmcp,
+//! schemars, serde_json.
 
 pub mod dto;
 pub mod lifecycle_dto;

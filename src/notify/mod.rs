@@ -6,7 +6,7 @@
 //! notification first and calls [`deliver`] (or uses [`retry_decision`] to schedule the next attempt).
 //!
 //! May import: `std`, `serde`, `serde_json`, `chrono`, `tokio`, `tracing`, `reqwest`, `lettre`, `hmac`, `sha2`,
-//! `hex`, `thiserror`, `crate::domain::policy`. Must not import rmcp, axum, rusqlite/sqlx or anyhow.
+//! `hex`, `thiserror`, `crate::domain`. Must not import rmcp, axum, rusqlite/sqlx or anyhow.
 //!
 //! Secrets (webhook secrets, PagerDuty routing keys, Slack webhook URLs) never appear in `Debug` output,
 //! log lines or error messages. The `log` channel never logs the notification body.
