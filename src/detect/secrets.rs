@@ -710,15 +710,31 @@ fn is_symbol(b: u8) -> bool {
     b.is_ascii_punctuation() && !matches!(b, b'_' | b'-' | b'.')
 }
 
-/// A dotted or snake_case identifier such as `self.password_hash` or `db_password`.
+/// A dotted or snake_case identifier such as `self.password_hash`, `db_password` or
+/// `config.dbPassword` (words with at most two lower→upper case switches; random keys
+/// switch case far more often), optionally subscripted (`request.form[`).
 fn is_identifier_path(v: &str) -> bool {
+    let v = v.split('[').next().unwrap_or(v);
     let ident = |p: &str| {
         let mut b = p.bytes();
         b.next()
             .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_' || c == b'$')
             && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
     };
-    (v.contains('.') || v.contains('_')) && v.split('.').all(ident)
+    let wordlike = |w: &str| {
+        w.as_bytes()
+            .windows(2)
+            .filter(|p| {
+                p.first().is_some_and(u8::is_ascii_lowercase)
+                    && p.get(1).is_some_and(u8::is_ascii_uppercase)
+            })
+            .count()
+            <= 2
+    };
+    !v.is_empty()
+        && (v.contains('.') || v.contains('_'))
+        && v.split('.').all(ident)
+        && v.split(['.', '_']).all(wordlike)
 }
 
 /// Free-form password values: letters plus a digit or symbol; not an identifier, a
