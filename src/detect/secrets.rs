@@ -6,8 +6,8 @@
 //! private-key bodies, password and API-key value gates, Shannon entropy), the masked form,
 //! the keyed fingerprint and [`redact`]. A finding never holds the secret itself.
 //!
-//! May import: std, serde, toml, regex, aho-corasick, hmac, sha2, hex, base64, and
-//! `crate::detect::DetectError`. No I/O, no panics.
+//! May import: `crate::detect` (its parent, for `DetectError`) and no other crate module;
+//! only std, serde, toml, regex, aho-corasick, hmac, sha2, hex and base64. No I/O, no panics.
 //!
 //! ```
 //! use ai_incident_mcp::detect::secrets::{SecretScanner, redact};
