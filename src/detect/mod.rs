@@ -8,8 +8,9 @@
 //! [`Screening`] with a verdict, per-category scores and evidence spans into the original text.
 //! Credential rules live in [`secrets`] (`data/rules/secrets.toml`).
 //!
-//! May import only std, serde, aho-corasick, regex, unicode-normalization, toml, base64,
-//! hmac, sha2, hex and thiserror. No I/O, no panics: every failure is a [`DetectError`].
+//! May import: no other crate module (a leaf); only std, serde, aho-corasick, regex,
+//! unicode-normalization, toml, base64, hmac, sha2, hex and thiserror. No I/O, no panics:
+//! every failure is a [`DetectError`].
 //!
 //! ```
 //! use ai_incident_mcp::detect::{Engine, Source, Verdict};
