@@ -1,13 +1,16 @@
 //! Prompt screening: decides whether a text (a user prompt, a tool output or a document)
-//! carries a prompt-injection, jailbreak, data-exfiltration or privilege-escalation attack.
+//! carries a prompt-injection, jailbreak, data-exfiltration or privilege-escalation attack,
+//! and whether it exposes a credential (`secret_exposure`, [`secrets`]).
 //!
 //! Owns: normalisation ([`normalize`]), decoding of embedded encodings ([`decode`]), the
 //! rule library as data ([`rules`], `data/rules/default.toml`), the small learned model
 //! ([`model`], `data/model/weights.bin`) and the scoring that turns both into a
 //! [`Screening`] with a verdict, per-category scores and evidence spans into the original text.
+//! Credential rules live in [`secrets`] (`data/rules/secrets.toml`).
 //!
-//! May import: no other crate module (a leaf); only std, serde, aho-corasick, unicode-normalization, toml, base64 and
-//! thiserror. No I/O, no panics: every failure is a [`DetectError`].
+//! May import: no other crate module (a leaf); only std, serde, aho-corasick, regex,
+//! unicode-normalization, toml, base64, hmac, sha2, hex and thiserror. No I/O, no panics:
+//! every failure is a [`DetectError`].
 //!
 //! ```
 //! use ai_incident_mcp::detect::{Engine, Source, Verdict};
@@ -26,6 +29,7 @@ pub mod model;
 pub mod normalize;
 #[doc(hidden)]
 pub mod rules;
+pub mod secrets;
 
 use normalize::{normalize, tokenize};
 use rules::{Hit, RuleSet};
@@ -58,11 +62,23 @@ pub enum Category {
     Jailbreak,
     DataExfiltration,
     PrivilegeEscalation,
+    /// A credential in the text (rules only, [`secrets`]); not a model class.
+    SecretExposure,
 }
 
 impl Category {
-    /// All categories, in the model's class order (after "benign").
-    pub const ALL: [Category; 4] = [
+    /// All categories: the model's classes in its class order (after "benign"), then the
+    /// rules-only `secret_exposure`.
+    pub const ALL: [Category; 5] = [
+        Category::PromptInjection,
+        Category::Jailbreak,
+        Category::DataExfiltration,
+        Category::PrivilegeEscalation,
+        Category::SecretExposure,
+    ];
+
+    /// The learned model's attack classes, in its class order (after "benign").
+    pub const MODEL_CLASSES: [Category; 4] = [
         Category::PromptInjection,
         Category::Jailbreak,
         Category::DataExfiltration,
@@ -76,6 +92,7 @@ impl Category {
             Category::Jailbreak => "jailbreak",
             Category::DataExfiltration => "data_exfiltration",
             Category::PrivilegeEscalation => "privilege_escalation",
+            Category::SecretExposure => "secret_exposure",
         }
     }
 
@@ -85,6 +102,7 @@ impl Category {
             Category::Jailbreak => 1,
             Category::DataExfiltration => 2,
             Category::PrivilegeEscalation => 3,
+            Category::SecretExposure => 4,
         }
     }
 }
@@ -119,6 +137,17 @@ pub struct Screening {
     pub matches: Vec<RuleMatch>,
     /// Structural signals, e.g. `invisible_characters`, `decoded_base64`.
     pub signals: Vec<String>,
+    /// Credentials found (rule, span, confidence, masked form, keyed fingerprint; never the
+    /// secret). Their highest confidence is the `secret_exposure` score.
+    pub secrets: Vec<secrets::SecretFinding>,
+}
+
+impl Screening {
+    /// `text` (the screened text) with every secret replaced by
+    /// `[REDACTED:<rule>:<fingerprint prefix>]`; see [`secrets::redact`].
+    pub fn redacted_text(&self, text: &str) -> String {
+        secrets::redact(text, &self.secrets)
+    }
 }
 
 /// Risk thresholds: `risk >= block` blocks, else `risk >= flag` flags.
@@ -152,6 +181,10 @@ pub const MODEL_WEIGHT: f32 = 0.8;
 const SHORT_DAMP_TOKENS: f32 = 16.0;
 /// ... starting from (tokens + offset) / SHORT_DAMP_TOKENS.
 const SHORT_DAMP_OFFSET: f32 = 4.0;
+/// A secret finding at or above this confidence raises the verdict to at least `flag`
+/// (also when the flag threshold is set higher). Secrets alone never block; see
+/// docs/detection.md "Secrets".
+pub const SECRET_FLAG_CONFIDENCE: f32 = 0.8;
 
 const MODEL_BYTES: &[u8] = include_bytes!("../../data/model/weights.bin");
 
@@ -177,6 +210,7 @@ pub enum DetectError {
 /// The screening engine. Build once, share (`Send + Sync`), call [`Engine::screen`].
 pub struct Engine {
     rules: RuleSet,
+    secrets: secrets::SecretScanner,
     model: Option<model::Model>,
     model_weight: f32,
     thresholds: Thresholds,
@@ -246,8 +280,10 @@ impl Engine {
         }
         let rules = RuleSet::compile(&files)?;
         let model = model::Model::from_bytes(model_bytes)?;
+        let secrets = secrets::SecretScanner::builtin(&secrets::process_key())?;
         Ok(Engine {
             rules,
+            secrets,
             model,
             model_weight: MODEL_WEIGHT,
             thresholds,
@@ -262,6 +298,32 @@ impl Engine {
     /// Number of compiled rules.
     pub fn rule_count(&self) -> usize {
         self.rules.rules.len()
+    }
+
+    /// Sets the key of the secret fingerprints (HMAC-SHA256). Until set, a random
+    /// per-process key is used, so fingerprints only compare within one process.
+    pub fn set_fingerprint_key(&mut self, key: &[u8]) {
+        self.secrets.set_key(key);
+    }
+
+    /// Default secret rules plus `extra_toml` (same format as `data/rules/secrets.toml`; ids
+    /// must not clash with the defaults), replacing any extra secret rules set before.
+    /// Keeps the fingerprint key. On error the engine is unchanged.
+    ///
+    /// # Errors
+    /// [`DetectError`] naming the file and rule when the extra rules are invalid.
+    pub fn set_extra_secret_rules(&mut self, extra_toml: &str) -> Result<(), DetectError> {
+        let mut files = vec![("data/rules/secrets.toml", secrets::DEFAULT_SECRET_RULES)];
+        if !extra_toml.trim().is_empty() {
+            files.push(("extra secret rules", extra_toml));
+        }
+        self.secrets = secrets::SecretScanner::compile(&files, self.secrets.key())?;
+        Ok(())
+    }
+
+    /// The compiled secret rules.
+    pub fn secret_scanner(&self) -> &secrets::SecretScanner {
+        &self.secrets
     }
 
     /// MITRE ATLAS version the rule tags refer to.
@@ -361,7 +423,7 @@ impl Engine {
         }
 
         // Rule scores: noisy-OR of distinct fired rules per category.
-        let mut keep = [1f32; 4];
+        let mut keep = [1f32; 5];
         for (ri, r) in self.rules.rules.iter().enumerate() {
             let on = fired
                 .get(ri / 64)
@@ -391,6 +453,17 @@ impl Engine {
                 *k *= 1.0 - (self.model_weight * lf * pc).clamp(0.0, 1.0);
             }
         }
+        // Credentials: the highest finding confidence is the secret_exposure score.
+        let secrets = self.secrets.scan(text);
+        let secret_score = secrets.iter().map(|f| f.confidence).fold(0.0f32, f32::max);
+        if let Some(k) = keep.get_mut(Category::SecretExposure.idx()) {
+            *k *= 1.0 - secret_score.clamp(0.0, 1.0);
+        }
+        let attack_risk = Category::MODEL_CLASSES
+            .iter()
+            .filter_map(|c| keep.get(c.idx()))
+            .map(|k| (1.0 - k).clamp(0.0, 1.0))
+            .fold(0.0f32, f32::max);
         let mut categories: Vec<CategoryScore> = Category::ALL
             .iter()
             .zip(keep.iter())
@@ -406,9 +479,13 @@ impl Engine {
                 .then(a.category.cmp(&b.category))
         });
         let risk = categories.first().map(|c| c.score).unwrap_or(0.0);
-        let verdict = if risk >= self.thresholds.block {
+        // Attacks (the model's categories) flag and block at the thresholds; a secret
+        // raises the verdict to flag at most (see SECRET_FLAG_CONFIDENCE).
+        let verdict = if attack_risk >= self.thresholds.block {
             Verdict::Block
-        } else if risk >= self.thresholds.flag {
+        } else if attack_risk >= self.thresholds.flag
+            || secret_score >= self.thresholds.flag.min(SECRET_FLAG_CONFIDENCE)
+        {
             Verdict::Flag
         } else {
             Verdict::Allow
@@ -420,6 +497,7 @@ impl Engine {
             categories,
             matches,
             signals,
+            secrets,
         }
     }
 
