@@ -5,6 +5,7 @@ mod common;
 
 mod cli;
 mod detect;
+mod hardening;
 mod http;
 mod lifecycle;
 mod monitoring;
