@@ -5,7 +5,7 @@
 
 use std::sync::OnceLock;
 
-use ai_incident_mcp::dataquality::{check_all, pins::PinLock};
+use ai_incident_mcp::checks::dataquality::{check_all, pins::PinLock};
 use libfuzzer_sys::fuzz_target;
 
 fn dirs() -> &'static (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {

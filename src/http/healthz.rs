@@ -1,7 +1,7 @@
 //! `GET /healthz`: liveness, versions, the monitor's last pass, and HTTP load (open connections,
 //! live sessions against their caps).
 //!
-//! May import: axum, the MCP handler, the HTTP limits and sessions.
+//! May import: `crate::mcp` (the handler); axum.
 
 use std::sync::Arc;
 

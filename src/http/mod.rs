@@ -7,7 +7,8 @@
 //! [`app`] builds the one `Router` (other routers `.merge` into it); [`serve`]
 //! binds and runs it with the limits of [`HttpOptions`].
 //!
-//! May import: axum, hyper, rmcp's HTTP transport, the MCP handler, the service, `crate::config`.
+//! May import: `crate::mcp` (the handler), `crate::service`, `crate::config` (`[http]`); axum, hyper
+//! and rmcp's HTTP transport.
 
 pub mod guards;
 mod healthz;

@@ -4,7 +4,7 @@
 //! of an unknown session, and JSON-RPC answers for bodies that are not JSON (`-32700`) or not a
 //! message (`-32600`) instead of rmcp's 415.
 //!
-//! May import: axum, rmcp's HTTP transport and model, the stdio line classifier, std, tokio.
+//! May import: `crate::mcp` (the stdio line classifier); axum, rmcp's HTTP transport and model, tokio.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
