@@ -484,10 +484,9 @@ async fn slowloris_does_not_starve_a_normal_client() {
         attempts.push(half_open(
             Ipv4Addr::new(127, 0, 2, 1),
             addr,
-            format!(
-                "POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
-                 Accept: application/json, text/event-stream\r\nContent-Length: 100000\r\n\r\n{{\"jsonrpc\":"
-            ),
+            "POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+             Accept: application/json, text/event-stream\r\nContent-Length: 100000\r\n\r\n{\"jsonrpc\":"
+                .to_owned(),
         ));
     }
     let held: Vec<tokio::net::TcpStream> = futures::future::join_all(attempts)
