@@ -94,6 +94,18 @@ impl ServerHandler for IncidentMcp {
         .with_instructions(INSTRUCTIONS)
     }
 
+    async fn on_initialized(&self, ctx: rmcp::service::NotificationContext<RoleServer>) {
+        // Name and version only: the whole peer_info (capabilities, …) is not worth a log line.
+        match ctx.peer.peer_info() {
+            Some(p) => tracing::info!(
+                client = %p.client_info.name,
+                client_version = %p.client_info.version,
+                "MCP session initialized"
+            ),
+            None => tracing::info!("MCP session initialized"),
+        }
+    }
+
     /// rmcp hands a standard method whose params do not deserialize (e.g. `tools/call` with
     /// `arguments: 5`) here as a custom request: that is `-32602 Invalid params`, not
     /// `-32601 Method not found`.
