@@ -55,6 +55,33 @@ pub struct Config {
     pub documentation: DocumentationConfig,
     /// `[containment]`: automatic containment of screened attacks.
     pub containment: ContainmentConfig,
+    /// `[http]`: resource limits of the HTTP server (timeouts, connection and session caps).
+    pub http: HttpConfig,
+}
+
+/// `[http]`: availability limits enforced before authentication.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// A client must send a request's whole header within this time, or the connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A client must send a request's whole body within this time, or it gets 408 and the
+    /// connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub keep_alive_idle: Duration,
+    /// Open connections at most (more are answered 503 and closed at once).
+    pub max_connections: usize,
+    /// Open connections from one client IP address at most (0 = no per-address cap).
+    pub max_connections_per_client: usize,
+    /// Live Streamable HTTP sessions at most; an `initialize` past it gets 503 with `Retry-After`.
+    pub max_sessions: usize,
+    /// A session with no request for this long is closed and its memory freed.
+    #[serde(with = "humantime_serde")]
+    pub session_idle_timeout: Duration,
 }
 
 /// `[documentation]`.
@@ -336,6 +363,24 @@ impl Config {
         }
         if self.notify.timeout.is_zero() {
             return err("notify.timeout".into(), "must be greater than 0");
+        }
+
+        // http
+        for (key, d) in [
+            ("http.header_read_timeout", self.http.header_read_timeout),
+            ("http.body_read_timeout", self.http.body_read_timeout),
+            ("http.keep_alive_idle", self.http.keep_alive_idle),
+            ("http.session_idle_timeout", self.http.session_idle_timeout),
+        ] {
+            if d.is_zero() {
+                return err(key.into(), "must be greater than 0");
+            }
+        }
+        if self.http.max_connections == 0 {
+            return err("http.max_connections".into(), "must be at least 1");
+        }
+        if self.http.max_sessions == 0 {
+            return err("http.max_sessions".into(), "must be at least 1");
         }
 
         // classification

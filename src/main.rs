@@ -59,9 +59,10 @@ enum Cmd {
         /// Speak MCP on stdin/stdout (what MCP clients launch). Logs go to stderr.
         #[arg(long, conflicts_with = "http")]
         stdio: bool,
-        /// Serve HTTP on this address: Streamable HTTP at /mcp, legacy SSE at /sse, /healthz.
+        /// Serve HTTP on this address (IP:PORT, [IPv6]:PORT or HOST:PORT): Streamable HTTP at /mcp,
+        /// legacy SSE at /sse, /healthz.
         #[arg(long, value_name = "ADDR")]
-        http: Option<SocketAddr>,
+        http: Option<String>,
         /// Extra Host header names to accept (loopback names are always accepted).
         #[arg(long = "allow-host", value_name = "HOST")]
         allow_hosts: Vec<String>,
@@ -188,9 +189,26 @@ fn unknown_id(id: &str) -> String {
     format!("no incident with id {id}; `ai-incident-mcp incidents list` shows the ids that exist")
 }
 
+/// Prints `v` as pretty JSON on stdout. A closed pipe (`… | head`) is not an error.
 fn print_json(v: &impl serde::Serialize) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
+    let mut out = std::io::stdout().lock();
+    let r = writeln!(out, "{}", serde_json::to_string_pretty(v)?).and_then(|()| out.flush());
+    quiet_epipe(r.map_err(anyhow::Error::from))
+}
+
+/// `Ok` for a write that failed only because the reader of stdout went away.
+fn quiet_epipe(r: Result<()>) -> Result<()> {
+    match r {
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            Ok(())
+        }
+        r => r,
+    }
 }
 
 #[tokio::main]
@@ -198,13 +216,18 @@ async fn main() -> Result<()> {
     init_logs();
     let cli = Cli::parse();
     if let Cmd::Config { print_default } = &cli.cmd {
-        if *print_default {
-            print!("{}", Config::default_toml());
-            return Ok(());
-        }
-        let cfg = Config::load(cli.config.as_deref())?;
-        println!("{}", toml::to_string_pretty(&cfg)?);
-        return Ok(());
+        let text = if *print_default {
+            Config::default_toml().to_owned()
+        } else {
+            let cfg = Config::load(cli.config.as_deref())?;
+            format!("{}\n", toml::to_string_pretty(&cfg)?)
+        };
+        let mut out = std::io::stdout().lock();
+        return quiet_epipe(
+            out.write_all(text.as_bytes())
+                .and_then(|()| out.flush())
+                .map_err(anyhow::Error::from),
+        );
     }
     let mut config = Config::load(cli.config.as_deref())?;
     if let Some(n) = cli.max_prompt_bytes {
@@ -248,7 +271,7 @@ async fn main() -> Result<()> {
             if let Some(w) = model_weight {
                 engine.set_model_weight(w);
             }
-            screen_jsonl(&engine, &jsonl, max_prompt_bytes)
+            quiet_epipe(screen_jsonl(&engine, &jsonl, max_prompt_bytes))
         }
         Cmd::Serve {
             stdio,
@@ -258,6 +281,11 @@ async fn main() -> Result<()> {
             token,
             ..
         } => {
+            if token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+                bail!(
+                    "--token (or AI_INCIDENT_TOKEN) is empty: no client could authenticate; pass a non-empty token or leave it unset"
+                );
+            }
             let svc = app::build_service(&cli.db, config.clone()).map_err(anyhow::Error::msg)?;
             let ct = CancellationToken::new();
             let monitor = ai_incident_mcp::monitor::spawn(svc.clone(), ct.clone());
@@ -270,7 +298,10 @@ async fn main() -> Result<()> {
                 r.context("stdio transport failed")?;
                 return Ok(());
             }
-            let addr = addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+            let (addr, addr_host) = match addr {
+                Some(a) => http::resolve_listen_addr(&a).await?,
+                None => (SocketAddr::from(([127, 0, 0, 1], 8080)), None),
+            };
             if !addr.ip().is_loopback() && token.is_none() {
                 bail!(
                     "refusing to serve on non-loopback address {addr} without a bearer token: pass --token or set AI_INCIDENT_TOKEN"
@@ -280,9 +311,11 @@ async fn main() -> Result<()> {
                 bearer_token: token,
                 allowed_origins: allow_origins,
                 max_body_bytes: (max_prompt_bytes * 2).max(4 * 1024 * 1024),
+                limits: config.http.clone(),
                 ..HttpOptions::default()
             };
             opts.allowed_hosts.extend(allow_hosts);
+            opts.allowed_hosts.extend(addr_host);
             if !addr.ip().is_loopback() && !addr.ip().is_unspecified() {
                 opts.allowed_hosts.push(addr.ip().to_string());
             }

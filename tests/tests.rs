@@ -7,6 +7,7 @@ mod architecture;
 mod cli;
 mod detect;
 mod golden;
+mod hardening;
 mod http;
 mod lifecycle;
 mod monitoring;

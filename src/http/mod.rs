@@ -1,26 +1,35 @@
 //! The HTTP adapter: Streamable HTTP MCP at `/mcp`, the legacy HTTP+SSE
 //! transport at `GET /sse` + `POST /message?sessionId=`, and `GET /healthz`,
 //! all behind one Host/Origin guard (DNS-rebinding protection) and an
-//! optional bearer token.
+//! optional bearer token, served by our own accept loop with resource limits
+//! (connection caps, header/body/idle timeouts, a session cap with idle expiry).
 //!
-//! May import: `crate::mcp` (the handler), `crate::service`; axum and rmcp's HTTP transport.
+//! [`app`] builds the one `Router` (other routers `.merge` into it); [`serve`]
+//! binds and runs it with the limits of [`HttpOptions`].
+//!
+//! May import: `crate::mcp` (the handler), `crate::service`, `crate::config` (`[http]`); axum, hyper
+//! and rmcp's HTTP transport.
 
+pub mod guards;
+mod healthz;
 pub mod legacy_sse;
+pub mod limits;
+pub mod sessions;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use axum::middleware;
+use rmcp::transport::streamable_http_server::session::local::{LocalSessionManager, SessionConfig};
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::HttpConfig;
 use crate::mcp::IncidentMcp;
+
+pub use guards::{origin_allowed, parse_authority};
 
 /// HTTP settings.
 #[derive(Debug, Clone)]
@@ -33,6 +42,8 @@ pub struct HttpOptions {
     pub bearer_token: Option<String>,
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
+    /// Timeouts, connection and session caps (`[http]` in the configuration).
+    pub limits: HttpConfig,
 }
 
 impl Default for HttpOptions {
@@ -42,7 +53,21 @@ impl Default for HttpOptions {
             allowed_origins: Vec::new(),
             bearer_token: None,
             max_body_bytes: 4 * 1024 * 1024,
+            limits: default_limits(),
         }
+    }
+}
+
+/// The `[http]` defaults (the values in `data/default-config.toml`).
+pub fn default_limits() -> HttpConfig {
+    HttpConfig {
+        header_read_timeout: Duration::from_secs(10),
+        body_read_timeout: Duration::from_secs(30),
+        keep_alive_idle: Duration::from_secs(60),
+        max_connections: 512,
+        max_connections_per_client: 64,
+        max_sessions: 1000,
+        session_idle_timeout: Duration::from_secs(300),
     }
 }
 
@@ -54,13 +79,53 @@ pub fn loopback_hosts() -> Vec<String> {
         .collect()
 }
 
-#[derive(Clone)]
-struct Guard {
-    opts: Arc<HttpOptions>,
+/// Resolves a `--http` value: `IP:PORT`, `[IPv6]:PORT` or `HOST:PORT` (first address the name
+/// resolves to). Returns the address and, for a host name, the name (to accept as `Host`).
+///
+/// # Errors
+/// Not of the form `host:port`, or the name does not resolve.
+pub async fn resolve_listen_addr(value: &str) -> std::io::Result<(SocketAddr, Option<String>)> {
+    if let Ok(a) = value.parse::<SocketAddr>() {
+        return Ok((a, None));
+    }
+    let bad = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, why);
+    let (host, port) = value
+        .rsplit_once(':')
+        .filter(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+        .ok_or_else(|| {
+            bad(format!(
+                "--http {value:?}: expected HOST:PORT, e.g. 127.0.0.1:8080, [::1]:8080 or localhost:8080"
+            ))
+        })?;
+    let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host(value)
+        .await
+        .map_err(|e| bad(format!("--http {value:?}: cannot resolve {host:?}: {e}")))?
+        .collect();
+    // Prefer IPv4 (what "localhost" means to most clients), then the resolver's order.
+    addrs.sort_by_key(|a| !a.is_ipv4());
+    let addr = addrs.first().copied().ok_or_else(|| {
+        bad(format!(
+            "--http {value:?}: {host:?} resolves to no address (port {port})"
+        ))
+    })?;
+    Ok((addr, Some(host.to_ascii_lowercase())))
 }
 
 /// Builds the router (testable with `oneshot`, no socket needed).
 pub fn app(handler: IncidentMcp, opts: HttpOptions, ct: CancellationToken) -> Router {
+    let limits = limits::ConnLimits::new(
+        opts.limits.max_connections,
+        opts.limits.max_connections_per_client,
+    );
+    build(handler, opts, ct, limits)
+}
+
+fn build(
+    handler: IncidentMcp,
+    opts: HttpOptions,
+    ct: CancellationToken,
+    conns: Arc<limits::ConnLimits>,
+) -> Router {
     let mut origins: Vec<String> = vec![
         "http://localhost:*".into(),
         "http://127.0.0.1:*".into(),
@@ -73,131 +138,52 @@ pub fn app(handler: IncidentMcp, opts: HttpOptions, ct: CancellationToken) -> Ro
         .iter()
         .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string())
         .collect();
+    let mut session_config = SessionConfig::default();
+    session_config.keep_alive = Some(opts.limits.session_idle_timeout);
+    let mut manager = LocalSessionManager::default();
+    manager.session_config = session_config;
+    let manager = Arc::new(manager);
+    let gate = sessions::SessionGate::new(
+        manager.clone(),
+        opts.limits.max_sessions,
+        opts.limits.session_idle_timeout,
+    );
+    gate.spawn_reaper(ct.clone());
     let mcp_handler = handler.clone();
     let svc = StreamableHttpService::new(
         move || Ok(mcp_handler.clone()),
-        LocalSessionManager::default().into(),
+        manager,
         StreamableHttpServerConfig::default()
             .with_allowed_hosts(rmcp_hosts)
             .with_allowed_origins(origins)
             .with_max_request_body_bytes(opts.max_body_bytes)
             .with_cancellation_token(ct.child_token()),
     );
-    let guard = Guard {
-        opts: Arc::new(opts.clone()),
+    let mcp = Router::new()
+        .nest_service("/mcp", svc)
+        .layer(middleware::from_fn_with_state(
+            gate.clone(),
+            sessions::mcp_layer,
+        ));
+    let body = limits::BodyLimits {
+        read_timeout: opts.limits.body_read_timeout,
+        max_bytes: opts.max_body_bytes,
     };
     Router::new()
-        .route("/healthz", get(healthz))
-        .nest_service("/mcp", svc)
-        .merge(legacy_sse::router(handler.clone(), opts.max_body_bytes, ct))
-        .with_state(handler)
-        .layer(middleware::from_fn_with_state(guard, guard_layer))
-}
-
-async fn healthz(State(h): State<IncidentMcp>) -> impl IntoResponse {
-    let engine = h.service().engine();
-    axum::Json(serde_json::json!({
-        "status": "ok",
-        "version": env!("CARGO_PKG_VERSION"),
-        "rules_version": engine.rules_version(),
-        "rules": engine.rule_count(),
-        "monitor": h.service().monitor_status(),
-    }))
-}
-
-fn host_of(value: &str) -> &str {
-    // "[::1]:8080" -> "[::1]", "localhost:8080" -> "localhost", "::1" stays
-    if value.starts_with('[') {
-        match value.find(']') {
-            Some(i) => value.get(..=i).unwrap_or(value),
-            None => value,
-        }
-    } else if value.matches(':').count() == 1 {
-        value.split(':').next().unwrap_or(value)
-    } else {
-        value
-    }
-}
-
-fn origin_allowed(origin: &str, opts: &HttpOptions) -> bool {
-    if opts.allowed_origins.iter().any(|o| o == origin) {
-        return true;
-    }
-    let rest = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"));
-    match rest {
-        Some(hostport) => {
-            let h = host_of(hostport);
-            ["localhost", "127.0.0.1", "[::1]"].contains(&h)
-        }
-        None => false,
-    }
-}
-
-fn forbidden(msg: &str) -> Response {
-    (
-        StatusCode::FORBIDDEN,
-        axum::Json(serde_json::json!({"error": msg})),
-    )
-        .into_response()
-}
-
-async fn guard_layer(State(g): State<Guard>, req: Request, next: Next) -> Response {
-    let headers: &HeaderMap = req.headers();
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(host_of)
-        .map(|h| h.to_ascii_lowercase());
-    match host {
-        Some(h)
-            if g.opts
-                .allowed_hosts
-                .iter()
-                .any(|a| a.eq_ignore_ascii_case(&h)) => {}
-        _ => {
-            return forbidden(
-                "Host header is not allowed (DNS-rebinding protection); add the host name with --allow-host",
-            );
-        }
-    }
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let ok = origin
-            .to_str()
-            .map(|o| origin_allowed(o, &g.opts))
-            .unwrap_or(false);
-        if !ok {
-            return forbidden("Origin is not allowed; add it with --allow-origin");
-        }
-    }
-    if let Some(token) = &g.opts.bearer_token
-        && req.uri().path() != "/healthz"
-    {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !given.is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes())) {
-            return (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                axum::Json(serde_json::json!({"error": "missing or wrong bearer token"})),
-            )
-                .into_response();
-        }
-    }
-    next.run(req).await
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        .merge(healthz::router(handler.clone(), gate, conns))
+        .merge(mcp)
+        .merge(legacy_sse::router(handler, opts.max_body_bytes, ct))
+        .layer(middleware::from_fn_with_state(body, limits::body_layer))
+        .layer(middleware::from_fn_with_state(
+            Arc::new(opts),
+            guards::guard_layer,
+        ))
 }
 
 /// Binds `addr` and serves until `ct` is cancelled.
 ///
 /// # Errors
-/// The socket cannot be bound, or serving fails.
+/// The socket cannot be bound.
 pub async fn serve(
     handler: IncidentMcp,
     addr: SocketAddr,
@@ -206,15 +192,18 @@ pub async fn serve(
 ) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let app = app(handler, opts, ct.clone());
-    tokio::spawn(async move {
-        let r = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { ct.cancelled().await })
-            .await;
-        if let Err(e) = r {
-            tracing::error!("http server stopped: {e}");
-        }
-    });
+    let timeouts = limits::ConnTimeouts {
+        header_read: opts.limits.header_read_timeout,
+        keep_alive_idle: opts.limits.keep_alive_idle,
+    };
+    let conns = limits::ConnLimits::new(
+        opts.limits.max_connections,
+        opts.limits.max_connections_per_client,
+    );
+    let app = build(handler, opts, ct.clone(), conns.clone());
+    tokio::spawn(limits::serve_connections(
+        listener, app, conns, timeouts, ct,
+    ));
     Ok(local)
 }
 
@@ -223,20 +212,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn host_parsing() {
-        assert_eq!(host_of("localhost:8080"), "localhost");
-        assert_eq!(host_of("[::1]:8080"), "[::1]");
-        assert_eq!(host_of("127.0.0.1"), "127.0.0.1");
-        assert_eq!(host_of("::1"), "::1");
-    }
-
-    #[test]
-    fn origins() {
-        let o = HttpOptions::default();
-        assert!(origin_allowed("http://localhost:3000", &o));
-        assert!(origin_allowed("http://127.0.0.1", &o));
-        assert!(!origin_allowed("http://evil.example", &o));
-        assert!(!origin_allowed("http://localhost.evil.example:80", &o));
-        assert!(!origin_allowed("null", &o));
+    fn default_limits_match_the_default_config_file() {
+        let cfg = crate::config::Config::load(None).unwrap();
+        assert_eq!(cfg.http, default_limits());
     }
 }

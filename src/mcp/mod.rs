@@ -106,6 +106,17 @@ impl ServerHandler for IncidentMcp {
         }
     }
 
+    /// rmcp hands a standard method whose params do not deserialize (e.g. `tools/call` with
+    /// `arguments: 5`) here as a custom request: that is `-32602 Invalid params`, not
+    /// `-32601 Method not found`.
+    async fn on_custom_request(
+        &self,
+        request: CustomRequest,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<CustomResult, McpError> {
+        Err(custom_request_error(&request.method, request.params))
+    }
+
     async fn list_resources(
         &self,
         _request: Option<PaginatedRequestParams>,
@@ -198,6 +209,32 @@ impl ServerHandler for IncidentMcp {
         ])
         .into())
     }
+}
+
+/// The error for a request rmcp could not type: `-32602` naming what is wrong with the params
+/// of a standard method, `-32601` for any other method.
+pub fn custom_request_error(method: &str, params: Option<serde_json::Value>) -> McpError {
+    fn check<T: serde::de::DeserializeOwned>(p: Option<serde_json::Value>) -> Option<String> {
+        serde_json::from_value::<T>(p.unwrap_or(serde_json::Value::Null))
+            .err()
+            .map(|e| e.to_string())
+    }
+    let problem = match method {
+        "initialize" => check::<InitializeRequestParams>(params),
+        "tools/call" => check::<CallToolRequestParams>(params),
+        "resources/read" => check::<ReadResourceRequestParams>(params),
+        "resources/subscribe" => check::<SubscribeRequestParams>(params),
+        "resources/unsubscribe" => check::<UnsubscribeRequestParams>(params),
+        "prompts/get" => check::<GetPromptRequestParams>(params),
+        "completion/complete" => check::<CompleteRequestParams>(params),
+        "tools/list" | "resources/list" | "resources/templates/list" | "prompts/list" => {
+            check::<Option<PaginatedRequestParams>>(params)
+        }
+        "ping" => Some("ping takes no params".to_owned()),
+        _ => return McpError::new(ErrorCode::METHOD_NOT_FOUND, method.to_owned(), None),
+    };
+    let why = problem.unwrap_or_else(|| "they do not match the method's schema".to_owned());
+    McpError::invalid_params(format!("Invalid params for {method}: {why}"), None)
 }
 
 fn resource_error(e: ServiceError) -> McpError {

@@ -1,11 +1,14 @@
 //! MCP over stdio, with JSON-RPC errors for malformed input.
 //!
 //! rmcp's own stdio transport silently drops lines that are not JSON. We
-//! answer them as JSON-RPC 2.0 says (`-32700 Parse error`, id null; `-32600
-//! Invalid Request` when the JSON has an id but is not a message) and keep
-//! serving. One reader thread parses stdin lines into the rmcp service; one
+//! answer every line that is not a message as JSON-RPC 2.0 says (`-32700
+//! Parse error`, id null; `-32600 Invalid Request` for JSON that is not a
+//! request object, with the request's id or null; batches are refused with
+//! `-32600`, id null) and keep serving. One reader thread parses stdin lines into the rmcp service; one
 //! writer thread owns stdout and writes both the service's messages and our
 //! error replies, so lines never interleave. Logs go to stderr only.
+//!
+//! May import: rmcp, serde_json, futures, the MCP handler.
 
 use futures::{SinkExt, StreamExt};
 use rmcp::ServiceExt;
@@ -16,19 +19,30 @@ use super::IncidentMcp;
 /// Longest accepted line (one JSON-RPC message), in bytes.
 pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
 
-fn error_line(id: serde_json::Value, code: i64, message: String) -> String {
+/// One JSON-RPC error response line (no newline).
+pub fn error_line(id: serde_json::Value, code: i64, message: String) -> String {
     serde_json::json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
         .to_string()
 }
 
 /// What to do with one input line.
-enum Parsed {
+pub enum Parsed {
+    /// A JSON-RPC message for the service.
     Message(Box<ClientJsonRpcMessage>),
+    /// An error reply (one JSON line, no newline) to write back instead.
     Reply(String),
+    /// Nothing to do: a blank line, or a notification we cannot read (JSON-RPC forbids
+    /// replying to notifications).
     Ignore,
 }
 
-fn parse_line(line: &[u8]) -> Parsed {
+/// Classifies one input line (without its `\n`): a message, an error reply, or nothing.
+///
+/// Every line that is not blank and not a readable notification gets an answer: invalid JSON
+/// `-32700`; JSON that is not a JSON-RPC message (`42`, `"str"`, `null`, `{}`, `[]`) `-32600`
+/// with `id: null`; a batch array `-32600` saying batches are not supported; an object with an
+/// `id` that is not a valid request `-32600` with that id (or null when the id itself is invalid).
+pub fn parse_line(line: &[u8]) -> Parsed {
     let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     if line.iter().all(|b| b.is_ascii_whitespace()) {
@@ -44,21 +58,62 @@ fn parse_line(line: &[u8]) -> Parsed {
                     "Parse error: {e2}. Each line must be one JSON-RPC 2.0 message encoded as UTF-8 JSON."
                 ),
             )),
-            Ok(v) => match v.get("id") {
-                // A notification we cannot read: JSON-RPC forbids replying.
+            Ok(v) => match not_a_message(&v, &e) {
+                Some((id, message)) => Parsed::Reply(error_line(id, -32600, message)),
                 None => {
                     tracing::debug!("ignoring unreadable notification: {e}");
                     Parsed::Ignore
                 }
-                Some(id) => Parsed::Reply(error_line(
-                    id.clone(),
-                    -32600,
-                    format!(
-                        "Invalid Request: {e}. Expected a JSON-RPC 2.0 request with jsonrpc, id and method."
-                    ),
-                )),
             },
         },
+    }
+}
+
+/// For JSON `v` that did not deserialize as a client message (`e`): the id and message of the
+/// `-32600 Invalid Request` reply, or `None` for a notification (an object with a string
+/// `method` and no `id`), which gets no reply.
+pub fn not_a_message(
+    v: &serde_json::Value,
+    e: &dyn std::fmt::Display,
+) -> Option<(serde_json::Value, String)> {
+    use serde_json::Value;
+    let expected = "Expected one JSON-RPC 2.0 request or notification object with \"jsonrpc\": \"2.0\", \"method\" and (for a request) \"id\"";
+    match v {
+        Value::Array(items) if items.is_empty() => Some((
+            Value::Null,
+            format!("Invalid Request: an empty array is not a message. {expected}."),
+        )),
+        Value::Array(items) => Some((
+            Value::Null,
+            format!(
+                "Invalid Request: JSON-RPC batches are not supported (MCP removed batching in 2025-06-18); \
+                 send the {} messages of this batch one per line",
+                items.len()
+            ),
+        )),
+        Value::Object(o) => match o.get("id") {
+            None if o.get("method").is_some_and(Value::is_string) => None,
+            None => Some((Value::Null, format!("Invalid Request: {e}. {expected}."))),
+            Some(id) => {
+                let id = match id {
+                    Value::String(_) | Value::Number(_) => id.clone(),
+                    _ => Value::Null,
+                };
+                Some((id, format!("Invalid Request: {e}. {expected}.")))
+            }
+        },
+        other => {
+            let kind = match other {
+                Value::Null => "null",
+                Value::Bool(_) => "a boolean",
+                Value::Number(_) => "a number",
+                _ => "a string",
+            };
+            Some((
+                Value::Null,
+                format!("Invalid Request: the line is {kind}, not a message. {expected}."),
+            ))
+        }
     }
 }
 
@@ -184,25 +239,26 @@ fn write_output(
         w.write_all(r.as_bytes())?;
         w.write_all(b"\n")
     };
-    let mut raw_open = true;
     loop {
+        // Decide by the streams' own termination state: a stream can end inside `try_recv`
+        // below, and a `select!` over two ended streams has nothing left to wait for.
         let next = futures::executor::block_on(async {
-            if raw_open {
+            use futures::stream::FusedStream;
+            if s2c.is_terminated() {
+                Next::Done
+            } else if raw.is_terminated() {
+                s2c.next().await.map_or(Next::Done, Next::Msg)
+            } else {
                 futures::select! {
                     m = s2c.next() => m.map_or(Next::Done, Next::Msg),
                     r = raw.next() => r.map_or(Next::RawClosed, Next::Raw),
                 }
-            } else {
-                s2c.next().await.map_or(Next::Done, Next::Msg)
             }
         });
         match next {
             Next::Msg(m) => put_msg(&mut w, &m)?,
             Next::Raw(r) => put_raw(&mut w, &r)?,
-            Next::RawClosed => {
-                raw_open = false;
-                continue;
-            }
+            Next::RawClosed => continue,
             Next::Done => break,
         }
         // Write whatever else is ready before one flush.
@@ -296,6 +352,50 @@ mod tests {
             }
             _ => panic!("expected a reply"),
         }
+    }
+
+    fn reply(line: &[u8]) -> serde_json::Value {
+        match parse_line(line) {
+            Parsed::Reply(s) => serde_json::from_str(&s).unwrap(),
+            _ => panic!("expected a reply to {}", String::from_utf8_lossy(line)),
+        }
+    }
+
+    #[test]
+    fn json_that_is_not_a_message_gets_invalid_request_with_null_id() {
+        for line in [
+            &b"42"[..],
+            b"[]",
+            b"{}",
+            b"\"str\"",
+            b"null",
+            b"true",
+            br#"{"foo":1}"#,
+            br#"{"jsonrpc":"2.0","id":{"x":1},"method":7}"#,
+        ] {
+            let v = reply(line);
+            assert_eq!(v["error"]["code"], -32600, "{v}");
+            assert!(v["id"].is_null(), "{v}");
+            assert_eq!(v["jsonrpc"], "2.0");
+        }
+    }
+
+    #[test]
+    fn batches_get_one_clear_error() {
+        let v = reply(br#"[{"jsonrpc":"2.0","id":1,"method":"ping"},[1,2]]"#);
+        assert_eq!(v["error"]["code"], -32600);
+        assert!(v["id"].is_null());
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.contains("batches are not supported"), "{msg}");
+        assert!(msg.contains("one per line"), "{msg}");
+    }
+
+    #[test]
+    fn unreadable_notifications_get_no_reply() {
+        assert!(matches!(
+            parse_line(br#"{"jsonrpc":"2.0","method":"notifications/x","params":5}"#),
+            Parsed::Ignore | Parsed::Message(_)
+        ));
     }
 
     #[test]
