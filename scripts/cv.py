@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """k-fold cross-validation of the full engine (rules + learned model) on a labelled JSONL set.
 
-    python3 scripts/cv.py --data /work/shared/eval/dev.jsonl [--folds 5] [--target-dir target]
+    python3 scripts/cv.py --data eval/dev.jsonl.xz,eval/train.jsonl.xz [--folds 5] [--target-dir target]
                           [--eval-args "--min-f1 0.85 ..."] [--train-args "..."]
 
 Folds: rows are grouped by their first 48 normalised characters (so shared BIPIA contexts and
