@@ -1,13 +1,13 @@
 //! Server configuration: one TOML file, with every default embedded from `data/default-config.toml`.
 //!
 //! Owns: the `Config` tree, loading (defaults ⊕ user file), and semantic validation with errors that name
-//! the offending key. The policy types themselves live in [`crate::policy`] and [`crate::notify`].
+//! the offending key. The policy types themselves live in [`crate::domain::policy`] and [`crate::notify`].
 //!
 //! Loading merges the user's file onto the embedded defaults table by table (scalars and arrays in the
 //! user's file replace the default; tables are merged key by key), then deserializes with unknown keys
 //! rejected, then validates cross-references (channel names) and ranges.
 //!
-//! May import: `std`, `serde`, `toml`, `humantime_serde`, `thiserror`, `crate::policy`, `crate::notify`.
+//! May import: `std`, `serde`, `toml`, `humantime_serde`, `thiserror`, `crate::domain`, `crate::notify`.
 //! Must not import rmcp, axum, rusqlite/sqlx or anyhow.
 
 use std::path::{Path, PathBuf};
@@ -15,13 +15,23 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::notify::NotifyConfig;
-use crate::policy::{
+use crate::domain::policy::{
     ClassificationPolicy, EscalationPolicy, MAX_LEVEL, RegulatoryPolicy, Severity,
 };
+use crate::notify::NotifyConfig;
 
 /// The embedded default configuration, fully commented.
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("../data/default-config.toml");
+
+impl Config {
+    /// The response policies the domain decides with (classification and escalation).
+    pub fn rules(&self) -> crate::domain::opening::Rules<'_> {
+        crate::domain::opening::Rules {
+            classification: &self.classification,
+            escalation: &self.escalation,
+        }
+    }
+}
 
 /// Root of the configuration file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,6 +103,9 @@ fn default_repeat_threshold() -> u32 {
 fn default_repeat_window() -> Duration {
     Duration::from_secs(600)
 }
+fn default_anonymous_window() -> Duration {
+    Duration::from_secs(3600)
+}
 fn default_model_weight() -> f64 {
     0.8
 }
@@ -130,6 +143,11 @@ pub struct ScreeningConfig {
     /// Window for `repeat_threshold`.
     #[serde(default = "default_repeat_window", with = "humantime_serde")]
     pub repeat_window: Duration,
+    /// Anonymous detections (no user_id or session_id) share an open incident only when they have
+    /// the same category and source and fall in the same period of this length (periods are
+    /// aligned to the Unix epoch); a new period opens a new incident.
+    #[serde(default = "default_anonymous_window", with = "humantime_serde")]
+    pub anonymous_window: Duration,
     /// Scale of the learned model's contribution to the risk score (0 = rules only).
     #[serde(default = "default_model_weight")]
     pub model_weight: f64,

@@ -3,10 +3,13 @@
 
 mod common;
 
+mod architecture;
 mod cli;
 mod detect;
+mod golden;
 mod http;
 mod lifecycle;
 mod monitoring;
+mod regressions;
 mod stdio;
 mod store;

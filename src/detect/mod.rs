@@ -8,8 +8,8 @@
 //! ([`natural`]) and the stacked fusion that turns them into a [`Screening`] with a verdict,
 //! per-category scores and evidence spans into the original text.
 //!
-//! May import: std, serde, aho-corasick, unicode-normalization, toml, base64 and
-//! thiserror (no other crate module). No I/O, no panics: every failure is a [`DetectError`].
+//! May import: no other crate module (a leaf); only std, serde, aho-corasick, unicode-normalization, toml, base64 and
+//! thiserror. No I/O, no panics: every failure is a [`DetectError`].
 //!
 //! ```
 //! use ai_incident_mcp::detect::{Engine, Source, Verdict};

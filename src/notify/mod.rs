@@ -6,7 +6,7 @@
 //! notification first and calls [`deliver`] (or uses [`retry_decision`] to schedule the next attempt).
 //!
 //! May import: `std`, `serde`, `serde_json`, `chrono`, `tokio`, `tracing`, `reqwest`, `lettre`, `hmac`, `sha2`,
-//! `hex`, `thiserror`, `crate::policy`. Must not import rmcp, axum, rusqlite/sqlx or anyhow.
+//! `hex`, `thiserror`, `crate::domain`. Must not import rmcp, axum, rusqlite/sqlx or anyhow.
 //!
 //! Secrets (webhook secrets, PagerDuty routing keys, Slack webhook URLs) never appear in `Debug` output,
 //! log lines or error messages. The `log` channel never logs the notification body.
@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::Sha256;
 
-use crate::policy::{Severity, add_duration};
+use crate::domain::policy::{Severity, add_duration};
 
 /// Default PagerDuty Events API v2 endpoint.
 pub const PAGERDUTY_EVENTS_URL: &str = "https://events.pagerduty.com/v2/enqueue";
@@ -268,7 +268,7 @@ impl Notification {
     /// assert_eq!(Notification::stable_id("INC-7", "escalated", 3), "INC-7:escalated:L3");
     /// ```
     pub fn stable_id(incident_id: &str, event: &str, level: u8) -> String {
-        format!("{incident_id}:{event}:L{level}")
+        crate::domain::opening::notification_id(incident_id, event, level)
     }
 }
 
@@ -697,14 +697,15 @@ pub fn pagerduty_payload(n: &Notification, routing_key: &str) -> serde_json::Val
 // Email
 // ---------------------------------------------------------------------------------------------------------
 
-/// Subject line of notification mails: `[AIM][HIGH] <title> (incident <id>)`.
+/// Subject line of notification mails: `[AIM][HIGH] <title> (incident <id>)`; the id is left out
+/// when the title already names it (the server's titles do: `INC-… opened: …`).
 pub fn email_subject(n: &Notification) -> String {
-    format!(
-        "[AIM][{}] {} (incident {})",
-        n.severity.as_str().to_ascii_uppercase(),
-        n.title,
-        n.incident_id
-    )
+    let sev = n.severity.as_str().to_ascii_uppercase();
+    if n.title.contains(&n.incident_id) {
+        format!("[AIM][{sev}] {}", n.title)
+    } else {
+        format!("[AIM][{sev}] {} (incident {})", n.title, n.incident_id)
+    }
 }
 
 fn email_text(n: &Notification) -> String {
