@@ -177,7 +177,7 @@ fn main() {
         eprintln!("epoch {ep}: mean loss {:.4}", loss / inst.len() as f64);
     }
     // Naturalness model: trained on 80 % of the benign rows (by id hash), threshold from the rest.
-    let held = |id: &str| fnv(id.as_bytes()) % 5 == 0;
+    let held = |id: &str| fnv(id.as_bytes()).is_multiple_of(5);
     let mut lm = CharLm::train(
         benign
             .iter()
@@ -339,6 +339,7 @@ fn fuse(args: &[String]) {
 }
 
 /// Solves `h x = g` (Gaussian elimination with partial pivoting).
+#[allow(clippy::needless_range_loop)]
 fn solve<const D: usize>(mut h: [[f64; D]; D], mut g: [f64; D]) -> [f64; D] {
     for c in 0..D {
         let p = (c..D)

@@ -76,7 +76,7 @@ fn may_have_segments(bytes: &[u8]) -> bool {
             if f == 2 || len >= need || (chunk_before && len >= 4) {
                 return true;
             }
-            chunk_before = matches!(b, b' ' | b'\n') && len >= 8 && len % 4 == 0;
+            chunk_before = matches!(b, b' ' | b'\n') && len >= 8 && len.is_multiple_of(4);
             run_start = i + 1;
         }
     }
@@ -95,13 +95,13 @@ fn joined_base64(bytes: &[u8], i: usize, j: usize) -> Option<(String, usize)> {
             && r.iter().any(|c| c.is_ascii_lowercase())
     };
     let first = bytes.get(i..j)?;
-    if first.len() < 8 || first.len() % 4 != 0 || !mixed(first) {
+    if first.len() < 8 || !first.len().is_multiple_of(4) || !mixed(first) {
         return None;
     }
     let mut joined: Vec<u8> = first.to_vec();
     let mut end = j;
     let mut chunks = 1;
-    while matches!(bytes.get(end), Some(b' ' | b'\n')) && joined.len() % 4 == 0 {
+    while matches!(bytes.get(end), Some(b' ' | b'\n')) && joined.len().is_multiple_of(4) {
         let s = end + 1;
         let mut e = s;
         while bytes.get(e).is_some_and(|c| is_b64(*c)) {

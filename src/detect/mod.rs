@@ -156,10 +156,11 @@ pub const DEFAULT_BLOCK: f32 = 0.9;
 const ROT13_MAX: usize = 4096;
 /// At most this many matches are reported.
 const MAX_MATCHES: usize = 64;
-/// Scale of the learned model's inputs to the fusion (1 = as fitted; 0 = rules only); the
-/// shipped `screening.model_weight` default. For a weight file without a fusion section the
-/// model's probability is scaled by this and noisy-OR-ed with the rule scores.
-pub const MODEL_WEIGHT: f32 = 1.0;
+/// The shipped `screening.model_weight` default. For a weight file without a fusion section
+/// the model's probability is scaled by this and noisy-OR-ed with the rule scores (see
+/// docs/detection.md); with a fusion section any weight > 0 uses the fusion as fitted and 0
+/// screens with the rules only.
+pub const MODEL_WEIGHT: f32 = 0.8;
 /// Rule id reported for an adversarial suffix found by the naturalness score.
 pub const SUFFIX_RULE: &str = "jb.adversarial_suffix";
 /// The model's weight grows linearly with the token count until this many tokens ...
@@ -447,7 +448,11 @@ impl Engine {
             // Very short texts carry little n-gram evidence: damp the model there.
             let n = toks.wstart.len() as f32;
             let lf = ((n + SHORT_DAMP_OFFSET) / SHORT_DAMP_TOKENS).min(1.0);
-            let mw = self.model_weight;
+            let mw = if m.fusion.is_some() {
+                1.0
+            } else {
+                self.model_weight
+            };
             let nat = m.lm.as_ref().map(|l| (l, l.score(text)));
             let p_attack = (1.0 - p[0]).clamp(1e-4, 1.0 - 1e-4);
             let rmax = rule.iter().take(4).copied().fold(0.0, f32::max);
