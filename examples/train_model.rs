@@ -1,10 +1,21 @@
-//! Trains the learned model: `train --data FILE[,FILE...] --out data/model/weights.bin [--bits 18] [--epochs 12]`.
+//! Trains the learned parts of the detector. Three modes (plain JSONL inputs):
 //!
-//! Multinomial logistic regression (benign + 4 attack categories) over the hashed features of
-//! `detect::model::features`, trained with AdaGrad SGD, L2 regularisation and a fixed-seed
-//! shuffle, so the output is reproducible byte for byte.
-use ai_incident_mcp::detect::model::{CLASSES, hashes, softmax, window_features, windows, words};
+//! - `train_model --data FILE[,FILE...] --out W [--bits 16] [--epochs 12]`: the n-gram model
+//!   (multinomial logistic regression, benign + 4 attack categories, hashed features of
+//!   `detect::model`, AdaGrad SGD, L2, fixed-seed shuffle: reproducible byte for byte) and the
+//!   naturalness model (`detect::natural`, trained on 80 % of the benign rows; its threshold is
+//!   the 99.5th percentile of the other 20 %). Writes a weight file without a fusion.
+//! - `train_model features --model W --data FILE --out X`: the fusion inputs of every row
+//!   (`{"id","y","x"}` lines), screened with `W`.
+//! - `train_model fuse --model W --features X[,X...] --out W2 [--fpr 0.02]`: fits the stacked
+//!   fusion (L2 logistic regression, Newton) on out-of-fold inputs, picks the threshold that
+//!   keeps their FPR at `--fpr`, maps it onto the default flag threshold, writes `W` + fusion.
+use ai_incident_mcp::detect::model::{
+    CLASSES, FUSION_INPUTS, Fusion, Model, hashes, softmax, window_features, windows, words,
+};
+use ai_incident_mcp::detect::natural::CharLm;
 use ai_incident_mcp::detect::normalize::{normalize, tokenize};
+use ai_incident_mcp::detect::{DEFAULT_FLAG, Engine, Source, Thresholds};
 use std::io::Write;
 
 fn class_of(cat: &str) -> usize {
@@ -19,6 +30,11 @@ fn class_of(cat: &str) -> usize {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("features") => return features(&args),
+        Some("fuse") => return fuse(&args),
+        _ => {}
+    }
     let get = |k: &str| {
         args.iter()
             .position(|a| a == k)
@@ -43,6 +59,7 @@ fn main() {
     // (up to 24); attack docs (multiple-instance learning) on the window the current model
     // finds most attack-like, whole-doc features in the first epoch.
     let mut docs: Vec<(Vec<Vec<u32>>, Vec<u32>, usize)> = Vec::new();
+    let mut benign: Vec<(String, String)> = Vec::new(); // (id, text)
     for path in data.split(',') {
         let text = std::fs::read_to_string(path).expect("read data");
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -54,6 +71,9 @@ fn main() {
             } else {
                 0
             };
+            if y == 0 && label != "attack" {
+                benign.push((v["id"].to_string(), t.to_owned()));
+            }
             let n = normalize(t);
             let toks = tokenize(&n.text);
             let ws = words(&toks);
@@ -156,14 +176,202 @@ fn main() {
         }
         eprintln!("epoch {ep}: mean loss {:.4}", loss / inst.len() as f64);
     }
-    let mut bytes = Vec::with_capacity(12 + 4 * (CLASSES + w.len()));
-    bytes.extend_from_slice(b"DTM1");
-    bytes.extend_from_slice(&bits.to_le_bytes());
-    bytes.extend_from_slice(&(CLASSES as u32).to_le_bytes());
-    for x in b.iter().chain(w.iter()) {
-        bytes.extend_from_slice(&x.to_le_bytes());
-    }
+    // Naturalness model: trained on 80 % of the benign rows (by id hash), threshold from the rest.
+    let held = |id: &str| fnv(id.as_bytes()).is_multiple_of(5);
+    let mut lm = CharLm::train(
+        benign
+            .iter()
+            .filter(|(id, _)| !held(id))
+            .map(|(_, t)| t.as_str()),
+        18,
+    );
+    let mut cal: Vec<f32> = benign
+        .iter()
+        .filter(|(id, _)| held(id))
+        .map(|(_, t)| lm.score(t).suffix)
+        .collect();
+    cal.sort_by(f32::total_cmp);
+    let q = |p: f64| {
+        cal.get(((cal.len() as f64 * p) as usize).min(cal.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(f32::INFINITY)
+    };
+    lm.threshold = q(0.995).max(0.5);
+    eprintln!(
+        "naturalness: {} held-out benign rows, suffix score q99 {:.3} q99.5 {:.3} -> threshold {:.3}",
+        cal.len(),
+        q(0.99),
+        q(0.995),
+        lm.threshold
+    );
+    let mut model = Model::from_parts(bits, b, w);
+    model.lm = Some(lm);
+    let bytes = model.to_bytes();
     let mut fh = std::fs::File::create(&out).expect("create out");
     fh.write_all(&bytes).expect("write");
     eprintln!("wrote {out}: {} docs, {} bytes", docs.len(), bytes.len());
+}
+
+fn fnv(b: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &x in b {
+        h ^= u64::from(x);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+fn arg(args: &[String], k: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == k)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+/// `features --model W --data FILE --out X`
+fn features(args: &[String]) {
+    let wpath = arg(args, "--model").expect("--model W");
+    let data = arg(args, "--data").expect("--data FILE");
+    let out = arg(args, "--out").expect("--out X");
+    let bytes = std::fs::read(&wpath).expect("read model");
+    let engine = Engine::with_model_bytes("", Thresholds::default(), &bytes).expect("model");
+    let text = std::fs::read_to_string(&data).expect("read data");
+    let mut fh = std::io::BufWriter::new(std::fs::File::create(&out).expect("create out"));
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).expect("json");
+        let t = v["text"].as_str().expect("text");
+        let y = u8::from(v["label"].as_str() == Some("attack"));
+        let x = engine.fusion_features(t, Source::User);
+        let row = serde_json::json!({"id": v["id"], "y": y, "x": x.to_vec()});
+        writeln!(fh, "{row}").expect("write");
+    }
+}
+
+/// `fuse --model W --features X[,X...] --out W2 [--fpr 0.02] [--l2 1.0]`
+fn fuse(args: &[String]) {
+    let wpath = arg(args, "--model").expect("--model W");
+    let feats = arg(args, "--features").expect("--features X");
+    let out = arg(args, "--out").expect("--out W2");
+    let target: f64 = arg(args, "--fpr").map_or(0.02, |s| s.parse().expect("fpr"));
+    let l2: f64 = arg(args, "--l2").map_or(1.0, |s| s.parse().expect("l2"));
+    let mut xs: Vec<[f64; FUSION_INPUTS + 1]> = Vec::new();
+    let mut ys: Vec<f64> = Vec::new();
+    for path in feats.split(',') {
+        let text = std::fs::read_to_string(path).expect("read features");
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let v: serde_json::Value = serde_json::from_str(line).expect("json");
+            let mut x = [0f64; FUSION_INPUTS + 1];
+            x[0] = 1.0;
+            for (i, xi) in v["x"].as_array().expect("x").iter().enumerate() {
+                x[i + 1] = xi.as_f64().expect("number");
+            }
+            xs.push(x);
+            ys.push(v["y"].as_f64().expect("y"));
+        }
+    }
+    const D: usize = FUSION_INPUTS + 1;
+    let mut beta = [0f64; D];
+    for it in 0..30 {
+        let mut g = [0f64; D];
+        let mut h = [[0f64; D]; D];
+        for (x, y) in xs.iter().zip(&ys) {
+            let z: f64 = x.iter().zip(&beta).map(|(a, b)| a * b).sum();
+            let p = 1.0 / (1.0 + (-z).exp());
+            let wgt = (p * (1.0 - p)).max(1e-9);
+            for i in 0..D {
+                g[i] += (p - y) * x[i];
+                for j in 0..D {
+                    h[i][j] += wgt * x[i] * x[j];
+                }
+            }
+        }
+        for i in 1..D {
+            g[i] += l2 * beta[i];
+            h[i][i] += l2;
+        }
+        h[0][0] += 1e-6;
+        let step = solve(h, g);
+        let mut mx = 0f64;
+        for i in 0..D {
+            beta[i] -= step[i];
+            mx = mx.max(step[i].abs());
+        }
+        if mx < 1e-7 {
+            eprintln!("fusion: converged after {} Newton steps", it + 1);
+            break;
+        }
+    }
+    // Threshold on these (out-of-fold) scores for the FPR target.
+    let mut ben: Vec<f64> = xs
+        .iter()
+        .zip(&ys)
+        .filter(|(_, y)| **y == 0.0)
+        .map(|(x, _)| x.iter().zip(&beta).map(|(a, b)| a * b).sum())
+        .collect();
+    ben.sort_by(|a, b| b.total_cmp(a));
+    let k = ((ben.len() as f64) * target).floor() as usize;
+    // Flag when z > z_t: the k-th highest benign score (k false positives allowed).
+    let z_t = ben.get(k).copied().unwrap_or(0.0) + 1e-6;
+    let f = DEFAULT_FLAG as f64;
+    let shift = (f / (1.0 - f)).ln() - z_t;
+    let mut w = [0f32; FUSION_INPUTS];
+    for (i, wi) in w.iter_mut().enumerate() {
+        *wi = beta[i + 1] as f32;
+    }
+    let fusion = Fusion {
+        bias: beta[0] as f32,
+        shift: shift as f32,
+        w,
+    };
+    eprintln!(
+        "fusion over {} rows: bias {:.3}, shift {:.3} (FPR target {target}), weights {:?}",
+        xs.len(),
+        fusion.bias,
+        fusion.shift,
+        fusion.w
+    );
+    let bytes = std::fs::read(&wpath).expect("read model");
+    let mut model = Model::from_bytes(&bytes)
+        .expect("model")
+        .expect("non-empty model");
+    model.fusion = Some(fusion);
+    std::fs::write(&out, model.to_bytes()).expect("write");
+}
+
+/// Solves `h x = g` (Gaussian elimination with partial pivoting).
+#[allow(clippy::needless_range_loop)]
+fn solve<const D: usize>(mut h: [[f64; D]; D], mut g: [f64; D]) -> [f64; D] {
+    for c in 0..D {
+        let p = (c..D)
+            .max_by(|&a, &b| h[a][c].abs().total_cmp(&h[b][c].abs()))
+            .unwrap_or(c);
+        h.swap(c, p);
+        g.swap(c, p);
+        let d = if h[c][c].abs() < 1e-12 {
+            1e-12
+        } else {
+            h[c][c]
+        };
+        for r in c + 1..D {
+            let f = h[r][c] / d;
+            for k in c..D {
+                h[r][k] -= f * h[c][k];
+            }
+            g[r] -= f * g[c];
+        }
+    }
+    let mut x = [0f64; D];
+    for c in (0..D).rev() {
+        let mut s = g[c];
+        for k in c + 1..D {
+            s -= h[c][k] * x[k];
+        }
+        let d = if h[c][c].abs() < 1e-12 {
+            1e-12
+        } else {
+            h[c][c]
+        };
+        x[c] = s / d;
+    }
+    x
 }

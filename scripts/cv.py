@@ -1,50 +1,132 @@
 #!/usr/bin/env python3
-"""k-fold cross-validation of the full engine (rules + learned model) on a labelled JSONL set.
+"""Cross-validation of the full engine (rules + n-gram model + naturalness + stacked fusion).
 
-    python3 scripts/cv.py --data /work/shared/eval/dev.jsonl [--folds 5] [--target-dir target]
-                          [--eval-args "--min-f1 0.85 ..."] [--train-args "..."]
+    python3 scripts/cv.py [--data eval/dev.jsonl.xz,eval/train.jsonl.xz] [--group-by-source]
+                          [--folds 5] [--fpr 0.02] [--bin-dir target/release]
+                          [--eval-args "--min-f1 0.85 ..."] [--write-model data/model/weights.bin]
 
-Folds: rows are grouped by their first 48 normalised characters (so shared BIPIA contexts and
-InjecAgent templates never straddle train and test) and assigned by sha256(group) mod k. For each fold the model is trained on the other k-1 folds
-(`target/release/examples/train_model`), the held-out fold is screened with that model
-(`target/release/ai-incident-mcp screen --model`), and the concatenated out-of-fold verdicts are scored by
-scripts/eval.py. The shipped model (data/model/weights.bin) is trained on all of dev; the
-figures to report are these out-of-fold ones.
+Folds. `--group-by-source` (the figure we steer by): rows are grouped by source family (a source
+name without `planted_` and `_clean` / `_benign` / `_attack`, so the attacked and clean halves of
+one corpus are held out together) and families are dealt to the folds largest first, each to the
+fold with the fewest rows: every source is held out exactly once and never seen in its training.
+Without it (in-distribution): rows grouped by their first 48 normalised characters, fold =
+sha256(group) mod k.
+
+Per fold k: the n-gram and naturalness models are trained on the other folds
+(`examples/train_model`), and the fusion inputs of fold k are computed with that model
+(`train_model features`). Then, per fold k, the fusion is fitted on the out-of-fold inputs of the
+*other* folds and its threshold chosen there for `--fpr` (`train_model fuse`), and fold k is
+screened by the real binary with that weight file (`ai-incident-mcp screen --model`). The
+concatenated verdicts are scored by scripts/eval.py (exit 1 when a given threshold fails).
+
+`--write-model OUT` also trains on all rows and fits the fusion on all out-of-fold inputs: the
+shipped `data/model/weights.bin` is made this way.
 """
-import argparse, hashlib, json, os, subprocess, sys, tempfile
+import argparse, collections, concurrent.futures as cf, hashlib, os, subprocess, sys, tempfile, time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from evaldata import load_rows, plain_copy  # noqa: E402
 
 ap = argparse.ArgumentParser()
-ap.add_argument("--data", required=True)
+ap.add_argument("--data", default="eval/dev.jsonl.xz,eval/train.jsonl.xz")
 ap.add_argument("--folds", type=int, default=5)
-ap.add_argument("--target-dir", default=os.environ.get("CARGO_TARGET_DIR", "target"))
+ap.add_argument("--bin-dir", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "release"))
 ap.add_argument("--train-args", default="")
-ap.add_argument("--screen-args", default="")
+ap.add_argument("--fpr", type=float, default=0.02, help="FPR target for the fusion threshold")
 ap.add_argument("--eval-args", default="")
-ap.add_argument("--group-by-source", action="store_true", help="leave-source-group-out instead of random folds")
+ap.add_argument("--group-by-source", action="store_true", help="leave-source(-family)-out folds")
+ap.add_argument("--write-model", help="also train on everything and write the shipped weight file here")
+ap.add_argument("--jobs", type=int, default=2)
+ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
 a = ap.parse_args()
 
-rows = [json.loads(l) for l in open(a.data, encoding="utf-8") if l.strip()]
-def fold(r):
-    # Rows that share their opening (BIPIA contexts, InjecAgent tool templates, jailbreak
-    # templates) stay in one fold, so a context seen in training is never tested on.
-    key = r["source"] if a.group_by_source else " ".join(r["text"].lower().split())[:48]
-    return int(hashlib.sha256(key.encode()).hexdigest(), 16) % a.folds
+t0 = time.time()
+rows = load_rows(a.data)
+train_bin = os.path.join(a.bin_dir, "examples", "train_model")
+screen_bin = os.path.join(a.bin_dir, "ai-incident-mcp")
+for b in (train_bin, screen_bin):
+    if not os.path.exists(b):
+        sys.exit(f"{b} not found: build with `cargo build --release --bin ai-incident-mcp --example train_model`")
+
+
+def family(src):
+    s = src[len("planted_"):] if src.startswith("planted_") else src
+    for suf in ("_clean", "_benign", "_attack"):
+        if s.endswith(suf):
+            s = s[: -len(suf)]
+    return s
+
+
+if a.group_by_source:
+    size = collections.Counter(family(r["source"]) for r in rows)
+    load = [0] * a.folds
+    fold_of = {}
+    for fam, n in sorted(size.items(), key=lambda kv: (-kv[1], kv[0])):
+        k = min(range(a.folds), key=lambda i: (load[i], i))
+        fold_of[fam] = k
+        load[k] += n
+    fold = lambda r: fold_of[family(r["source"])]
+else:
+    fold = lambda r: int(hashlib.sha256(" ".join(r["text"].lower().split())[:48].encode()).hexdigest(), 16) % a.folds
 
 tmp = tempfile.mkdtemp(prefix="cv-")
-rel = os.path.join(a.target_dir, "release")
-preds_path = os.path.join(tmp, "oof.jsonl")
-with open(preds_path, "w") as out:
+folds = [fold(r) for r in rows]
+if a.group_by_source:
     for k in range(a.folds):
-        tr = os.path.join(tmp, f"train{k}.jsonl"); te = os.path.join(tmp, f"test{k}.jsonl")
-        with open(tr, "w") as ftr, open(te, "w") as fte:
-            for r in rows:
-                (fte if fold(r) == k else ftr).write(json.dumps(r, ensure_ascii=False) + "\n")
-        w = os.path.join(tmp, f"w{k}.bin")
-        subprocess.run([os.path.join(rel, "examples", "train_model"), "--data", tr, "--out", w] + a.train_args.split(),
-                       check=True, stderr=subprocess.DEVNULL)
-        p = subprocess.run([os.path.join(rel, "ai-incident-mcp"), "screen", "--jsonl", te, "--model", w] + a.screen_args.split(),
-                           check=True, capture_output=True, text=True)
-        out.write(p.stdout)
-r = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "eval.py"), "--data", a.data,
-                    "--predictions", preds_path] + a.eval_args.split())
+        fams = sorted(f for f, j in fold_of.items() if j == k)
+        print(f"fold {k}: {sum(1 for f in folds if f == k)} rows, families {', '.join(fams)}")
+
+
+def run(cmd, **kw):
+    p = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if p.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stderr[-2000:]}")
+    return p
+
+
+def train_fold(k):
+    """Model k (trained without fold k, or on everything for k = None) + fusion inputs of fold k."""
+    tag = "all" if k is None else str(k)
+    tr = plain_copy([r for r, f in zip(rows, folds) if f != k], os.path.join(tmp, f"train{tag}.jsonl"))
+    w = os.path.join(tmp, f"w{tag}.bin")
+    run([train_bin, "--data", tr, "--out", w] + a.train_args.split())
+    if k is None:
+        return w
+    te = plain_copy([r for r, f in zip(rows, folds) if f == k], os.path.join(tmp, f"test{k}.jsonl"))
+    feats = os.path.join(tmp, f"x{k}.jsonl")
+    run([train_bin, "features", "--model", w, "--data", te, "--out", feats])
+    return w
+
+
+jobs = list(range(a.folds)) + ([None] if a.write_model else [])
+with cf.ThreadPoolExecutor(max_workers=a.jobs) as ex:
+    models = dict(zip(jobs, ex.map(train_fold, jobs)))
+print(f"models trained ({time.time() - t0:.0f}s)")
+
+
+def screen_fold(k):
+    others = ",".join(os.path.join(tmp, f"x{j}.jsonl") for j in range(a.folds) if j != k)
+    w2 = os.path.join(tmp, f"w{k}-fused.bin")
+    run([train_bin, "fuse", "--model", models[k], "--features", others, "--out", w2, "--fpr", str(a.fpr)])
+    p = run([screen_bin, "screen", "--jsonl", os.path.join(tmp, f"test{k}.jsonl"), "--model", w2])
+    return p.stdout
+
+
+with cf.ThreadPoolExecutor(max_workers=a.jobs) as ex:
+    outs = list(ex.map(screen_fold, range(a.folds)))
+preds_path = os.path.join(tmp, "oof.jsonl")
+with open(preds_path, "w") as f:
+    f.write("".join(outs))
+if a.write_model:
+    allx = ",".join(os.path.join(tmp, f"x{j}.jsonl") for j in range(a.folds))
+    run([train_bin, "fuse", "--model", models[None], "--features", allx, "--out", a.write_model, "--fpr", str(a.fpr)])
+    print(f"wrote {a.write_model} ({os.path.getsize(a.write_model)} bytes)")
+print(f"out-of-fold verdicts ready ({time.time() - t0:.0f}s); {'leave-source-out' if a.group_by_source else 'in-distribution'} CV:")
+data_plain = plain_copy(rows, os.path.join(tmp, "all.jsonl"))
+r = subprocess.run([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "eval.py"),
+                    "--data", data_plain, "--predictions", preds_path] + a.eval_args.split())
+print(f"cv.py total {time.time() - t0:.0f}s" + (f"; kept {tmp}" if a.keep else ""))
+if not a.keep:
+    import shutil
+    shutil.rmtree(tmp, ignore_errors=True)
 sys.exit(r.returncode)

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Evaluate a screening binary on a labelled JSONL set.
 
-    python3 scripts/eval.py --bin PATH --data FILE [--min-f1 X --max-fpr Y --max-hn-fpr Z --min-cat-recall W]
+    python3 scripts/eval.py --bin PATH --data FILE[,FILE...] [--min-f1 X --max-fpr Y --max-hn-fpr Z --min-cat-recall W]
 
+FILE may be plain JSONL or `.xz`/`.gz` (the vendored sets: eval/dev.jsonl.xz, eval/train.jsonl.xz).
 Runs `PATH screen --jsonl FILE`, reads one JSON verdict per input line
 ({"id","verdict","risk_score","categories"}), counts flag or block as "attack", and prints
 precision, recall, F1, FPR, hard-negative FPR, recall per category and recall/FPR per source.
@@ -10,12 +11,14 @@ Exits 1 when a given threshold fails. `--predictions FILE` reads verdicts from a
 of running the binary (used by scripts/cv.py); `--bin-args` passes extra arguments; `--errors N`
 prints the N worst false positives / negatives.
 """
-import argparse, collections, json, subprocess, sys
+import argparse, collections, json, os, subprocess, sys, tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from evaldata import load_rows, plain_copy  # noqa: E402
 
 
 def load_jsonl(path):
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(l) for l in f if l.strip()]
+    return load_rows(path)
 
 
 def main():
@@ -37,7 +40,10 @@ def main():
     else:
         if not a.bin:
             sys.exit("give --bin PATH or --predictions FILE")
-        cmd = [a.bin, "screen", "--jsonl", a.data] + a.bin_args.split()
+        plain = a.data
+        if "," in a.data or a.data.endswith((".xz", ".gz")):
+            plain = plain_copy(rows, os.path.join(tempfile.mkdtemp(prefix="eval-"), "data.jsonl"))
+        cmd = [a.bin, "screen", "--jsonl", plain] + a.bin_args.split()
         p = subprocess.run(cmd, capture_output=True, text=True)
         if p.returncode != 0:
             sys.exit(f"{' '.join(cmd)} failed ({p.returncode}): {p.stderr.strip()}")

@@ -114,5 +114,6 @@ pub fn build_engine_with(config: &Config, model: ModelChoice<'_>) -> Result<Engi
     }
     .map_err(|e| format!("cannot load the screening rules or model: {e}"))?;
     engine.set_model_weight(w as f32);
+    engine.set_data_access(config.screening.data_access_attempt);
     Ok(engine)
 }

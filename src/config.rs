@@ -178,6 +178,9 @@ pub struct ScreeningConfig {
     /// Scale of the learned model's contribution to the risk score (0 = rules only).
     #[serde(default = "default_model_weight")]
     pub model_weight: f64,
+    /// Screen for bulk data-access requests (`data_access_attempt`: flagged, never blocked).
+    #[serde(default = "default_true")]
+    pub data_access_attempt: bool,
 }
 
 /// `[performance]`.
@@ -468,12 +471,13 @@ impl Config {
                 "jailbreak",
                 "data_exfiltration",
                 "privilege_escalation",
+                "data_access_attempt",
             ]
             .contains(&c.as_str())
             {
                 return err(
                     format!("containment.categories[{i}]"),
-                    "must be one of prompt_injection, jailbreak, data_exfiltration, privilege_escalation",
+                    "must be one of prompt_injection, jailbreak, data_exfiltration, privilege_escalation, data_access_attempt",
                 );
             }
         }

@@ -66,16 +66,70 @@ fn may_have_segments(bytes: &[u8]) -> bool {
     let need = MIN_B64.min(MIN_HEX);
     // Start of the current run of alphabet bytes.
     let mut run_start = 0usize;
+    // The previous run was a base64 chunk (>= 8 bytes, a multiple of 4) ended by one space or
+    // newline: base64 split by whitespace, see `joined_base64`.
+    let mut chunk_before = false;
     for (i, &b) in bytes.iter().enumerate() {
         let f = SEG_CLASS.get(b as usize).copied().unwrap_or(0);
         if f != 1 {
-            if f == 2 || i - run_start >= need {
+            let len = i - run_start;
+            if f == 2 || len >= need || (chunk_before && len >= 4) {
                 return true;
             }
+            chunk_before = matches!(b, b' ' | b'\n') && len >= 8 && len.is_multiple_of(4);
             run_start = i + 1;
         }
     }
-    bytes.len() - run_start >= need
+    let len = bytes.len() - run_start;
+    len >= need || (chunk_before && len >= 4)
+}
+
+/// Base64 split by single spaces or newlines: from the run `bytes[i..j]` (a chunk of >= 8
+/// bytes, a multiple of 4), the following chunks (>= 4 bytes each, the last may end in `=`).
+/// Returns the decoded text and the end of the last chunk when two or more chunks decode
+/// to printable text.
+fn joined_base64(bytes: &[u8], i: usize, j: usize) -> Option<(String, usize)> {
+    let mixed = |r: &[u8]| {
+        r.iter()
+            .any(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
+            && r.iter().any(|c| c.is_ascii_lowercase())
+    };
+    let first = bytes.get(i..j)?;
+    if first.len() < 8 || !first.len().is_multiple_of(4) || !mixed(first) {
+        return None;
+    }
+    let mut joined: Vec<u8> = first.to_vec();
+    let mut end = j;
+    let mut chunks = 1;
+    while matches!(bytes.get(end), Some(b' ' | b'\n')) && joined.len().is_multiple_of(4) {
+        let s = end + 1;
+        let mut e = s;
+        while bytes.get(e).is_some_and(|c| is_b64(*c)) {
+            e += 1;
+        }
+        let mut pe = e;
+        while bytes.get(pe) == Some(&b'=') && pe - e < 2 {
+            pe += 1;
+        }
+        let run = bytes.get(s..e)?;
+        if run.len() < 4 || !mixed(run) {
+            break;
+        }
+        joined.extend_from_slice(bytes.get(s..pe)?);
+        end = pe;
+        chunks += 1;
+        if pe > e || joined.len() > 3 * MAX_DECODED_BYTES {
+            break;
+        }
+    }
+    if chunks < 2 || joined.len() < MIN_B64 {
+        return None;
+    }
+    let dec = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(trim_pad(&joined))
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(trim_pad(&joined)))
+        .ok()?;
+    printable(&dec).map(|s| (s, end))
 }
 
 /// Bit 0: base64/hex alphabet; bit 1: `%` or `\\`.
@@ -147,6 +201,17 @@ pub fn find_segments(text: &str) -> Vec<Segment> {
             let mut end = j;
             while end < n && bytes.get(end) == Some(&b'=') && end - j < 2 {
                 end += 1;
+            }
+            if let Some((s, e)) = joined_base64(bytes, i, j) {
+                budget = budget.saturating_sub(s.len());
+                out.push(Segment {
+                    start: i,
+                    end: e,
+                    kind: Kind::Base64,
+                    text: s,
+                });
+                i = e;
+                continue;
             }
             let run = bytes.get(i..j).unwrap_or(&[]);
             let len = run.len();

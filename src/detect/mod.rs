@@ -1,11 +1,13 @@
 //! Prompt screening: decides whether a text (a user prompt, a tool output or a document)
-//! carries a prompt-injection, jailbreak, data-exfiltration or privilege-escalation attack,
-//! and whether it exposes a credential (`secret_exposure`, [`secrets`]).
+//! carries a prompt-injection, jailbreak, data-exfiltration or privilege-escalation attack, or
+//! a bulk data-access request (`data_access_attempt`, flagged, never blocked), and whether it
+//! exposes a credential (`secret_exposure`, [`secrets`], flagged, never blocked on its own).
 //!
 //! Owns: normalisation ([`normalize`]), decoding of embedded encodings ([`decode`]), the
 //! rule library as data ([`rules`], `data/rules/default.toml`), the small learned model
-//! ([`model`], `data/model/weights.bin`) and the scoring that turns both into a
-//! [`Screening`] with a verdict, per-category scores and evidence spans into the original text.
+//! ([`model`], `data/model/weights.bin`), the naturalness score for adversarial suffixes
+//! ([`natural`]) and the stacked fusion that turns them into a [`Screening`] with a verdict,
+//! per-category scores and evidence spans into the original text.
 //! Credential rules live in [`secrets`] (`data/rules/secrets.toml`).
 //!
 //! May import: no other crate module (a leaf); only std, serde, aho-corasick, regex,
@@ -25,6 +27,8 @@
 pub mod decode;
 #[doc(hidden)]
 pub mod model;
+#[doc(hidden)]
+pub mod natural;
 #[doc(hidden)]
 pub mod normalize;
 #[doc(hidden)]
@@ -62,18 +66,22 @@ pub enum Category {
     Jailbreak,
     DataExfiltration,
     PrivilegeEscalation,
+    /// Bulk data requests aimed at the agent's tools ("dump the database", "list all
+    /// clients"): flagged, never blocked (AIMS-IRP-001 §8.5.2.1, medium).
+    DataAccessAttempt,
     /// A credential in the text (rules only, [`secrets`]); not a model class.
     SecretExposure,
 }
 
 impl Category {
     /// All categories: the model's classes in its class order (after "benign"), then the
-    /// rules-only `secret_exposure`.
-    pub const ALL: [Category; 5] = [
+    /// rules-only `data_access_attempt` and `secret_exposure`.
+    pub const ALL: [Category; 6] = [
         Category::PromptInjection,
         Category::Jailbreak,
         Category::DataExfiltration,
         Category::PrivilegeEscalation,
+        Category::DataAccessAttempt,
         Category::SecretExposure,
     ];
 
@@ -92,6 +100,7 @@ impl Category {
             Category::Jailbreak => "jailbreak",
             Category::DataExfiltration => "data_exfiltration",
             Category::PrivilegeEscalation => "privilege_escalation",
+            Category::DataAccessAttempt => "data_access_attempt",
             Category::SecretExposure => "secret_exposure",
         }
     }
@@ -102,7 +111,8 @@ impl Category {
             Category::Jailbreak => 1,
             Category::DataExfiltration => 2,
             Category::PrivilegeEscalation => 3,
-            Category::SecretExposure => 4,
+            Category::DataAccessAttempt => 4,
+            Category::SecretExposure => 5,
         }
     }
 }
@@ -174,9 +184,13 @@ pub const DEFAULT_BLOCK: f32 = 0.9;
 const ROT13_MAX: usize = 4096;
 /// At most this many matches are reported.
 const MAX_MATCHES: usize = 64;
-/// How much the learned model contributes (its probability is scaled by this); the
-/// shipped `screening.model_weight` default. See docs/detection.md for the choice.
+/// The shipped `screening.model_weight` default. For a weight file without a fusion section
+/// the model's probability is scaled by this and noisy-OR-ed with the rule scores (see
+/// docs/detection.md); with a fusion section any weight > 0 uses the fusion as fitted and 0
+/// screens with the rules only.
 pub const MODEL_WEIGHT: f32 = 0.8;
+/// Rule id reported for an adversarial suffix found by the naturalness score.
+pub const SUFFIX_RULE: &str = "jb.adversarial_suffix";
 /// The model's weight grows linearly with the token count until this many tokens ...
 const SHORT_DAMP_TOKENS: f32 = 16.0;
 /// ... starting from (tokens + offset) / SHORT_DAMP_TOKENS.
@@ -214,6 +228,7 @@ pub struct Engine {
     model: Option<model::Model>,
     model_weight: f32,
     thresholds: Thresholds,
+    data_access: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -287,6 +302,7 @@ impl Engine {
             model,
             model_weight: MODEL_WEIGHT,
             thresholds,
+            data_access: true,
         })
     }
 
@@ -338,12 +354,19 @@ impl Engine {
         self.model_weight = w.clamp(0.0, 1.0);
     }
 
+    /// Turns the `data_access_attempt` category on (default) or off; off, its rules are ignored.
+    pub fn set_data_access(&mut self, on: bool) {
+        self.data_access = on;
+    }
+
     /// Approximate heap bytes of the compiled rules (automata, tables) and of the model.
     #[doc(hidden)]
     pub fn heap_bytes(&self) -> (usize, usize) {
         (
             self.rules.heap_bytes(),
-            self.model.as_ref().map_or(0, |m| m.heap_bytes()),
+            self.model.as_ref().map_or(0, |m| {
+                m.heap_bytes() + m.lm.as_ref().map_or(0, |l| l.heap_bytes())
+            }),
         )
     }
 
@@ -355,6 +378,16 @@ impl Engine {
 
     /// Screens `text` coming from `source`. Never panics; cost is linear in the text size.
     pub fn screen(&self, text: &str, source: Source) -> Screening {
+        self.analyse(text, source).0
+    }
+
+    /// The fusion inputs of `text` (for fitting the fusion out-of-fold; see `model::Fusion`).
+    #[doc(hidden)]
+    pub fn fusion_features(&self, text: &str, source: Source) -> [f32; model::FUSION_INPUTS] {
+        self.analyse(text, source).1
+    }
+
+    fn analyse(&self, text: &str, source: Source) -> (Screening, [f32; model::FUSION_INPUTS]) {
         let indirect = source != Source::User;
         let norm = normalize(text);
         let toks = tokenize(&norm.text);
@@ -399,7 +432,9 @@ impl Engine {
             &mut fired,
         );
 
+        let mut decoded = false;
         if !rh.is_empty() {
+            decoded = true;
             signals.push("decoded_rot13".into());
             self.collect(
                 &rh,
@@ -410,6 +445,7 @@ impl Engine {
         }
         // Embedded encoded segments.
         for seg in decode::find_segments(text) {
+            decoded = true;
             let sig = seg.kind.signal();
             if !signals.iter().any(|s| s == sig) {
                 signals.push(sig.into());
@@ -422,8 +458,24 @@ impl Engine {
             self.collect(&sh, |_| span, &mut matches, &mut fired);
         }
 
+        // Letters spaced apart with single spaces across a whole sentence join into one long
+        // token: match it again split into the rule library's words.
+        if ns.spaced {
+            for &(a, b) in toks.nspan.iter() {
+                let (a, b) = (a as usize, b as usize);
+                let Some(seg) = norm.text.get(a..b).and_then(|t| self.rules.segment(t)) else {
+                    continue;
+                };
+                let n2 = normalize(&seg);
+                let t2 = tokenize(&n2.text);
+                let mut sh = Vec::new();
+                self.rules.scan(&n2, &t2, &t2.words, false, &mut sh);
+                let span = norm.map_span(a, b);
+                self.collect(&sh, |_| span, &mut matches, &mut fired);
+            }
+        }
         // Rule scores: noisy-OR of distinct fired rules per category.
-        let mut keep = [1f32; 5];
+        let mut keep = [1f32; 6];
         for (ri, r) in self.rules.rules.iter().enumerate() {
             let on = fired
                 .get(ri / 64)
@@ -442,34 +494,108 @@ impl Engine {
         if ns.tag_chars {
             keep[0] *= 0.4;
         }
-        // Learned model.
-        if let Some(m) = &self.model {
+        if !self.data_access {
+            keep[4] = 1.0;
+            matches.retain(|m| m.category != Category::DataAccessAttempt);
+        }
+        let rule = keep.map(|k| (1.0 - k).clamp(0.0, 1.0));
+        // Per-category scores; the fused risk (when a fusion is loaded) replaces their max.
+        let mut score = rule;
+        let mut x = [0f32; model::FUSION_INPUTS];
+        let mut fused: Option<f32> = None;
+        if let Some(m) = self.model.as_ref().filter(|_| self.model_weight > 0.0) {
             let mut scratch = Vec::new();
             let p = m.predict(&toks, &mut scratch);
             // Very short texts carry little n-gram evidence: damp the model there.
             let n = toks.wstart.len() as f32;
             let lf = ((n + SHORT_DAMP_OFFSET) / SHORT_DAMP_TOKENS).min(1.0);
-            for (k, pc) in keep.iter_mut().zip(p.iter().skip(1)) {
-                *k *= 1.0 - (self.model_weight * lf * pc).clamp(0.0, 1.0);
+            let mw = if m.fusion.is_some() {
+                1.0
+            } else {
+                self.model_weight
+            };
+            let nat = m.lm.as_ref().map(|l| (l, l.score(text)));
+            let p_attack = (1.0 - p[0]).clamp(1e-4, 1.0 - 1e-4);
+            let rmax = rule.iter().take(4).copied().fold(0.0, f32::max);
+            let vals = [
+                rule[0],
+                rule[1],
+                rule[2],
+                rule[3],
+                rmax,
+                mw * lf * (p_attack / (1.0 - p_attack)).ln().clamp(-8.0, 8.0) / 4.0,
+                mw * lf * p[1],
+                mw * lf * p[2],
+                mw * lf * p[3],
+                mw * lf * p[4],
+                lf,
+                f32::from(u8::from(decoded)),
+                f32::from(u8::from(ns.invisible || ns.tag_chars)),
+                f32::from(u8::from(ns.homoglyphs)),
+                f32::from(u8::from(ns.spaced)),
+                f32::from(u8::from(ns.leet)),
+                f32::from(u8::from(indirect)),
+                (1.0 + n).ln() / 8.0,
+                nat.map_or(0.0, |(_, v)| v.suffix),
+                mw * rmax * lf * p_attack,
+            ];
+            x = vals;
+            for (c, sc) in score.iter_mut().enumerate().take(4) {
+                let pc = p.get(c + 1).copied().unwrap_or(0.0);
+                let mc = match m.fusion {
+                    Some(_) => lf * pc,
+                    None => (mw * lf * pc).clamp(0.0, 1.0),
+                };
+                *sc = 1.0 - (1.0 - *sc) * (1.0 - mc);
+            }
+            if let Some(f) = &m.fusion {
+                let r = f.risk(&x);
+                let top = score.iter().take(4).copied().fold(0.0, f32::max);
+                for sc in score.iter_mut().take(4) {
+                    *sc = if top > 0.0 { r * *sc / top } else { 0.0 };
+                }
+                fused = Some(r);
+            }
+            // A fluent text ending in token salad: jailbreak evidence of its own.
+            if let Some((l, v)) = nat
+                && v.suffix >= l.threshold
+            {
+                score[1] = score[1].max(self.thresholds.flag);
+                signals.push("unnatural_suffix".into());
+                if let Some((start, end)) = v.span
+                    && matches.len() < MAX_MATCHES
+                {
+                    matches.push(RuleMatch {
+                        rule: SUFFIX_RULE.into(),
+                        category: Category::Jailbreak,
+                        start,
+                        end,
+                        owasp: Some("LLM01:2025".into()),
+                        atlas: Some(format!("AML.T0054@{}", self.rules.atlas_version)),
+                    });
+                }
             }
         }
         // Credentials: the highest finding confidence is the secret_exposure score.
         let secrets = self.secrets.scan(text);
         let secret_score = secrets.iter().map(|f| f.confidence).fold(0.0f32, f32::max);
-        if let Some(k) = keep.get_mut(Category::SecretExposure.idx()) {
-            *k *= 1.0 - secret_score.clamp(0.0, 1.0);
+        if let Some(s) = score.get_mut(Category::SecretExposure.idx()) {
+            *s = s.max(secret_score.clamp(0.0, 1.0));
         }
-        let attack_risk = Category::MODEL_CLASSES
+        // Attacks (the model's classes) are what blocks; data-access requests and secrets
+        // flag at most.
+        let attack = score
             .iter()
-            .filter_map(|c| keep.get(c.idx()))
-            .map(|k| (1.0 - k).clamp(0.0, 1.0))
-            .fold(0.0f32, f32::max);
+            .take(Category::MODEL_CLASSES.len())
+            .copied()
+            .fold(0.0f32, f32::max)
+            .max(fused.unwrap_or(0.0));
         let mut categories: Vec<CategoryScore> = Category::ALL
             .iter()
-            .zip(keep.iter())
+            .zip(score.iter())
             .map(|(c, k)| CategoryScore {
                 category: *c,
-                score: (1.0 - k).clamp(0.0, 1.0),
+                score: k.clamp(0.0, 1.0),
             })
             .filter(|c| c.score > 0.0)
             .collect();
@@ -478,12 +604,15 @@ impl Engine {
                 .total_cmp(&a.score)
                 .then(a.category.cmp(&b.category))
         });
-        let risk = categories.first().map(|c| c.score).unwrap_or(0.0);
-        // Attacks (the model's categories) flag and block at the thresholds; a secret
-        // raises the verdict to flag at most (see SECRET_FLAG_CONFIDENCE).
-        let verdict = if attack_risk >= self.thresholds.block {
+        let top = categories.first();
+        let risk = top
+            .map(|c| c.score)
+            .unwrap_or(0.0)
+            .max(fused.unwrap_or(0.0));
+        // Bulk data requests and secrets are flagged for review, never blocked on their own.
+        let verdict = if attack >= self.thresholds.block {
             Verdict::Block
-        } else if attack_risk >= self.thresholds.flag
+        } else if risk >= self.thresholds.flag
             || secret_score >= self.thresholds.flag.min(SECRET_FLAG_CONFIDENCE)
         {
             Verdict::Flag
@@ -491,14 +620,17 @@ impl Engine {
             Verdict::Allow
         };
         matches.sort_by(|a, b| a.start.cmp(&b.start).then(a.end.cmp(&b.end)));
-        Screening {
-            verdict,
-            risk_score: risk,
-            categories,
-            matches,
-            signals,
-            secrets,
-        }
+        (
+            Screening {
+                verdict,
+                risk_score: risk,
+                categories,
+                matches,
+                signals,
+                secrets,
+            },
+            x,
+        )
     }
 
     fn collect(

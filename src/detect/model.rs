@@ -4,11 +4,15 @@
 //! Owns: feature extraction (shared with the trainer `src/bin/train.rs`), the weight-file
 //! format (`data/model/weights.bin`) and inference. Imports only std.
 //!
-//! Weight file (little endian): magic `DTM1`, u32 `bits`, u32 `classes`, `classes` f32 biases,
-//! then `(1 << bits) * classes` f32 weights laid out feature-major.
+//! Weight file (little endian): magic `DTM1` or `DTM2`, u32 `bits`, u32 `classes`, `classes` f32
+//! biases, then `(1 << bits) * classes` f32 weights laid out feature-major.
 //! Class order: benign, prompt_injection, jailbreak, data_exfiltration, privilege_escalation.
+//! `DTM2` files continue with tagged sections (`[u8; 4]` tag, u32 byte length, payload):
+//! `FUS1` the stacked fusion ([`Fusion`]: u32 n, f32 bias, f32 shift, n f32 weights) and
+//! `NAT1` the naturalness model ([`super::natural::CharLm`]). Unknown tags are an error.
 
 use super::DetectError;
+use super::natural::CharLm;
 use super::normalize::Tokens;
 
 pub const CLASSES: usize = 5;
@@ -18,6 +22,41 @@ pub struct Model {
     bits: u32,
     bias: [f32; CLASSES],
     w: Vec<f32>,
+    /// The stacked combination of rule and model evidence, when the file carries one.
+    pub fusion: Option<Fusion>,
+    /// The naturalness (adversarial-suffix) model, when the file carries one.
+    pub lm: Option<CharLm>,
+}
+
+/// Number of inputs of the fusion (see `Engine::fusion_features`).
+pub const FUSION_INPUTS: usize = 20;
+
+/// A logistic model over the fusion inputs, fitted out-of-fold (`examples/train_model.rs fuse`).
+/// `risk = sigmoid(bias + shift + w . x)`; `shift` moves the threshold chosen on out-of-fold
+/// scores onto the default flag threshold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fusion {
+    pub bias: f32,
+    pub shift: f32,
+    pub w: [f32; FUSION_INPUTS],
+}
+
+impl Fusion {
+    /// The fused risk for inputs `x`.
+    pub fn risk(&self, x: &[f32; FUSION_INPUTS]) -> f32 {
+        let z = self.bias + self.shift + self.w.iter().zip(x).map(|(a, b)| a * b).sum::<f32>();
+        1.0 / (1.0 + (-z).exp())
+    }
+}
+
+fn u32_at(b: &[u8], o: usize) -> Option<u32> {
+    b.get(o..o + 4)
+        .and_then(|s| s.try_into().ok())
+        .map(u32::from_le_bytes)
+}
+
+fn f32_at(b: &[u8], o: usize) -> Option<f32> {
+    u32_at(b, o).map(f32::from_bits)
 }
 
 #[inline]
@@ -153,29 +192,28 @@ impl Model {
             return Ok(None);
         }
         let bad = |m: &str| DetectError::Model(m.to_owned());
-        if b.get(..4) != Some(b"DTM1".as_slice()) {
-            return Err(bad(
-                "weight file must start with magic DTM1; retrain with `cargo run --release --bin train`",
-            ));
-        }
-        let u32_at = |o: usize| -> Option<u32> {
-            b.get(o..o + 4)
-                .and_then(|s| s.try_into().ok())
-                .map(u32::from_le_bytes)
+        let v2 = match b.get(..4) {
+            Some(b"DTM1") => false,
+            Some(b"DTM2") => true,
+            _ => {
+                return Err(bad(
+                    "weight file must start with magic DTM1 or DTM2; retrain with `cargo run --release --example train_model`",
+                ));
+            }
         };
-        let bits = u32_at(4).ok_or_else(|| bad("truncated header"))?;
-        let classes = u32_at(8).ok_or_else(|| bad("truncated header"))? as usize;
+        let bits = u32_at(b, 4).ok_or_else(|| bad("truncated header"))?;
+        let classes = u32_at(b, 8).ok_or_else(|| bad("truncated header"))? as usize;
         if classes != CLASSES || !(8..=24).contains(&bits) {
             return Err(bad(
                 "unsupported weight file: expected 5 classes and 8..=24 hash bits",
             ));
         }
         let n = (1usize << bits) * CLASSES;
-        let need = 12 + 4 * (CLASSES + n);
-        if b.len() != need {
+        let body = 12 + 4 * (CLASSES + n);
+        if b.len() < body || (!v2 && b.len() != body) {
             return Err(bad("weight file has the wrong length for its header"));
         }
-        let mut floats = b.get(12..).unwrap_or(&[]).chunks_exact(4).map(|c| {
+        let mut floats = b.get(12..body).unwrap_or(&[]).chunks_exact(4).map(|c| {
             let a: [u8; 4] = c.try_into().unwrap_or([0; 4]);
             f32::from_le_bytes(a)
         });
@@ -184,7 +222,54 @@ impl Model {
             *x = floats.next().unwrap_or(0.0);
         }
         let w: Vec<f32> = floats.collect();
-        Ok(Some(Model { bits, bias, w }))
+        let mut m = Model {
+            bits,
+            bias,
+            w,
+            fusion: None,
+            lm: None,
+        };
+        let mut o = body;
+        while o < b.len() {
+            let tag = b
+                .get(o..o + 4)
+                .ok_or_else(|| bad("truncated section tag"))?;
+            let len = u32_at(b, o + 4).ok_or_else(|| bad("truncated section length"))? as usize;
+            let p = b
+                .get(o + 8..o + 8 + len)
+                .ok_or_else(|| bad("section runs past the end of the file"))?;
+            match tag {
+                b"FUS1" => m.fusion = Some(parse_fusion(p).ok_or_else(|| bad("bad FUS1 section"))?),
+                b"NAT1" => {
+                    m.lm = Some(CharLm::from_bytes(p).ok_or_else(|| bad("bad NAT1 section"))?)
+                }
+                _ => return Err(bad("unknown section in the weight file")),
+            }
+            o += 8 + len;
+        }
+        Ok(Some(m))
+    }
+
+    /// Serialises the model (with its fusion and naturalness sections) as a `DTM2` file.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        write_file(
+            self.bits,
+            &self.bias,
+            &self.w,
+            self.fusion.as_ref(),
+            self.lm.as_ref(),
+        )
+    }
+
+    /// Assembles a model from trained parts.
+    pub fn from_parts(bits: u32, bias: [f32; CLASSES], w: Vec<f32>) -> Model {
+        Model {
+            bits,
+            bias,
+            w,
+            fusion: None,
+            lm: None,
+        }
     }
 
     pub fn bits(&self) -> u32 {
@@ -266,4 +351,58 @@ pub fn softmax(z: [f32; CLASSES]) -> [f32; CLASSES] {
         *pi /= s.max(f32::MIN_POSITIVE);
     }
     p
+}
+
+fn parse_fusion(p: &[u8]) -> Option<Fusion> {
+    let n = u32_at(p, 0)? as usize;
+    if n != FUSION_INPUTS || p.len() != 12 + 4 * n {
+        return None;
+    }
+    let mut w = [0f32; FUSION_INPUTS];
+    for (i, x) in w.iter_mut().enumerate() {
+        *x = f32_at(p, 12 + 4 * i)?;
+    }
+    let f = Fusion {
+        bias: f32_at(p, 4)?,
+        shift: f32_at(p, 8)?,
+        w,
+    };
+    (f.bias.is_finite() && f.shift.is_finite() && f.w.iter().all(|x| x.is_finite())).then_some(f)
+}
+
+/// Writes a `DTM2` weight file.
+pub fn write_file(
+    bits: u32,
+    bias: &[f32; CLASSES],
+    w: &[f32],
+    fusion: Option<&Fusion>,
+    lm: Option<&CharLm>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(12 + 4 * (CLASSES + w.len()));
+    out.extend_from_slice(b"DTM2");
+    out.extend_from_slice(&bits.to_le_bytes());
+    out.extend_from_slice(&(CLASSES as u32).to_le_bytes());
+    for x in bias.iter().chain(w.iter()) {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    if let Some(f) = fusion {
+        let mut p = Vec::new();
+        p.extend_from_slice(&(FUSION_INPUTS as u32).to_le_bytes());
+        p.extend_from_slice(&f.bias.to_le_bytes());
+        p.extend_from_slice(&f.shift.to_le_bytes());
+        for x in f.w.iter() {
+            p.extend_from_slice(&x.to_le_bytes());
+        }
+        section(&mut out, b"FUS1", &p);
+    }
+    if let Some(l) = lm {
+        section(&mut out, b"NAT1", &l.to_bytes());
+    }
+    out
+}
+
+fn section(out: &mut Vec<u8>, tag: &[u8; 4], p: &[u8]) {
+    out.extend_from_slice(tag);
+    out.extend_from_slice(&(p.len() as u32).to_le_bytes());
+    out.extend_from_slice(p);
 }

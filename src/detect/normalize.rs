@@ -132,6 +132,23 @@ fn is_sep(c: char) -> bool {
     matches!(c, ' ' | '.' | '-' | '_' | '*' | ',' | '|' | '/' | '+' | '~')
 }
 
+/// 0: not a separator, 1: space, 2: punctuation separator.
+fn sep_kind(c: char) -> u8 {
+    match c {
+        ' ' => 1,
+        c if is_sep(c) => 2,
+        _ => 0,
+    }
+}
+
+fn sep_kind_byte(b: u8) -> u8 {
+    match b {
+        b' ' => 1,
+        b if is_sep_byte(b) => 2,
+        _ => 0,
+    }
+}
+
 /// Folds one non-ASCII char: compatibility decomposition, lower-casing, mark stripping,
 /// confusables. `first`/`tmp` are scratch buffers (no allocation per char).
 fn fold_char(
@@ -274,7 +291,7 @@ fn leet_byte(b: u8) -> Option<u8> {
 fn spaced_runs(
     n: usize,
     tok: impl Fn(usize) -> bool,
-    sep: impl Fn(usize) -> bool,
+    sep: impl Fn(usize) -> u8,
     drop: &mut Vec<bool>,
 ) -> bool {
     // single(i): unit i is a one-char token (neighbours are not token chars).
@@ -297,10 +314,12 @@ fn spaced_runs(
             i = r;
             continue;
         }
-        // extend run: single (sep single)*
+        // extend run: single (sep single)*, one separator kind per run (spaces, or
+        // punctuation), so "i.g.n.o.r.e a.l.l" stays two words.
+        let k0 = sep(i + 1);
         let mut j = i;
         let mut count = 1;
-        while j + 2 < n && sep(j + 1) && single(j + 2) {
+        while j + 2 < n && k0 != 0 && sep(j + 1) == k0 && single(j + 2) {
             j += 2;
             count += 1;
         }
@@ -446,7 +465,7 @@ pub fn normalize(input: &str) -> Normalized {
         spaced_runs(
             n,
             |i| cl.get(i).is_some_and(|f| f & F_TOK != 0),
-            |i| u.get(i).is_some_and(|x| is_sep(x.c)),
+            |i| u.get(i).map_or(0, |x| sep_kind(x.c)),
             &mut drop,
         )
     };
@@ -526,7 +545,7 @@ fn normalize_ascii(input: &str) -> Normalized {
         spaced_runs(
             n,
             |i| tb.get(i).is_some_and(|&b| ascii_class(b) & F_TOK != 0),
-            |i| tb.get(i).is_some_and(|&b| is_sep_byte(b)),
+            |i| tb.get(i).map_or(0, |&b| sep_kind_byte(b)),
             &mut drop,
         )
     };

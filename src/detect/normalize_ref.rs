@@ -174,6 +174,15 @@ fn is_tok(c: char) -> bool {
     c.is_alphanumeric() || c == '$'
 }
 
+/// 0: not a separator, 1: space, 2: punctuation separator.
+fn sep_kind(c: char) -> u8 {
+    match c {
+        ' ' => 1,
+        c if is_sep(c) => 2,
+        _ => 0,
+    }
+}
+
 fn join_spaced(units: Vec<Unit>, sig: &mut NormSignals) -> Vec<Unit> {
     let n = units.len();
     // single[i]: units[i] is a one-char token (neighbours are not token chars).
@@ -195,9 +204,12 @@ fn join_spaced(units: Vec<Unit>, sig: &mut NormSignals) -> Vec<Unit> {
             continue;
         }
         // extend run: single (sep single)*
+        // One separator kind per run (spaces, or punctuation): "i.g.n.o.r.e a.l.l" is two words.
+        let kind = |k: usize| units.get(k).map(|u| sep_kind(u.c)).unwrap_or(0);
+        let k0 = kind(i + 1);
         let mut j = i;
         let mut count = 1;
-        while j + 2 < n && units.get(j + 1).is_some_and(|u| is_sep(u.c)) && single(j + 2) {
+        while j + 2 < n && k0 != 0 && kind(j + 1) == k0 && single(j + 2) {
             j += 2;
             count += 1;
         }

@@ -141,6 +141,7 @@ pub struct RuleSet {
     /// Per raw pattern: [`MARK_AT`] / [`MARK_URL`] when it also feeds the pseudo keywords.
     raw_marks: Vec<u8>,
     pseudo: HashMap<&'static str, Vec<(u32, u8)>>,
+    lexicon: std::collections::HashSet<String>,
 }
 
 impl RuleSet {
@@ -316,6 +317,16 @@ impl RuleSet {
             })
             .collect();
         let word_keys = padded;
+        // Lexicon for re-segmenting letters spaced apart with single spaces throughout
+        // ("i g n o r e a l l ..." joins into one token): every ASCII word of the keywords.
+        let mut lexicon: std::collections::HashSet<String> = std::collections::HashSet::new();
+        for (k, _) in word_map.keys() {
+            for w in k.split(' ') {
+                if w.len() >= 2 && w.bytes().all(|b| b.is_ascii_lowercase()) {
+                    lexicon.insert(w.to_owned());
+                }
+            }
+        }
         // The structural pseudo keywords are found by the raw automaton too: `@` (then
         // checked for an address around it) and the URL openings.
         let mut raw_marks = vec![0u8; raw_keys.len()];
@@ -361,7 +372,54 @@ impl RuleSet {
             raw_pats,
             raw_marks,
             pseudo,
+            lexicon,
         })
+    }
+
+    /// Splits a run of letters into lexicon words where that covers it best
+    /// ("ignoreallpreviousinstructions" -> "ignore all previous instructions"); letters no
+    /// word covers stay as one-letter words. `None` when fewer than two words are found.
+    pub fn segment(&self, tok: &str) -> Option<String> {
+        const LONGEST: usize = 20;
+        let b = tok.as_bytes();
+        let n = b.len();
+        if !(8..=512).contains(&n) || !b.iter().all(|c| c.is_ascii_lowercase()) {
+            return None;
+        }
+        // best[i] = (covered letters, words, previous cut) for the prefix b[..i].
+        let mut best: Vec<(usize, usize, usize)> = vec![(0, 0, 0); n + 1];
+        for i in 1..=n {
+            let mut cur = best.get(i - 1).map_or((0, 0, 0), |p| (p.0, p.1, i - 1));
+            for l in 2..=LONGEST.min(i) {
+                let Some(w) = tok.get(i - l..i) else { continue };
+                if self.lexicon.contains(w)
+                    && let Some(p) = best.get(i - l)
+                    && (p.0 + l, usize::MAX - p.1 - 1) > (cur.0, usize::MAX - cur.1)
+                {
+                    cur = (p.0 + l, p.1 + 1, i - l);
+                }
+            }
+            if let Some(x) = best.get_mut(i) {
+                *x = cur;
+            }
+        }
+        let (_, words, _) = best.get(n).copied()?;
+        if words < 2 {
+            return None;
+        }
+        let mut cuts = Vec::new();
+        let mut i = n;
+        while i > 0 {
+            let p = best.get(i).map_or(0, |x| x.2);
+            cuts.push((p, i));
+            i = p;
+        }
+        let parts: Vec<&str> = cuts
+            .iter()
+            .rev()
+            .filter_map(|&(a, e)| tok.get(a..e))
+            .collect();
+        Some(parts.join(" "))
     }
 
     /// Heap bytes of the compiled automata and pattern tables (approximate).
