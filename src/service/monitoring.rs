@@ -252,6 +252,7 @@ impl IncidentService {
         let auto = self.config.performance.auto_resolve;
         let mut n = 0;
         for (source, metric) in recovered {
+            let nb = self.notification_builder();
             let key = format!("perf|{source}|{}", metric.as_str());
             let Some(inc) = self.store.find_open_by_dedup(&key).await? else {
                 continue;
@@ -268,9 +269,12 @@ impl IncidentService {
                     Box::new(move |inc| {
                         let mut ev = vec![EventKind::Recovered { detail }];
                         if auto && inc.status.allowed_next().contains(&Status::Resolved) {
-                            ev.push(inc.transition(Status::Resolved, now)?);
-                            inc.resolution =
-                                Some("metric recovered (auto-resolved by policy)".into());
+                            ev.extend(nb.resolve(
+                                inc,
+                                "metric recovered (auto-resolved by policy)".into(),
+                                None,
+                                now,
+                            )?);
                         }
                         inc.updated_at = now;
                         Ok(ev)
@@ -490,6 +494,7 @@ impl IncidentService {
         };
         let now = self.now();
         let text = format!("catalog change {key} approved by {approver}; pin updated");
+        let nb = self.notification_builder();
         let inc = self
             .store
             .update(
@@ -498,8 +503,12 @@ impl IncidentService {
                 now,
                 Box::new(move |inc| {
                     let mut ev = vec![EventKind::Note { text }];
-                    ev.push(inc.transition(Status::Resolved, now)?);
-                    inc.resolution = Some("tool definition change approved".into());
+                    ev.extend(nb.resolve(
+                        inc,
+                        "tool definition change approved".into(),
+                        None,
+                        now,
+                    )?);
                     Ok(ev)
                 }),
             )
