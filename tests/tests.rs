@@ -8,5 +8,6 @@ mod detect;
 mod http;
 mod lifecycle;
 mod monitoring;
+mod rest;
 mod stdio;
 mod store;

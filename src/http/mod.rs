@@ -5,6 +5,7 @@
 //!
 //! May import: axum, rmcp's HTTP transport, the MCP handler, the service.
 
+pub mod api;
 pub mod legacy_sse;
 
 use std::net::SocketAddr;
@@ -90,6 +91,7 @@ pub fn app(handler: IncidentMcp, opts: HttpOptions, ct: CancellationToken) -> Ro
         .route("/healthz", get(healthz))
         .nest_service("/mcp", svc)
         .merge(legacy_sse::router(handler.clone(), opts.max_body_bytes, ct))
+        .merge(api::router(handler.service().clone(), opts.max_body_bytes))
         .with_state(handler)
         .layer(middleware::from_fn_with_state(guard, guard_layer))
 }
