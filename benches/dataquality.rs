@@ -10,7 +10,7 @@ use std::fs;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 
-use ai_incident_mcp::dataquality::{PinLock, check_all};
+use ai_incident_mcp::checks::dataquality::{PinLock, check_all};
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::{Value, json};
 

@@ -1,11 +1,14 @@
 //! Wiring: builds the store, engine and service from settings. Used by the
 //! binary and by tests, so both run the same assembly.
+//!
+//! May import: `crate::config`, `crate::detect`, `crate::domain`, `crate::service`,
+//! `crate::store`, `crate::notify`.
 
 use std::sync::Arc;
 
-use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::detect::{Engine, Thresholds};
+use crate::domain::clock::{Clock, SystemClock};
 use crate::service::{IncidentService, Limits};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};

@@ -1,13 +1,13 @@
 //! Server configuration: one TOML file, with every default embedded from `data/default-config.toml`.
 //!
 //! Owns: the `Config` tree, loading (defaults ⊕ user file), and semantic validation with errors that name
-//! the offending key. The policy types themselves live in [`crate::policy`] and [`crate::notify`].
+//! the offending key. The policy types themselves live in [`crate::domain::policy`] and [`crate::notify`].
 //!
 //! Loading merges the user's file onto the embedded defaults table by table (scalars and arrays in the
 //! user's file replace the default; tables are merged key by key), then deserializes with unknown keys
 //! rejected, then validates cross-references (channel names) and ranges.
 //!
-//! May import: `std`, `serde`, `toml`, `humantime_serde`, `thiserror`, `crate::policy`, `crate::notify`.
+//! May import: `std`, `serde`, `toml`, `humantime_serde`, `thiserror`, `crate::domain`, `crate::notify`.
 //! Must not import rmcp, axum, rusqlite/sqlx or anyhow.
 
 use std::path::{Path, PathBuf};
@@ -15,13 +15,23 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::notify::NotifyConfig;
-use crate::policy::{
+use crate::domain::policy::{
     ClassificationPolicy, EscalationPolicy, MAX_LEVEL, RegulatoryPolicy, Severity,
 };
+use crate::notify::NotifyConfig;
 
 /// The embedded default configuration, fully commented.
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("../data/default-config.toml");
+
+impl Config {
+    /// The response policies the domain decides with (classification and escalation).
+    pub fn rules(&self) -> crate::domain::opening::Rules<'_> {
+        crate::domain::opening::Rules {
+            classification: &self.classification,
+            escalation: &self.escalation,
+        }
+    }
+}
 
 /// Root of the configuration file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,32 +1,29 @@
 //! ai-incident-mcp: a self-hosted AI incident response server spoken to over
 //! the Model Context Protocol.
 //!
-//! Layering (see `docs/architecture.md`):
-//! `transport → mcp / http / cli → service → {incident, detect, audit, store}`.
-//! The domain modules (`incident`, `detect`, `audit`, `clock`) import no rmcp,
-//! axum, SQL or CLI crate.
+//! Layers (see `docs/architecture.md`; folders are layers, files are capabilities):
+//! adapters (`mcp`, `http`, `view`, `monitor`, the CLI in `main.rs`) → `service` (one
+//! `IncidentService`, one file per use-case group) → `domain`, `checks` and `detect` (pure).
+//! `store` and `notify` implement the service's ports. `tests/architecture.rs` enforces every
+//! module's `May import:` line and the absence of cycles between top-level modules.
 //!
 //! No panics in library code: `unwrap`, `expect` and `panic!` are denied here
 //! (tests may use them).
+//!
+//! May import: every top-level module (it declares them).
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
 pub mod app;
-pub mod audit;
-pub mod clock;
+pub mod checks;
 pub mod config;
-pub mod dataquality;
 pub mod detect;
+pub mod domain;
 pub mod http;
-pub mod incident;
-pub mod lifecycle;
 pub mod mcp;
 pub mod monitor;
-pub mod monitoring;
 pub mod notify;
-pub mod performance;
-pub mod policy;
 pub mod service;
 pub mod store;

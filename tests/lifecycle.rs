@@ -731,7 +731,7 @@ async fn lifecycle_errors_are_tool_errors_the_caller_can_fix() {
 // ---------------------------------------------------------------------------------------------
 
 mod claims {
-    use ai_incident_mcp::incident::*;
+    use ai_incident_mcp::domain::incident::*;
     use ai_incident_mcp::store::sqlite::SqliteStore;
     use ai_incident_mcp::store::{OutboxStatus, OutboxUpdate, Store};
     use chrono::{TimeZone, Utc};
@@ -920,10 +920,10 @@ async fn auto_block_policy_contains_a_blocked_attack_at_once() {
 
 #[tokio::test]
 async fn approaching_report_deadline_escalates_once_with_a_fake_clock() {
-    use ai_incident_mcp::clock::ManualClock;
     use ai_incident_mcp::config::Config;
-    use ai_incident_mcp::lifecycle::UpdateInput;
+    use ai_incident_mcp::domain::clock::ManualClock;
     use ai_incident_mcp::service::ReportInput;
+    use ai_incident_mcp::service::UpdateInput;
     use chrono::TimeZone;
     let d = tempdir();
     let clock = Arc::new(ManualClock::new(

@@ -21,6 +21,9 @@ const TOOLS: &[&str] = &[
     "contain_incident",
     "lift_containment",
     "document_incident",
+    "record_metrics",
+    "check_data_quality",
+    "approve_catalog_change",
 ];
 
 #[tokio::test]
@@ -28,6 +31,14 @@ async fn tools_list_has_schemas_and_annotations() {
     let d = tempdir();
     let c = stdio_client(&db_in(d.path()), &[]).await;
     let tools = c.list_all_tools().await.unwrap();
+    assert_eq!(
+        tools.len(),
+        TOOLS.len(),
+        "tools/list: {:?}",
+        tools.iter().map(|t| t.name.as_ref()).collect::<Vec<_>>()
+    );
+    // The real binary serves exactly the reviewed schemas (same golden file as the in-process test).
+    crate::golden::assert_golden("tools_list.json", &crate::golden::tools_json(&tools));
     for name in TOOLS {
         let t = tools
             .iter()

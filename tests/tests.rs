@@ -3,8 +3,10 @@
 
 mod common;
 
+mod architecture;
 mod cli;
 mod detect;
+mod golden;
 mod http;
 mod lifecycle;
 mod monitoring;

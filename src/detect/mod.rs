@@ -6,7 +6,7 @@
 //! ([`model`], `data/model/weights.bin`) and the scoring that turns both into a
 //! [`Screening`] with a verdict, per-category scores and evidence spans into the original text.
 //!
-//! May import only std, serde, aho-corasick, unicode-normalization, toml, base64 and
+//! May import: no other crate module (a leaf); only std, serde, aho-corasick, unicode-normalization, toml, base64 and
 //! thiserror. No I/O, no panics: every failure is a [`DetectError`].
 //!
 //! ```

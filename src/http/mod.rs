@@ -3,7 +3,7 @@
 //! all behind one Host/Origin guard (DNS-rebinding protection) and an
 //! optional bearer token.
 //!
-//! May import: axum, rmcp's HTTP transport, the MCP handler, the service.
+//! May import: `crate::mcp` (the handler), `crate::service`; axum and rmcp's HTTP transport.
 
 pub mod api;
 pub mod legacy_sse;

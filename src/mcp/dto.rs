@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::detect::Source;
-use crate::incident::{Event, Incident};
+use crate::domain::incident::{Event, Incident};
 use crate::service::ScreenOutcome;
 use crate::store::Page;
 
@@ -209,13 +209,17 @@ pub struct IncidentDetail {
     pub timeline: Vec<TimelineEntry>,
     /// Response measurements computed from the timeline (time to acknowledge = MTTA
     /// contribution, time to resolve = MTTR contribution, SLA met, escalations, deliveries).
-    pub response: crate::lifecycle::ResponseMetrics,
+    pub response: crate::domain::postmortem::ResponseMetrics,
 }
 
 impl IncidentDetail {
     /// Builds the view from the incident, its timeline and the response
     /// measurements the service computed ([`crate::service::IncidentService::response_metrics`]).
-    pub fn new(inc: Incident, tl: Vec<Event>, response: crate::lifecycle::ResponseMetrics) -> Self {
+    pub fn new(
+        inc: Incident,
+        tl: Vec<Event>,
+        response: crate::domain::postmortem::ResponseMetrics,
+    ) -> Self {
         IncidentDetail {
             response,
             incident: serde_json::to_value(&inc).unwrap_or(serde_json::Value::Null),

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::incident::Incident;
+use crate::domain::incident::Incident;
 
 /// Arguments of `acknowledge_incident`.
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -7,7 +7,7 @@ use rmcp::{tool, tool_router};
 use super::dto::Args;
 use super::lifecycle_dto::*;
 use super::{IncidentMcp, ToolFailure};
-use crate::lifecycle::{DocumentOutcome, UpdateInput};
+use crate::service::{DocumentOutcome, UpdateInput};
 
 #[tool_router(router = lifecycle_router, vis = "pub(crate)")]
 impl IncidentMcp {

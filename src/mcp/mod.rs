@@ -3,7 +3,8 @@
 //! one [`IncidentService`] call and maps the result; caller-fixable errors
 //! become `isError` tool results, faults become protocol errors (logged once).
 //!
-//! May import: rmcp, schemars, serde_json, the service and domain types.
+//! May import: `crate::service`, `crate::domain`, `crate::detect`, `crate::store::Page`; rmcp,
+//! schemars, serde_json.
 
 pub mod dto;
 pub mod lifecycle_dto;
@@ -217,7 +218,9 @@ names the first event that was edited, deleted or reordered.",
             open_world_hint = false
         )
     )]
-    async fn verify_audit_log(&self) -> Result<Json<crate::audit::AuditReport>, ToolFailure> {
+    async fn verify_audit_log(
+        &self,
+    ) -> Result<Json<crate::domain::audit::AuditReport>, ToolFailure> {
         Ok(Json(self.svc.verify_audit_log().await?))
     }
 }
@@ -288,7 +291,7 @@ impl ServerHandler for IncidentMcp {
             .and_then(|r| r.strip_suffix("/postmortem"))
         {
             let md = match self.svc.postmortem(id).await {
-                Ok(doc) => crate::lifecycle::render_markdown(&doc),
+                Ok(doc) => crate::domain::postmortem::render_markdown(&doc),
                 Err(e) if e.is_caller_error() => return Err(not_found(e.to_string())),
                 Err(e) => return Err(resource_error(e)),
             };

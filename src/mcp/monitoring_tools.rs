@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::dto::{Args, IncidentSummary};
 use super::{IncidentMcp, ToolFailure};
-use crate::monitoring::{DqOutcome, MetricsInput, MetricsOutcome};
+use crate::service::{DqOutcome, MetricsInput, MetricsOutcome};
 
 /// Arguments of `record_metrics`.
 #[derive(Debug, Deserialize, JsonSchema)]

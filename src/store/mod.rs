@@ -4,15 +4,15 @@
 //!
 //! Every write appends its events to the hash-chained timeline in the same
 //! transaction, and returns only after the transaction is committed.
-//! May import: `crate::incident`, `crate::audit`, std, async-trait, chrono.
+//! May import: `crate::domain::incident`, `crate::domain::audit`, std, async-trait, chrono.
 
 pub mod sqlite;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::audit::AuditReport;
-use crate::incident::{
+use crate::domain::audit::AuditReport;
+use crate::domain::incident::{
     DomainError, Event, EventKind, Incident, IncidentId, IncidentType, Severity, Status,
 };
 

@@ -22,8 +22,8 @@ use super::{
     ActiveContainment, Cursor, ListQuery, Mutation, OutboxItem, OutboxUpdate, Page, Store,
     StoreError, Upserted,
 };
-use crate::audit::{self, AuditReport, ChainVerifier};
-use crate::incident::{Event, EventKind, Incident, IncidentId};
+use crate::domain::audit::{self, AuditReport, ChainVerifier};
+use crate::domain::incident::{Event, EventKind, Incident, IncidentId};
 
 /// Versioned migrations; each runs once, in order, in its own transaction.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -703,7 +703,7 @@ impl Store for SqliteStore {
                 .map_err(backend)?;
             if let Some((fp, id)) = seen {
                 if fp != fingerprint {
-                    return Err(StoreError::Domain(crate::incident::DomainError::Invalid {
+                    return Err(StoreError::Domain(crate::domain::incident::DomainError::Invalid {
                         field: "Idempotency-Key",
                         message: format!(
                             "was already used for a different report (incident {id}); send a new key for a new report"
@@ -916,7 +916,9 @@ impl Store for SqliteStore {
         flagged_only: bool,
         since: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        self.read(move |conn| {
+        // On the writer, after the activity records this process queued (they are not waited
+        // for): a read connection could count before the previous screening's record commits.
+        self.submit(move |conn| {
             let flagged = if flagged_only {
                 " AND verdict <> 'allow'"
             } else {
@@ -1173,12 +1175,12 @@ mod tests {
     }
 
     fn detection(key: &str, now: DateTime<Utc>) -> crate::store::NewDetection {
-        use crate::incident::*;
+        use crate::domain::incident::*;
         let key = key.to_owned();
         Box::new(move || {
             Incident::open(
                 NewIncident {
-                    severity: crate::incident::Severity::Medium,
+                    severity: crate::domain::incident::Severity::Medium,
                     detection_method: DetectionMethod::Screening,
                     confidence: Some(0.712_345_7),
                     evidence: vec![Evidence {

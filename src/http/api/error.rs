@@ -2,7 +2,7 @@
 //! `{"error": {"code", "message", "field"?}}` with the status that fits, mapped
 //! from [`ServiceError`] in one place ([`ApiError::from`]).
 //!
-//! May import: axum, serde, serde_json, serde_path_to_error, the service error.
+//! May import: `crate::service`, `crate::domain`; axum, serde, serde_json, serde_path_to_error.
 
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -153,7 +153,7 @@ pub fn json_value(
             code: "unsupported_media_type",
             message: format!(
                 "the body must be JSON with Content-Type: application/json (got '{}')",
-                crate::incident::truncate_chars(ct, 60)
+                crate::domain::incident::truncate_chars(ct, 60)
             ),
             field: None,
         });

@@ -4,8 +4,8 @@
 //! [`error::ApiError`]. The OpenAPI 3.1 document is generated from the same Rust
 //! types ([`openapi`]).
 //!
-//! May import: axum, serde, serde_json, the service, the MCP views and arguments
-//! (`crate::mcp::dto`, `crate::mcp::lifecycle_dto`, `crate::mcp::monitoring_tools`).
+//! May import: `crate::service`, `crate::domain`, `crate::mcp` (the tools' argument and
+//! view types, shared with REST), `crate::http`; axum, serde, serde_json.
 
 pub mod error;
 pub mod openapi;
@@ -21,7 +21,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::de::DeserializeOwned;
 
-use crate::lifecycle::UpdateInput;
 use crate::mcp::dto::{
     EscalateArgs, EscalateOutput, IncidentDetail, ListIncidentsOutput, ReportIncidentArgs,
     ReportIncidentOutput, ScreenPromptArgs, ScreenPromptOutput,
@@ -31,7 +30,8 @@ use crate::mcp::lifecycle_dto::{
     UpdateIncidentArgs,
 };
 use crate::mcp::monitoring_tools::RecordMetricsArgs;
-use crate::monitoring::MetricsInput;
+use crate::service::MetricsInput;
+use crate::service::UpdateInput;
 use crate::service::{IncidentService, ListInput, ReportInput, ScreenInput};
 use error::{ApiError, from_value, json_value};
 
@@ -217,7 +217,7 @@ async fn list(
                         "limit",
                         format!(
                             "'{}' is not a whole number from 1 to {}",
-                            crate::incident::truncate_chars(&v, 40),
+                            crate::domain::incident::truncate_chars(&v, 40),
                             crate::service::LIST_MAX
                         ),
                     )
@@ -230,9 +230,9 @@ async fn list(
                     code: "unknown_field",
                     message: format!(
                         "unknown query parameter `{}`; use status, severity, incident_type, since, limit or cursor",
-                        crate::incident::truncate_chars(other, 40)
+                        crate::domain::incident::truncate_chars(other, 40)
                     ),
-                    field: Some(crate::incident::truncate_chars(other, 40)),
+                    field: Some(crate::domain::incident::truncate_chars(other, 40)),
                 });
             }
         };
@@ -264,7 +264,7 @@ async fn postmortem(
     let doc = st.svc.postmortem(&path_id(id)?).await?;
     Ok((
         [(header::CONTENT_TYPE, "text/markdown; charset=utf-8")],
-        crate::lifecycle::render_markdown(&doc),
+        crate::domain::postmortem::render_markdown(&doc),
     )
         .into_response())
 }

@@ -4,15 +4,14 @@
 //! contract and the MCP tool schemas have one source. The operation table
 //! below names, per route, which type goes in and which comes out.
 //!
-//! May import: schemars, serde_json, the MCP views and arguments, the REST error type.
+//! May import: `crate::service`, `crate::domain`, `crate::mcp`, `crate::http`; schemars, serde_json.
 
 use schemars::JsonSchema;
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use serde_json::{Map, Value, json};
 
 use super::error::ErrorBody;
-use crate::audit::AuditReport;
-use crate::lifecycle::DocumentOutcome;
+use crate::domain::audit::AuditReport;
 use crate::mcp::dto::{
     EscalateArgs, EscalateOutput, IncidentDetail, ListIncidentsOutput, ReportIncidentArgs,
     ReportIncidentOutput, ScreenPromptArgs, ScreenPromptOutput,
@@ -22,7 +21,8 @@ use crate::mcp::lifecycle_dto::{
     UpdateIncidentArgs,
 };
 use crate::mcp::monitoring_tools::RecordMetricsArgs;
-use crate::monitoring::MetricsOutcome;
+use crate::service::DocumentOutcome;
+use crate::service::MetricsOutcome;
 
 /// Both generators: request types are described as they deserialize, responses as they serialize.
 struct Gen {

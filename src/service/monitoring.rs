@@ -1,20 +1,22 @@
 //! Monitoring use cases (issue #5): performance incidents from metrics,
 //! data-quality and tool-poisoning incidents from the data files and tool
-//! catalogs, recovery. Pure checks live in [`crate::performance`] and
-//! [`crate::dataquality`]; this module turns their findings into deduplicated
+//! catalogs, recovery. Pure checks live in [`crate::checks::performance`] and
+//! [`crate::checks::dataquality`]; this module turns their findings into deduplicated
 //! incidents through the store, and is called by MCP tools and by the
 //! background loop ([`crate::monitor`]).
 
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::dataquality::{self, DqReport, Finding, FindingKind, PinLock};
-use crate::incident::{
+use crate::checks::dataquality::{self, DqReport, Finding, FindingKind, PinLock};
+use crate::checks::performance::{Metric, MetricSample, PerfMonitor, PerfThresholds, Violation};
+use crate::domain::incident::{
     DetectionMethod, EventKind, Evidence, Incident, IncidentType, NewIncident, Severity, Status,
 };
-use crate::performance::{Metric, MetricSample, PerfMonitor, PerfThresholds, Violation};
+use crate::domain::opening;
 use crate::service::{IncidentService, ServiceError};
 
 /// Monitoring state held by the service.
@@ -174,7 +176,7 @@ impl IncidentService {
         &self,
         v: &Violation,
         now: DateTime<Utc>,
-    ) -> Result<crate::incident::IncidentId, ServiceError> {
+    ) -> Result<crate::domain::incident::IncidentId, ServiceError> {
         let key = format!("perf|{}|{}", v.source, v.metric.as_str());
         let evidence = vec![Evidence {
             rule: v.metric.as_str().to_string(),
@@ -212,7 +214,7 @@ impl IncidentService {
         evidence: Vec<Evidence>,
         actor: &str,
         now: DateTime<Utc>,
-    ) -> Result<crate::incident::IncidentId, ServiceError> {
+    ) -> Result<crate::domain::incident::IncidentId, ServiceError> {
         let cfg = self.config.clone();
         let up = self
             .store
@@ -220,7 +222,7 @@ impl IncidentService {
                 key,
                 Box::new(move || {
                     let (mut inc, mut events) = Incident::open(new, now);
-                    crate::lifecycle::open_events(&cfg, &mut inc, &mut events, now, None);
+                    opening::open_events(cfg.rules(), &mut inc, &mut events, now, None);
                     (inc, events)
                 }),
                 Box::new(move |inc| Ok(vec![inc.record_repeat(evidence, now)])),
@@ -351,7 +353,7 @@ impl IncidentService {
         &self,
         f: &Finding,
         now: DateTime<Utc>,
-    ) -> Result<crate::incident::IncidentId, ServiceError> {
+    ) -> Result<crate::domain::incident::IncidentId, ServiceError> {
         let key = format!("dq|{}", f.dedup_key());
         let what = f.record.as_deref().unwrap_or("");
         let (incident_type, severity, title, tags) = match f.kind {
@@ -389,9 +391,9 @@ impl IncidentService {
             category: "data_quality".into(),
             start: 0,
             end: 0,
-            excerpt: crate::incident::truncate_chars(
+            excerpt: crate::domain::incident::truncate_chars(
                 &f.message,
-                crate::incident::EXCERPT_MAX_CHARS,
+                crate::domain::incident::EXCERPT_MAX_CHARS,
             ),
         }];
         let new = NewIncident {
@@ -503,5 +505,130 @@ impl IncidentService {
             )
             .await?;
         Ok(Some(inc))
+    }
+}
+
+/// What the last loop run did (shown by `/healthz` and `monitor://status`).
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
+pub struct MonitorStatus {
+    /// Loop period in seconds.
+    pub interval_secs: f64,
+    /// How many runs finished since start.
+    pub runs: u64,
+    /// When the last run started.
+    pub last_run_at: Option<DateTime<Utc>>,
+    /// How long the last run took, in milliseconds.
+    pub last_run_ms: Option<f64>,
+    /// Per-check outcome of the last run.
+    pub checks: Vec<CheckOutcome>,
+}
+
+/// One check's outcome in a run.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct CheckOutcome {
+    /// Check name.
+    pub name: String,
+    /// True when it ran without error.
+    pub ok: bool,
+    /// What it found or did, or the error.
+    pub detail: String,
+}
+
+/// Shared, cheaply readable monitor status.
+#[derive(Debug, Default)]
+pub struct MonitorState {
+    status: RwLock<MonitorStatus>,
+}
+
+impl MonitorState {
+    /// A copy of the current status.
+    pub fn snapshot(&self) -> MonitorStatus {
+        match self.status.read() {
+            Ok(s) => s.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+    fn set(&self, s: MonitorStatus) {
+        match self.status.write() {
+            Ok(mut g) => *g = s,
+            Err(p) => *p.into_inner() = s,
+        }
+    }
+}
+
+/// Runs every check once and records the outcome.
+impl IncidentService {
+    /// Runs every check once (escalation sweep, outbox, performance recovery, data quality) and
+    /// records the outcome, shown by `/healthz` and `monitor://status`. A failing check is logged
+    /// and the others still run.
+    pub async fn run_checks(&self) -> MonitorStatus {
+        let svc = self;
+        let started = Instant::now();
+        let at = svc.now();
+        let mut checks = Vec::new();
+        let mut record = |name: &str, r: Result<String, String>| {
+            if let Err(e) = &r {
+                tracing::warn!(check = name, error = %e, "monitor check failed; the loop goes on");
+            }
+            checks.push(CheckOutcome {
+                name: name.to_string(),
+                ok: r.is_ok(),
+                detail: r.unwrap_or_else(|e| e),
+            });
+        };
+        record(
+            "escalation_sweep",
+            svc.escalation_sweep()
+                .await
+                .map(|n| format!("{n} escalation step(s)"))
+                .map_err(|e| e.to_string()),
+        );
+        record(
+            "notification_outbox",
+            svc.drain_outbox()
+                .await
+                .map(|n| format!("{n} delivery attempt(s)"))
+                .map_err(|e| e.to_string()),
+        );
+        record(
+            "performance_recovery",
+            svc.performance_recovery_sweep()
+                .await
+                .map(|n| format!("{n} metric(s) recovered"))
+                .map_err(|e| e.to_string()),
+        );
+        if svc.config().monitor.data_quality {
+            record(
+                "data_quality",
+                svc.check_data_quality()
+                    .await
+                    .map(|o| {
+                        if o.ran {
+                            format!(
+                                "{} finding(s) in {} file(s), {} record(s), {} tool(s) ({:.1} ms)",
+                                o.findings.len(),
+                                o.files_checked,
+                                o.records_checked,
+                                o.tools_checked,
+                                o.duration_ms
+                            )
+                        } else {
+                            "idle: neither the data folder nor the catalog folder exists"
+                                .to_string()
+                        }
+                    })
+                    .map_err(|e| e.to_string()),
+            );
+        }
+        let prev = svc.monitor.snapshot();
+        let status = MonitorStatus {
+            interval_secs: svc.config().monitor.interval.as_secs_f64(),
+            runs: prev.runs + 1,
+            last_run_at: Some(at),
+            last_run_ms: Some(started.elapsed().as_secs_f64() * 1000.0),
+            checks,
+        };
+        svc.monitor.set(status.clone());
+        status
     }
 }

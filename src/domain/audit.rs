@@ -2,12 +2,12 @@
 //! computed and how a stored chain is verified. Pure functions; the store
 //! calls [`event_hash`] when it appends and [`verify_chain`] when asked.
 //!
-//! May import: std, sha2, hex, serde, `crate::incident`.
+//! May import: std, sha2, hex, serde, `crate::domain::incident`.
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::incident::Event;
+use crate::domain::incident::Event;
 
 /// The `prev_hash` of the first event.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -171,7 +171,7 @@ pub fn verify_chain<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::incident::IncidentId;
+    use crate::domain::incident::IncidentId;
 
     fn chain(n: i64) -> Vec<Event> {
         let mut prev = GENESIS_HASH.to_string();

@@ -1,6 +1,8 @@
 use super::*;
 use crate::config::Config;
-use crate::incident::{DetectionMethod, NewIncident};
+use crate::domain::incident::{DetectionMethod, NewIncident};
+use crate::domain::incident::{Event, IncidentType, SeriousIncident, Severity, Status};
+use crate::domain::postmortem::*;
 use chrono::TimeZone;
 
 fn t0() -> DateTime<Utc> {
@@ -15,7 +17,7 @@ fn open(sev: Severity) -> Incident {
             affected_user: Some("u-1".into()),
             detection_method: DetectionMethod::Screening,
             confidence: Some(0.9),
-            ..crate::incident::sample_new_incident()
+            ..crate::domain::incident::sample_new_incident()
         },
         t0(),
     )
@@ -38,7 +40,7 @@ fn ev(seq: i64, at: DateTime<Utc>, actor: &str, k: EventKind) -> Event {
 fn classification_raises_prompt_injection_and_sets_start_level() {
     let cfg = Config::load(None).unwrap();
     let mut inc = open(Severity::Medium);
-    let (e, start) = classify_event(&mut inc, &cfg);
+    let (e, start) = classify_event(&mut inc, cfg.rules());
     assert_eq!(
         inc.severity,
         Severity::High,
@@ -62,7 +64,7 @@ fn classification_raises_prompt_injection_and_sets_start_level() {
     }
     let mut crit = open(Severity::Critical);
     assert_eq!(
-        classify_event(&mut crit, &cfg).1,
+        classify_event(&mut crit, cfg.rules()).1,
         2,
         "critical starts at level 2"
     );
@@ -82,16 +84,16 @@ fn due_step_follows_the_level_clock_and_stops_on_ack() {
     let cfg = Config::load(None).unwrap();
     let mut inc = open(Severity::High);
     let m = |n| t0() + chrono::Duration::minutes(n);
-    assert!(due_step(&inc, &cfg, m(14)).is_none());
-    let (from, _) = due_step(&inc, &cfg, m(15)).expect("level 1 escalates after 15 min");
+    assert!(due_step(&inc, cfg.rules(), m(14)).is_none());
+    let (from, _) = due_step(&inc, cfg.rules(), m(15)).expect("level 1 escalates after 15 min");
     assert_eq!(from, 1);
     inc.escalate("x", "escalation-sweep", m(15)).unwrap();
     // level 2 has 30 minutes from when it was entered
-    assert!(due_step(&inc, &cfg, m(44)).is_none());
-    assert!(due_step(&inc, &cfg, m(45)).is_some());
+    assert!(due_step(&inc, cfg.rules(), m(44)).is_none());
+    assert!(due_step(&inc, cfg.rules(), m(45)).is_some());
     inc.transition(Status::Acknowledged, m(40)).unwrap();
     assert!(
-        due_step(&inc, &cfg, m(500)).is_none(),
+        due_step(&inc, cfg.rules(), m(500)).is_none(),
         "ack stops the clock"
     );
 }
@@ -111,13 +113,13 @@ fn approaching_regulatory_deadline_is_a_step() {
         reported_at: None,
         deadline_escalated: false,
     });
-    assert!(due_step(&inc, &cfg, t0() + chrono::Duration::days(5)).is_none());
+    assert!(due_step(&inc, cfg.rules(), t0() + chrono::Duration::days(5)).is_none());
     assert!(matches!(
-        due_step(&inc, &cfg, t0() + chrono::Duration::days(6)),
+        due_step(&inc, cfg.rules(), t0() + chrono::Duration::days(6)),
         Some((1, StepReason::Deadline(_)))
     ));
     inc.serious.as_mut().unwrap().reported_at = Some(t0());
-    assert!(due_step(&inc, &cfg, t0() + chrono::Duration::days(7)).is_none());
+    assert!(due_step(&inc, cfg.rules(), t0() + chrono::Duration::days(7)).is_none());
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //! notification first and calls [`deliver`] (or uses [`retry_decision`] to schedule the next attempt).
 //!
 //! May import: `std`, `serde`, `serde_json`, `chrono`, `tokio`, `tracing`, `reqwest`, `lettre`, `hmac`, `sha2`,
-//! `hex`, `thiserror`, `crate::policy`. Must not import rmcp, axum, rusqlite/sqlx or anyhow.
+//! `hex`, `thiserror`, `crate::domain`. Must not import rmcp, axum, rusqlite/sqlx or anyhow.
 //!
 //! Secrets (webhook secrets, PagerDuty routing keys, Slack webhook URLs) never appear in `Debug` output,
 //! log lines or error messages. The `log` channel never logs the notification body.
@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::Sha256;
 
-use crate::policy::{Severity, add_duration};
+use crate::domain::policy::{Severity, add_duration};
 
 /// Default PagerDuty Events API v2 endpoint.
 pub const PAGERDUTY_EVENTS_URL: &str = "https://events.pagerduty.com/v2/enqueue";
@@ -268,7 +268,7 @@ impl Notification {
     /// assert_eq!(Notification::stable_id("INC-7", "escalated", 3), "INC-7:escalated:L3");
     /// ```
     pub fn stable_id(incident_id: &str, event: &str, level: u8) -> String {
-        format!("{incident_id}:{event}:L{level}")
+        crate::domain::opening::notification_id(incident_id, event, level)
     }
 }
 

@@ -25,7 +25,7 @@ impl Clock for SystemClock {
 /// A clock that only moves when told to (tests).
 ///
 /// ```
-/// use ai_incident_mcp::clock::{Clock, ManualClock};
+/// use ai_incident_mcp::domain::clock::{Clock, ManualClock};
 /// let c = ManualClock::new(chrono::DateTime::UNIX_EPOCH);
 /// c.advance(chrono::Duration::seconds(5));
 /// assert_eq!(c.now().timestamp(), 5);

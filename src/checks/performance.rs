@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 pub const MAX_SAMPLES_PER_SOURCE: usize = 1024;
 
 /// Incident severity (the crate-wide type).
-pub use crate::incident::Severity;
+pub use crate::domain::incident::Severity;
 
 /// A monitored metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -28,14 +28,14 @@ pub const MIN_LEVEL: u8 = 1;
 // Severity
 // ---------------------------------------------------------------------------------------------------------
 
-/// The incident severity (one type for the whole crate: [`crate::incident::Severity`]),
+/// The incident severity (one type for the whole crate: [`crate::domain::incident::Severity`]),
 /// ordered low < medium < high < critical.
 ///
 /// ```
-/// use ai_incident_mcp::policy::Severity;
+/// use ai_incident_mcp::domain::policy::Severity;
 /// assert_eq!(Severity::Medium.max(Severity::High), Severity::High);
 /// ```
-pub use crate::incident::Severity;
+pub use crate::domain::incident::Severity;
 
 /// A per-severity table of values (used for classification rules and escalation tuning).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -204,7 +204,7 @@ pub struct Classification {
 ///
 /// ```
 /// use ai_incident_mcp::config::Config;
-/// use ai_incident_mcp::policy::{classify, Severity};
+/// use ai_incident_mcp::domain::policy::{classify, Severity};
 /// let cfg = Config::load(None).unwrap();
 /// let c = classify(Severity::Low, "data_breach", &cfg.classification);
 /// assert_eq!(c.severity, Severity::Critical);
@@ -433,7 +433,7 @@ pub enum EscalationError {
 ///
 /// ```
 /// use ai_incident_mcp::config::Config;
-/// use ai_incident_mcp::policy::{initial_level, Severity};
+/// use ai_incident_mcp::domain::policy::{initial_level, Severity};
 /// let p = Config::load(None).unwrap().escalation;
 /// assert_eq!(initial_level(Severity::Critical, &p), 2);
 /// assert_eq!(initial_level(Severity::Low, &p), 1);
@@ -473,7 +473,7 @@ pub fn next_deadline(state: &EscalationState, policy: &EscalationPolicy) -> Opti
 /// ```
 /// use chrono::{TimeZone, Utc, Duration};
 /// use ai_incident_mcp::config::Config;
-/// use ai_incident_mcp::policy::{escalation_due, EscalationState, Severity};
+/// use ai_incident_mcp::domain::policy::{escalation_due, EscalationState, Severity};
 /// let p = Config::load(None).unwrap().escalation;
 /// let t0 = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap();
 /// let s = EscalationState::opened(Severity::High, true, t0, &p);
@@ -691,7 +691,7 @@ pub fn report_window(
 /// ```
 /// use chrono::{TimeZone, Utc, Duration};
 /// use ai_incident_mcp::config::Config;
-/// use ai_incident_mcp::policy::{report_due_at, SeriousCategory};
+/// use ai_incident_mcp::domain::policy::{report_due_at, SeriousCategory};
 /// let p = Config::load(None).unwrap().regulatory;
 /// let t = Utc.with_ymd_and_hms(2025, 3, 1, 12, 0, 0).unwrap();
 /// assert_eq!(report_due_at(SeriousCategory::Death, false, t, &p), t + Duration::days(10));

@@ -1,0 +1,12 @@
+//! The domain: incidents and their rules, the events every change appends, the response policies,
+//! what opening an incident entails, the post-incident document and the hash-chained audit log.
+//! Pure: no I/O, no global clock, no transport or storage types.
+//!
+//! May import: `crate::detect` (categories, verdicts), std, serde, chrono, uuid, sha2.
+
+pub mod audit;
+pub mod clock;
+pub mod incident;
+pub mod opening;
+pub mod policy;
+pub mod postmortem;

@@ -1,0 +1,259 @@
+//! `IncidentService`: every use case of the product, in one object. MCP tools, REST handlers,
+//! the CLI and the background loop are thin adapters that parse input, call one method here and
+//! map the result. This file holds the object, its errors and its ports (`Store`, `Notifier`,
+//! `Clock`); each use-case group is a file beside it:
+//! [`screening`], [`reporting`], [`lifecycle`], [`containment`], [`sweeps`], [`monitoring`].
+//!
+//! May import: `crate::domain`, `crate::detect`, `crate::checks`, `crate::store`, `crate::notify`,
+//! `crate::config`. Never rmcp, axum or SQL crates.
+
+mod containment;
+mod lifecycle;
+mod monitoring;
+mod reporting;
+mod screening;
+mod sweeps;
+
+pub use crate::domain::clock::Clock;
+pub use crate::store::Store;
+pub use lifecycle::{CONTAIN_ACTIONS, DocumentOutcome, UpdateInput};
+pub use monitoring::{
+    CheckOutcome, DqOutcome, FindingOut, MetricsInput, MetricsOutcome, MonitorStatus, ViolationOut,
+};
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::config::Config;
+use crate::detect::{Engine, Screening, Source};
+use crate::domain::incident::{DomainError, IncidentId, Severity};
+use crate::domain::incident::{EventKind, Incident};
+use crate::domain::opening;
+use crate::store::StoreError;
+
+/// A use case failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The caller sent something to fix; the message says what.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// Which argument.
+        field: &'static str,
+        /// What is wrong and what would be accepted.
+        message: String,
+    },
+    /// No incident with that id.
+    #[error("no incident with id {0}; list_incidents shows the ids that exist")]
+    NotFound(String),
+    /// The change is not allowed in the incident's current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// A fault on our side (database, I/O). Logged; not shown in detail.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ServiceError {
+    /// True when the caller can fix it (bad input, unknown id, illegal change).
+    pub fn is_caller_error(&self) -> bool {
+        !matches!(self, ServiceError::Internal(_))
+    }
+}
+
+impl From<DomainError> for ServiceError {
+    fn from(e: DomainError) -> Self {
+        match e {
+            DomainError::Invalid { field, message } => ServiceError::Invalid { field, message },
+            DomainError::Conflict(m) => ServiceError::Conflict(m),
+        }
+    }
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(id) => ServiceError::NotFound(id.to_string()),
+            StoreError::Domain(d) => d.into(),
+            StoreError::Backend(m) => ServiceError::Internal(m),
+        }
+    }
+}
+
+/// Size limits applied to caller input.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest text `screen_prompt` accepts, in bytes.
+    pub max_prompt_bytes: usize,
+    /// Largest incident description, in bytes.
+    pub max_description_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_prompt_bytes: 1024 * 1024,
+            max_description_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// A manual report, as received (strings are parsed here).
+#[derive(Debug, Clone, Default)]
+pub struct ReportInput {
+    pub incident_type: String,
+    pub description: String,
+    pub reporter_email: String,
+    pub severity: Option<String>,
+    pub affected_system: Option<String>,
+}
+
+/// A screening request.
+#[derive(Debug, Clone)]
+pub struct ScreenInput {
+    pub text: String,
+    pub source: Source,
+    pub user_id: Option<String>,
+    pub session_id: Option<String>,
+}
+
+/// A screening verdict and the incident it opened or updated, if any.
+#[derive(Debug, Clone)]
+pub struct ScreenOutcome {
+    pub screening: Screening,
+    pub incident_id: Option<IncidentId>,
+    /// True when this call opened a new incident (false when deduplicated).
+    pub incident_created: bool,
+    /// True when this flagged call reached `screening.repeat_threshold` attempts by the same
+    /// user (or session) within `screening.repeat_window`.
+    pub repeat_threshold_reached: bool,
+}
+
+/// Filters for listing, as received.
+#[derive(Debug, Clone, Default)]
+pub struct ListInput {
+    pub status: Option<String>,
+    pub severity: Option<String>,
+    pub incident_type: Option<String>,
+    pub since: Option<String>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+    pub open_only: bool,
+}
+
+/// Default and largest page size of [`IncidentService::list`].
+pub const LIST_DEFAULT: u32 = 20;
+/// Largest page size.
+pub const LIST_MAX: u32 = 200;
+
+/// The use cases.
+pub struct IncidentService {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) limits: Limits,
+    pub(crate) config: Arc<Config>,
+    pub(crate) outbox: sweeps::OutboxState,
+    pub(crate) monitor: monitoring::MonitorState,
+    pub(crate) monitoring: monitoring::MonitoringState,
+}
+
+impl IncidentService {
+    /// Wires the service.
+    pub fn new(
+        store: Arc<dyn Store>,
+        engine: Arc<Engine>,
+        clock: Arc<dyn Clock>,
+        limits: Limits,
+        config: Arc<Config>,
+    ) -> Self {
+        Self {
+            store,
+            engine,
+            clock,
+            limits,
+            outbox: Default::default(),
+            monitor: Default::default(),
+            monitoring: monitoring::MonitoringState::new(perf_thresholds(&config)),
+            config,
+        }
+    }
+
+    /// The acknowledge-by SLA for `severity`, from the classification policy.
+    pub fn response_sla(&self, severity: Severity) -> std::time::Duration {
+        self.config.classification.rule(severity).response_time
+    }
+
+    /// What the background loop did last.
+    pub fn monitor_status(&self) -> crate::service::MonitorStatus {
+        self.monitor.snapshot()
+    }
+
+    /// The configuration the service runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The screening engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+}
+
+fn perf_thresholds(c: &Config) -> crate::checks::performance::PerfThresholds {
+    let p = &c.performance;
+    crate::checks::performance::PerfThresholds {
+        llm_response_time: p.llm_response_time,
+        tool_execution_time: p.tool_execution_time,
+        system_response_time: p.system_response_time,
+        error_rate: p.error_rate,
+        availability: p.availability,
+        window: p.window,
+        recovery_after: p.recovery_after,
+    }
+}
+
+pub(crate) fn invalid(field: &'static str, message: impl Into<String>) -> ServiceError {
+    ServiceError::Invalid {
+        field,
+        message: message.into(),
+    }
+}
+
+pub(crate) fn conflict(message: impl Into<String>) -> DomainError {
+    DomainError::Conflict(message.into())
+}
+
+pub(crate) fn clean(
+    field: &'static str,
+    v: Option<String>,
+    max: usize,
+) -> Result<Option<String>, ServiceError> {
+    match v.map(|s| s.trim().to_string()) {
+        None => Ok(None),
+        Some(s) if s.is_empty() => Err(invalid(field, "is empty; omit it or give a value")),
+        Some(s) if s.len() > max => Err(invalid(field, format!("is longer than {max} bytes"))),
+        Some(s) => Ok(Some(s)),
+    }
+}
+
+/// Notification events built inside a store mutation (no service borrow needed).
+pub(crate) struct NotificationBuilder {
+    cfg: Arc<Config>,
+}
+
+impl NotificationBuilder {
+    pub(crate) fn build(
+        &self,
+        inc: &Incident,
+        event: &str,
+        channels: &[String],
+        now: DateTime<Utc>,
+    ) -> Vec<EventKind> {
+        opening::notifications_for(self.cfg.rules(), inc, event, channels, now)
+    }
+}

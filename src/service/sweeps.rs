@@ -1,0 +1,330 @@
+//! Background sweeps of the service: the escalation sweep (one claimed step per due incident)
+//! and the notification outbox (claim, deliver through the notifier, record each attempt, open
+//! the meta-incident after repeated failure). Safe with several processes on one database.
+//!
+//! May import: `crate::domain`, `crate::store`, `crate::notify`, `crate::service`.
+
+use std::fmt;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::incident::{self, EventKind, Incident, IncidentType, Severity, WorkflowStep};
+use crate::domain::opening::{self, StepReason};
+use crate::notify::{self, DeliveryOptions, Notification, RetryDecision};
+use crate::service::{IncidentService, ServiceError, conflict};
+use crate::store::{OutboxItem, OutboxStatus, OutboxUpdate, StoreError};
+
+/// Most outbox rows one worker claims per tick.
+const OUTBOX_BATCH: u32 = 32;
+
+/// Outbox state held by the service: the worker id used for outbox leases and
+/// the HTTP client for webhook / Slack / PagerDuty deliveries.
+pub struct OutboxState {
+    worker_id: String,
+    http: OnceLock<reqwest::Client>,
+}
+
+impl Default for OutboxState {
+    fn default() -> Self {
+        Self {
+            worker_id: format!("worker-{}", uuid::Uuid::new_v4().simple()),
+            http: OnceLock::new(),
+        }
+    }
+}
+
+impl fmt::Debug for OutboxState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutboxState")
+            .field("worker_id", &self.worker_id)
+            .finish()
+    }
+}
+
+impl OutboxState {
+    fn http(&self) -> Result<&reqwest::Client, ServiceError> {
+        if let Some(c) = self.http.get() {
+            return Ok(c);
+        }
+        let c = reqwest::Client::builder()
+            .build()
+            .map_err(|e| ServiceError::Internal(format!("cannot build the HTTP client: {e}")))?;
+        Ok(self.http.get_or_init(|| c))
+    }
+}
+
+impl IncidentService {
+    // -----------------------------------------------------------------------------------------
+    // Escalation sweep
+    // -----------------------------------------------------------------------------------------
+
+    /// Escalates every unacknowledged incident whose level's time has elapsed (one level per
+    /// incident per sweep; the next sweep catches up), and escalates serious incidents whose
+    /// reporting deadline is near. Each step is claimed with a conditional update, so with
+    /// several processes on one database it happens exactly once. Returns the steps taken.
+    ///
+    /// # Errors
+    /// [`ServiceError::Internal`] if the store fails.
+    pub async fn escalation_sweep(&self) -> Result<usize, ServiceError> {
+        let now = self.now();
+        let cfg = self.config.clone();
+        let mut taken = 0usize;
+        let mut cursor = None;
+        loop {
+            let page = self
+                .store
+                .list(crate::store::ListQuery {
+                    open_only: true,
+                    limit: crate::service::LIST_MAX,
+                    cursor: cursor.clone(),
+                    ..Default::default()
+                })
+                .await?;
+            for inc in &page.items {
+                if let Some((from, reason)) = opening::due_step(inc, cfg.rules(), now) {
+                    taken += usize::from(self.claim_step(inc, from, reason, now).await?);
+                }
+            }
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        Ok(taken)
+    }
+
+    async fn claim_step(
+        &self,
+        inc: &Incident,
+        from: u8,
+        reason: StepReason,
+        now: DateTime<Utc>,
+    ) -> Result<bool, ServiceError> {
+        let nb = self.notification_builder();
+        let cfg = self.config.clone();
+        let r = self
+            .store
+            .claim_escalation(
+                &inc.id,
+                from,
+                "escalation-sweep".into(),
+                now,
+                Box::new(move |inc| {
+                    if inc.escalation_level != from {
+                        return Err(conflict("level moved"));
+                    }
+                    let text = match &reason {
+                        StepReason::Timeout(t) => {
+                            if inc.acknowledged_at.is_some() {
+                                return Err(conflict("acknowledged meanwhile"));
+                            }
+                            t.clone()
+                        }
+                        StepReason::Deadline(t) => {
+                            if let Some(s) = inc.serious.as_mut() {
+                                s.deadline_escalated = true;
+                            }
+                            t.clone()
+                        }
+                    };
+                    let mut ev = vec![inc.escalate(&text, "escalation-sweep", now)?];
+                    let ch = cfg
+                        .escalation
+                        .level(inc.escalation_level)
+                        .map(|l| l.channels.clone())
+                        .unwrap_or_default();
+                    ev.extend(nb.build(inc, "escalated", &ch, now));
+                    Ok(ev)
+                }),
+            )
+            .await;
+        match r {
+            Ok(Some(_)) => Ok(true),
+            Ok(None) | Err(StoreError::Domain(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+    // -----------------------------------------------------------------------------------------
+    // Outbox
+    // -----------------------------------------------------------------------------------------
+
+    /// Delivers due notifications from the outbox: claims rows with a lease (so two processes
+    /// never deliver the same row at once), delivers them concurrently, and records each attempt
+    /// (sent / retrying with exponential backoff / failed) on the incident's timeline. A row that
+    /// fails for good opens (or repeats) the meta-incident "notification delivery failing" for its
+    /// channel. Returns how many deliveries were attempted.
+    ///
+    /// # Errors
+    /// [`ServiceError::Internal`] if the store fails.
+    pub async fn drain_outbox(&self) -> Result<usize, ServiceError> {
+        let now = self.now();
+        let lease = self.config().notify.timeout + Duration::from_secs(30);
+        let items = self
+            .store
+            .claim_outbox(self.outbox.worker_id.clone(), now, lease, OUTBOX_BATCH)
+            .await?;
+        let n = items.len();
+        let results =
+            futures::future::join_all(items.into_iter().map(|it| self.deliver_one(it))).await;
+        for r in results {
+            r?;
+        }
+        Ok(n)
+    }
+
+    async fn deliver_one(&self, it: OutboxItem) -> Result<(), ServiceError> {
+        let cfg = self.config.clone();
+        let n = Notification {
+            id: it.notification_id.clone(),
+            incident_id: it.incident_id.to_string(),
+            event: it.event.clone(),
+            severity: it.severity,
+            level: it.level,
+            title: it.title.clone(),
+            body: it.body.clone(),
+            created_at: it.created_at,
+        };
+        let result = match cfg.notify.channel(&it.channel) {
+            None => Err(notify::DeliveryError::Permanent {
+                channel: it.channel.clone(),
+                reason: "the channel is no longer configured in [[notify.channels]]".into(),
+            }),
+            Some(ch) => {
+                let http = self.outbox.http()?;
+                notify::deliver_with(
+                    ch,
+                    &n,
+                    http,
+                    &DeliveryOptions {
+                        timeout: cfg.notify.timeout,
+                    },
+                )
+                .await
+            }
+        };
+        let now = self.now();
+        let attempts = it.attempts.saturating_add(1);
+        let (update, detail) = match &result {
+            Ok(r) => (
+                OutboxUpdate {
+                    status: OutboxStatus::Sent,
+                    attempts,
+                    next_attempt_at: None,
+                    last_error: None,
+                },
+                r.status.map(|s| format!("status {s}")),
+            ),
+            Err(e) => {
+                let (status, next) = match notify::retry_decision(
+                    e,
+                    attempts,
+                    &it.notification_id,
+                    &cfg.notify,
+                    now,
+                ) {
+                    RetryDecision::RetryAt(t) => (OutboxStatus::Retrying, Some(t)),
+                    RetryDecision::GiveUp => (OutboxStatus::Failed, None),
+                };
+                (
+                    OutboxUpdate {
+                        status,
+                        attempts,
+                        next_attempt_at: next,
+                        last_error: Some(e.to_string()),
+                    },
+                    Some(e.to_string()),
+                )
+            }
+        };
+        if let Err(e) = &result {
+            tracing::warn!(notification_id = %it.notification_id, channel = %it.channel, attempt = attempts, error = %e, "notification delivery failed");
+        }
+        let status = update.status;
+        let (nid, channel, next) = (
+            it.notification_id.clone(),
+            it.channel.clone(),
+            update.next_attempt_at,
+        );
+        let done = self
+            .store
+            .finish_outbox(
+                &it,
+                self.outbox.worker_id.clone(),
+                update,
+                now,
+                Box::new(move |inc| {
+                    let mut ev = vec![EventKind::NotificationDelivery {
+                        notification_id: nid,
+                        channel,
+                        status: status.as_str().to_string(),
+                        attempt: attempts,
+                        detail: detail.map(|d| incident::truncate_chars(&d, 300)),
+                        next_attempt_at: next,
+                    }];
+                    if status == OutboxStatus::Sent {
+                        ev.extend(inc.enter_step(WorkflowStep::Notification, now));
+                    }
+                    Ok(ev)
+                }),
+            )
+            .await?;
+        if done.is_some() && status == OutboxStatus::Failed {
+            self.delivery_failing(&it, attempts, result.err()).await?;
+        }
+        Ok(())
+    }
+
+    /// Opens (or repeats) the meta-incident for a channel whose deliveries fail for good.
+    async fn delivery_failing(
+        &self,
+        it: &OutboxItem,
+        attempts: u32,
+        err: Option<notify::DeliveryError>,
+    ) -> Result<(), ServiceError> {
+        let now = self.now();
+        let reason = err.map(|e| e.to_string()).unwrap_or_default();
+        let (mut inc, mut events) = Incident::open(
+            incident::NewIncident {
+                incident_type: IncidentType::Other,
+                category: None,
+                severity: Severity::High,
+                title: format!("Notification delivery failing on channel {}", it.channel),
+                description: format!(
+                    "Notification {} about incident {} could not be delivered to channel {} after {attempts} attempt(s): {}",
+                    it.notification_id,
+                    it.incident_id,
+                    it.channel,
+                    incident::truncate_chars(&reason, 300)
+                ),
+                reporter: None,
+                affected_system: Some(format!("notify channel {}", it.channel)),
+                affected_user: None,
+                affected_session: None,
+                detection_method: incident::DetectionMethod::Monitoring,
+                confidence: None,
+                evidence: Vec::new(),
+                tags: vec!["meta:notification-delivery".into()],
+                dedup_key: Some(format!("notify-failing|{}", it.channel)),
+            },
+            now,
+        );
+        let key = format!("notify-failing|{}", it.channel);
+        let cfg = self.config.clone();
+        let channel = it.channel.clone();
+        self.store
+            .upsert_detection(
+                key,
+                Box::new(move || {
+                    opening::open_events(cfg.rules(), &mut inc, &mut events, now, Some(&channel));
+                    (inc, events)
+                }),
+                Box::new(move |inc| Ok(vec![inc.record_repeat(Vec::new(), now)])),
+                "notifier".into(),
+                now,
+            )
+            .await?;
+        Ok(())
+    }
+}
