@@ -13,3 +13,4 @@ mod monitoring;
 mod rest;
 mod stdio;
 mod store;
+mod web;

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod legacy_sse;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -92,6 +93,7 @@ pub fn app(handler: IncidentMcp, opts: HttpOptions, ct: CancellationToken) -> Ro
         .nest_service("/mcp", svc)
         .merge(legacy_sse::router(handler.clone(), opts.max_body_bytes, ct))
         .merge(api::router(handler.service().clone(), opts.max_body_bytes))
+        .merge(web::router(handler.service().clone()))
         .with_state(handler)
         .layer(middleware::from_fn_with_state(guard, guard_layer))
 }
