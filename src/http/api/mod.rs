@@ -4,8 +4,8 @@
 //! [`error::ApiError`]. The OpenAPI 3.1 document is generated from the same Rust
 //! types ([`openapi`]).
 //!
-//! May import: `crate::service`, `crate::domain`, `crate::mcp` (the tools' argument and
-//! view types, shared with REST), `crate::http`; axum, serde, serde_json.
+//! May import: `crate::service`, `crate::domain`, `crate::mcp` (the tools' argument
+//! types), `crate::view` (the views shared with MCP and the CLI), `crate::http`; axum, serde, serde_json.
 
 pub mod error;
 pub mod openapi;
@@ -21,18 +21,19 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::de::DeserializeOwned;
 
-use crate::mcp::dto::{
-    EscalateArgs, EscalateOutput, IncidentDetail, ListIncidentsOutput, ReportIncidentArgs,
-    ReportIncidentOutput, ScreenPromptArgs, ScreenPromptOutput,
-};
-use crate::mcp::lifecycle_dto::{
-    AcknowledgeArgs, ContainArgs, DocumentArgs, IncidentStateOutput, LiftArgs, ResolveArgs,
+use crate::mcp::tools::incidents::ReportIncidentArgs;
+use crate::mcp::tools::lifecycle::{
+    AcknowledgeArgs, ContainArgs, DocumentArgs, EscalateArgs, LiftArgs, ResolveArgs,
     UpdateIncidentArgs,
 };
-use crate::mcp::monitoring_tools::RecordMetricsArgs;
+use crate::mcp::tools::monitoring::RecordMetricsArgs;
+use crate::mcp::tools::screening::{ScreenPromptArgs, ScreenPromptOutput};
 use crate::service::MetricsInput;
 use crate::service::UpdateInput;
 use crate::service::{IncidentService, ListInput, ReportInput, ScreenInput};
+use crate::view::{
+    EscalateOutput, IncidentDetail, IncidentStateOutput, ListIncidentsOutput, ReportIncidentOutput,
+};
 use error::{ApiError, from_value, json_value};
 
 /// Who the timeline records for REST changes (until tokens name actors).

@@ -4,7 +4,8 @@
 //! contract and the MCP tool schemas have one source. The operation table
 //! below names, per route, which type goes in and which comes out.
 //!
-//! May import: `crate::service`, `crate::domain`, `crate::mcp`, `crate::http`; schemars, serde_json.
+//! May import: `crate::service`, `crate::domain`, `crate::mcp`, `crate::view`, `crate::http`;
+//! schemars, serde_json.
 
 use schemars::JsonSchema;
 use schemars::generate::{SchemaGenerator, SchemaSettings};
@@ -12,17 +13,18 @@ use serde_json::{Map, Value, json};
 
 use super::error::ErrorBody;
 use crate::domain::audit::AuditReport;
-use crate::mcp::dto::{
-    EscalateArgs, EscalateOutput, IncidentDetail, ListIncidentsOutput, ReportIncidentArgs,
-    ReportIncidentOutput, ScreenPromptArgs, ScreenPromptOutput,
-};
-use crate::mcp::lifecycle_dto::{
-    AcknowledgeArgs, ContainArgs, DocumentArgs, IncidentStateOutput, LiftArgs, ResolveArgs,
+use crate::mcp::tools::incidents::ReportIncidentArgs;
+use crate::mcp::tools::lifecycle::{
+    AcknowledgeArgs, ContainArgs, DocumentArgs, EscalateArgs, LiftArgs, ResolveArgs,
     UpdateIncidentArgs,
 };
-use crate::mcp::monitoring_tools::RecordMetricsArgs;
+use crate::mcp::tools::monitoring::RecordMetricsArgs;
+use crate::mcp::tools::screening::{ScreenPromptArgs, ScreenPromptOutput};
 use crate::service::DocumentOutcome;
 use crate::service::MetricsOutcome;
+use crate::view::{
+    EscalateOutput, IncidentDetail, IncidentStateOutput, ListIncidentsOutput, ReportIncidentOutput,
+};
 
 /// Both generators: request types are described as they deserialize, responses as they serialize.
 struct Gen {

@@ -7,7 +7,7 @@
 //! same-origin (checked from `Origin`, or `Sec-Fetch-Site`), on top of the app's
 //! Host/Origin/token guard.
 //!
-//! May import: `crate::service`, `crate::domain`, `crate::mcp` (the shared views); axum.
+//! May import: `crate::service`, `crate::domain`, `crate::view`; axum.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -22,8 +22,8 @@ use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 
 use crate::domain::incident::Incident;
-use crate::mcp::dto::IncidentSummary;
 use crate::service::{IncidentService, ListInput, ReportInput, ServiceError, UpdateInput};
+use crate::view::IncidentSummary;
 
 /// Who the timeline records for changes made on the page (until tokens name actors).
 const ACTOR: &str = "web";
