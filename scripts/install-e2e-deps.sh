@@ -18,4 +18,11 @@ if [ ! -x "$e2e/py/bin/python" ] || ! "$e2e/py/bin/python" -c 'import mcp' 2>/de
   python3 -m venv "$e2e/py"
   "$e2e/py/bin/pip" install --quiet --disable-pip-version-check 'mcp==2.3.0' >&2
 fi
+# REST/web/metrics checks (issue #10): schemathesis against the OpenAPI document, selenium driving
+# Debian's chromium + chromium-driver, prometheus_client's text parser.
+if ! "$e2e/py/bin/python" -c 'import schemathesis, selenium, prometheus_client' 2>/dev/null; then
+  echo "installing schemathesis 4.32.5, selenium 4.38.0, prometheus_client 0.26.0 into $e2e/py" >&2
+  "$e2e/py/bin/pip" install --quiet --disable-pip-version-check \
+    'schemathesis==4.32.5' 'selenium==4.38.0' 'prometheus_client==0.26.0' >&2
+fi
 echo "e2e clients ready in $e2e" >&2

@@ -12,5 +12,7 @@ mod http;
 mod lifecycle;
 mod monitoring;
 mod regressions;
+mod rest;
 mod stdio;
 mod store;
+mod web;

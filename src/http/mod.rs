@@ -10,11 +10,13 @@
 //! May import: `crate::mcp` (the handler), `crate::service`, `crate::config` (`[http]`); axum, hyper
 //! and rmcp's HTTP transport.
 
+pub mod api;
 pub mod guards;
 mod healthz;
 pub mod legacy_sse;
 pub mod limits;
 pub mod sessions;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -172,7 +174,9 @@ fn build(
     Router::new()
         .merge(healthz::router(handler.clone(), gate, conns))
         .merge(mcp)
-        .merge(legacy_sse::router(handler, opts.max_body_bytes, ct))
+        .merge(legacy_sse::router(handler.clone(), opts.max_body_bytes, ct))
+        .merge(api::router(handler.service().clone(), opts.max_body_bytes))
+        .merge(web::router(handler.service().clone()))
         .layer(middleware::from_fn_with_state(body, limits::body_layer))
         .layer(middleware::from_fn_with_state(
             Arc::new(opts),

@@ -13,7 +13,7 @@ use crate::domain::incident::{
 use crate::service::{
     IncidentService, LIST_DEFAULT, LIST_MAX, ListInput, ReportInput, ServiceError, invalid,
 };
-use crate::store::{Cursor, ListQuery, Page};
+use crate::store::{Cursor, ListQuery, Page, Upserted};
 
 impl IncidentService {
     /// Files a manual incident report (validated as the spec's
@@ -22,6 +22,35 @@ impl IncidentService {
     /// # Errors
     /// [`ServiceError::Invalid`] naming the field to fix.
     pub async fn report(&self, input: ReportInput) -> Result<Incident, ServiceError> {
+        Ok(self.report_once(input, None).await?.incident)
+    }
+
+    /// As [`IncidentService::report`]; with an idempotency key, a retried report (same key,
+    /// same fields) returns the incident the first one opened (`created: false`) instead of
+    /// opening another. The key is kept durably in the store.
+    ///
+    /// # Errors
+    /// As [`IncidentService::report`]; [`ServiceError::Invalid`] on field `Idempotency-Key`
+    /// when the key is malformed or was used for a different report.
+    pub async fn report_once(
+        &self,
+        input: ReportInput,
+        idempotency_key: Option<&str>,
+    ) -> Result<Upserted, ServiceError> {
+        let key = idempotency_key
+            .map(|k| {
+                let k = k.trim();
+                if k.is_empty() || k.len() > 255 || !k.bytes().all(|b| b.is_ascii_graphic()) {
+                    Err(invalid(
+                        "Idempotency-Key",
+                        "must be 1 to 255 visible ASCII characters, e.g. a UUID",
+                    ))
+                } else {
+                    Ok(k.to_string())
+                }
+            })
+            .transpose()?;
+        let fingerprint = key.as_ref().map(|_| report_fingerprint(&input));
         let incident_type: IncidentType = input
             .incident_type
             .parse()
@@ -78,7 +107,17 @@ impl IncidentService {
         );
         self.on_open(&mut inc, &mut events, now);
         let actor = email.as_str().to_string();
-        Ok(self.store.insert(inc, events, actor, now).await?)
+        Ok(match (key, fingerprint) {
+            (Some(k), Some(fp)) => {
+                self.store
+                    .insert_idempotent(k, fp, inc, events, actor, now)
+                    .await?
+            }
+            _ => Upserted {
+                incident: self.store.insert(inc, events, actor, now).await?,
+                created: true,
+            },
+        })
     }
 
     /// An incident with its timeline.
@@ -196,4 +235,27 @@ impl IncidentService {
     pub async fn verify_audit_log(&self) -> Result<AuditReport, ServiceError> {
         Ok(self.store.verify_audit_log().await?)
     }
+}
+
+/// SHA-256 over a report's fields, so a reused idempotency key with another body is caught.
+fn report_fingerprint(r: &ReportInput) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for f in [
+        Some(r.incident_type.as_str()),
+        Some(r.description.as_str()),
+        Some(r.reporter_email.as_str()),
+        r.severity.as_deref(),
+        r.affected_system.as_deref(),
+    ] {
+        match f {
+            Some(v) => {
+                h.update([1u8]);
+                h.update((v.len() as u64).to_le_bytes());
+                h.update(v.as_bytes());
+            }
+            None => h.update([0u8]),
+        }
+    }
+    hex::encode(h.finalize())
 }

@@ -211,6 +211,21 @@ pub trait Store: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<Incident, StoreError>;
 
+    /// As [`Store::insert`], once per idempotency `key`: if `key` was stored before, nothing is
+    /// written and the incident it opened is returned (`created: false`); a stored key with a
+    /// different `fingerprint` (another request body) is refused with [`DomainError::Invalid`].
+    /// The key is stored in the transaction of the insert, so a retry can never open a second
+    /// incident.
+    async fn insert_idempotent(
+        &self,
+        key: String,
+        fingerprint: String,
+        incident: Incident,
+        events: Vec<EventKind>,
+        actor: String,
+        now: DateTime<Utc>,
+    ) -> Result<Upserted, StoreError>;
+
     /// Loads an incident.
     async fn get(&self, id: &IncidentId) -> Result<Option<Incident>, StoreError>;
 

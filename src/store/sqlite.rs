@@ -88,6 +88,18 @@ CREATE INDEX screen_activity_session ON screen_activity (session_id, at);
         4,
         "ALTER TABLE incidents ADD COLUMN version INTEGER NOT NULL DEFAULT 0;",
     ),
+    // Issue #10: `Idempotency-Key` of REST reports -> the incident the first request opened.
+    (
+        5,
+        r#"
+CREATE TABLE idempotency_keys (
+    key         TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    incident_id TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+"#,
+    ),
 ];
 
 thread_local! {
@@ -668,6 +680,54 @@ impl Store for SqliteStore {
             save_incident(conn, &incident, true)?;
             append_events(conn, &incident.id, &actor, &now, &events)?;
             Ok(incident)
+        })
+        .await
+    }
+
+    async fn insert_idempotent(
+        &self,
+        key: String,
+        fingerprint: String,
+        incident: Incident,
+        events: Vec<EventKind>,
+        actor: String,
+        now: DateTime<Utc>,
+    ) -> Result<Upserted, StoreError> {
+        self.submit(move |conn| {
+            let seen: Option<(String, String)> = conn
+                .prepare_cached("SELECT fingerprint, incident_id FROM idempotency_keys WHERE key = ?1")
+                .and_then(|mut st| {
+                    st.query_row([&key], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()
+                })
+                .map_err(backend)?;
+            if let Some((fp, id)) = seen {
+                if fp != fingerprint {
+                    return Err(StoreError::Domain(crate::domain::incident::DomainError::Invalid {
+                        field: "Idempotency-Key",
+                        message: format!(
+                            "was already used for a different report (incident {id}); send a new key for a new report"
+                        ),
+                    }));
+                }
+                let inc = load_incident(conn, &id)?
+                    .ok_or_else(|| backend(format!("incident {id} of an idempotency key vanished")))?;
+                return Ok(Upserted {
+                    incident: inc,
+                    created: false,
+                });
+            }
+            save_incident(conn, &incident, true)?;
+            append_events(conn, &incident.id, &actor, &now, &events)?;
+            conn.prepare_cached(
+                "INSERT INTO idempotency_keys (key, fingerprint, incident_id, created_at) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .and_then(|mut st| st.execute(params![key, fingerprint, incident.id.as_str(), micros(&now)]))
+            .map_err(backend)?;
+            Ok(Upserted {
+                incident,
+                created: true,
+            })
         })
         .await
     }
