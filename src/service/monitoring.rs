@@ -269,8 +269,13 @@ impl IncidentService {
                         let mut ev = vec![EventKind::Recovered { detail }];
                         if auto && inc.status.allowed_next().contains(&Status::Resolved) {
                             ev.push(inc.transition(Status::Resolved, now)?);
-                            inc.resolution =
-                                Some("metric recovered (auto-resolved by policy)".into());
+                            let r = "metric recovered (auto-resolved by policy)";
+                            inc.resolution = Some(r.into());
+                            // the timeline records every state change (the projection check)
+                            ev.push(EventKind::FieldUpdated {
+                                field: "resolution".into(),
+                                value: r.into(),
+                            });
                         }
                         inc.updated_at = now;
                         Ok(ev)
@@ -499,7 +504,12 @@ impl IncidentService {
                 Box::new(move |inc| {
                     let mut ev = vec![EventKind::Note { text }];
                     ev.push(inc.transition(Status::Resolved, now)?);
-                    inc.resolution = Some("tool definition change approved".into());
+                    let r = "tool definition change approved";
+                    inc.resolution = Some(r.into());
+                    ev.push(EventKind::FieldUpdated {
+                        field: "resolution".into(),
+                        value: r.into(),
+                    });
                     Ok(ev)
                 }),
             )
