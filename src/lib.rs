@@ -27,3 +27,4 @@ pub mod monitor;
 pub mod notify;
 pub mod service;
 pub mod store;
+pub mod view;

@@ -311,7 +311,7 @@ async fn main() -> Result<()> {
                     affected_system: system,
                 })
                 .await?;
-            print_json(&ai_incident_mcp::mcp::dto::ReportIncidentOutput::new(
+            print_json(&ai_incident_mcp::view::ReportIncidentOutput::new(
                 &inc,
                 svc.response_sla(inc.severity),
             ))
@@ -338,12 +338,12 @@ async fn main() -> Result<()> {
                             open_only: false,
                         })
                         .await?;
-                    print_json(&ai_incident_mcp::mcp::dto::ListIncidentsOutput::from(page))
+                    print_json(&ai_incident_mcp::view::ListIncidentsOutput::from(page))
                 }
                 IncidentsCmd::Get { id } => {
                     let (inc, tl) = svc.get(&id).await?;
                     let response = svc.response_metrics(&inc, &tl);
-                    print_json(&ai_incident_mcp::mcp::dto::IncidentDetail::new(
+                    print_json(&ai_incident_mcp::view::IncidentDetail::new(
                         inc, tl, response,
                     ))
                 }
@@ -352,7 +352,7 @@ async fn main() -> Result<()> {
         Cmd::Escalate { id, reason } => {
             let svc = app::build_service(&cli.db, config.clone()).map_err(anyhow::Error::msg)?;
             let inc = svc.escalate(&id, reason, "cli").await?;
-            print_json(&ai_incident_mcp::mcp::dto::EscalateOutput::from(&inc))
+            print_json(&ai_incident_mcp::view::EscalateOutput::from(&inc))
         }
         Cmd::CheckData => {
             let svc = app::build_service(&cli.db, config.clone()).map_err(anyhow::Error::msg)?;
