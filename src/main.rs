@@ -244,8 +244,12 @@ async fn main() -> Result<()> {
         } => {
             let svc = app::build_service(&cli.db, config.clone()).map_err(anyhow::Error::msg)?;
             match svc.audit_signing_key()? {
-                Some(k) => tracing::info!(key_id = %k.public().key_id(), witness = %config.audit.witness_file.display(), "audit checkpoints on"),
-                None => tracing::info!("audit checkpoints off: no signing key (see `ai-incident-mcp keygen`)"),
+                Some(k) => {
+                    tracing::info!(key_id = %k.public().key_id(), witness = %config.audit.witness_file.display(), "audit checkpoints on")
+                }
+                None => tracing::info!(
+                    "audit checkpoints off: no signing key (see `ai-incident-mcp keygen`)"
+                ),
             }
             let ct = CancellationToken::new();
             let monitor = ai_incident_mcp::monitor::spawn(svc.clone(), ct.clone());

@@ -177,7 +177,9 @@ fn recompute_chain(c: &Connection) {
     let rows: Vec<(i64, String, String, String, String)> = c
         .prepare("SELECT seq, incident_id, at, actor, data FROM events ORDER BY seq")
         .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
         .unwrap()
         .map(Result::unwrap)
         .collect();
@@ -278,7 +280,10 @@ async fn deleting_every_event_and_the_head_is_caught() {
     .unwrap();
     drop(c);
     let (code, chain_only) = verify(&s, false).await;
-    assert_eq!(code, 0, "an empty database is a valid chain: {chain_only:#}");
+    assert_eq!(
+        code, 0,
+        "an empty database is a valid chain: {chain_only:#}"
+    );
     let (code, v) = verify(&s, true).await;
     assert_eq!(code, 1, "{v:#}");
     assert_eq!(v["first_bad_event"], 1);
@@ -319,7 +324,11 @@ async fn recomputing_the_chain_after_an_edit_is_caught_and_never_signed() {
     // a server started on the rewritten database refuses to sign it
     let before = witness_lines(&s.witness);
     session(&s, &[("get_incident", json!({"incident_id": a}))]).await;
-    assert_eq!(witness_lines(&s.witness), before, "signed a rewritten chain");
+    assert_eq!(
+        witness_lines(&s.witness),
+        before,
+        "signed a rewritten chain"
+    );
 }
 
 #[tokio::test]
@@ -344,9 +353,14 @@ async fn reordering_events_is_caught_even_with_the_chain_recomputed() {
     let (code, v) = verify(&s, true).await;
     assert_eq!(code, 1, "{v:#}");
     // caught at the first signed event at or after the swap
-    let first: Value =
-        serde_json::from_str(std::fs::read_to_string(&s.witness).unwrap().lines().next().unwrap())
-            .unwrap();
+    let first: Value = serde_json::from_str(
+        std::fs::read_to_string(&s.witness)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(v["first_bad_event"], first["seq"], "{v:#}");
     assert!(problem(&v).contains("checkpoint signed at"), "{v:#}");
 }
@@ -434,7 +448,10 @@ async fn incident_rows_edited_or_deleted_in_sql_are_reported_by_incident_and_fie
         .iter()
         .find(|m| m["field"] == "status" && m["place"] == "incidents.status")
         .unwrap();
-    assert_eq!((m["expected"].as_str(), m["found"].as_str()), (Some("resolved"), Some("closed")));
+    assert_eq!(
+        (m["expected"].as_str(), m["found"].as_str()),
+        (Some("resolved"), Some("closed"))
+    );
     // the escalated incident's level was untouched: the projection only names what changed
     assert!(!found.iter().any(|(id, f, _)| id == &a && f == "resolution"));
 }
@@ -479,7 +496,10 @@ async fn a_containment_row_no_event_backs_blocks_nobody_and_is_reported() {
     drop(c);
     let r = session(
         &s,
-        &[("screen_prompt", json!({"text": BENIGN, "user_id": "victim"}))],
+        &[(
+            "screen_prompt",
+            json!({"text": BENIGN, "user_id": "victim"}),
+        )],
     )
     .await;
     assert_eq!(r[0]["verdict"], "allow", "{:#}", r[0]);

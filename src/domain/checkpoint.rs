@@ -86,8 +86,12 @@ fn key_bytes(text: &str, label: &str, prefix: &[u8]) -> Result<[u8; 32], KeyErro
             ))
         })?
     };
-    <[u8; 32]>::try_from(bytes.as_slice())
-        .map_err(|_| KeyError(format!("an Ed25519 key has 32 bytes, this one {}", bytes.len())))
+    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+        KeyError(format!(
+            "an Ed25519 key has 32 bytes, this one {}",
+            bytes.len()
+        ))
+    })
 }
 
 impl SigningKey {

@@ -87,11 +87,11 @@ impl Implied {
                 "resolution" => self.resolution = Some(value.clone()),
                 _ => {}
             },
-            EventKind::Acknowledged { by } => {
-                if self.owner.is_none() && self.after_other_status_change.as_deref() != Some(write)
-                {
-                    self.owner = Some(by.clone());
-                }
+            EventKind::Acknowledged { by }
+                if self.owner.is_none()
+                    && self.after_other_status_change.as_deref() != Some(write) =>
+            {
+                self.owner = Some(by.clone());
             }
             EventKind::Resolved { resolution, .. } => self.resolution = Some(resolution.clone()),
             EventKind::Contained {
@@ -428,7 +428,11 @@ mod tests {
 
     fn ev(p: &mut Projector, seq: i64, e: EventKind) {
         // events 2 and 3 are one write, the others one write each
-        let write = if seq == 3 { "w2".into() } else { format!("w{seq}") };
+        let write = if seq == 3 {
+            "w2".into()
+        } else {
+            format!("w{seq}")
+        };
         p.push(seq, "INC-1", &write, &serde_json::to_string(&e).unwrap());
     }
 

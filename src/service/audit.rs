@@ -67,7 +67,10 @@ fn read_witness_file(path: &Path, keys: &[PublicKey]) -> Result<checkpoint::Witn
     match std::fs::read_to_string(path) {
         Ok(t) => Ok(checkpoint::read_witness(&t, keys)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(checkpoint::Witness::default()),
-        Err(e) => Err(format!("cannot read the witness file {}: {e}", path.display())),
+        Err(e) => Err(format!(
+            "cannot read the witness file {}: {e}",
+            path.display()
+        )),
     }
 }
 
@@ -170,10 +173,7 @@ impl IncidentService {
             .await
             .map_err(internal)?
             .map_err(|m| invalid("checkpoints", m))?;
-        let latest = w
-            .pins
-            .last_key_value()
-            .map(|(s, (_, at))| (*s, at.clone()));
+        let latest = w.pins.last_key_value().map(|(s, (_, at))| (*s, at.clone()));
         let latest_seq = latest.as_ref().map(|l| l.0);
         let mut r = self.store.verify_audit_log(w.pins).await?;
         let chain_ok = r.first_bad_event.is_none();
@@ -211,9 +211,9 @@ impl IncidentService {
     pub async fn verify_audit_log(&self) -> Result<AuditReport, ServiceError> {
         let a = &self.config.audit;
         let key = match &a.public_key_file {
-            Some(p) => Some(
-                load_public_key(&p.display().to_string()).map_err(|m| invalid("audit", m))?,
-            ),
+            Some(p) => {
+                Some(load_public_key(&p.display().to_string()).map_err(|m| invalid("audit", m))?)
+            }
             None => self.audit_signing_key()?.map(|k| k.public()),
         };
         match key {

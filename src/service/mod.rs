@@ -16,9 +16,9 @@ mod reporting;
 mod screening;
 mod sweeps;
 
-pub use audit::{load_public_key, load_signing_key};
 pub use crate::domain::clock::Clock;
 pub use crate::store::Store;
+pub use audit::{load_public_key, load_signing_key};
 pub use lifecycle::{CONTAIN_ACTIONS, DocumentOutcome, UpdateInput};
 pub use monitoring::{
     CheckOutcome, DqOutcome, FindingOut, MetricsInput, MetricsOutcome, MonitorStatus, ViolationOut,

@@ -162,9 +162,7 @@ fn stored_state(
             })
         })
         .map_err(backend)?;
-    let containments = rows
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(backend)?;
+    let containments = rows.collect::<Result<Vec<_>, _>>().map_err(backend)?;
     Ok((incidents, containments))
 }
 
@@ -180,7 +178,9 @@ pub(super) fn verified_head(
             None => ChainVerifier::default(),
             Some((seq, hash)) => {
                 let stored: Option<String> = conn
-                    .query_row("SELECT hash FROM events WHERE seq = ?1", [seq], |r| r.get(0))
+                    .query_row("SELECT hash FROM events WHERE seq = ?1", [seq], |r| {
+                        r.get(0)
+                    })
                     .optional()
                     .map_err(backend)?;
                 if stored.as_deref() != Some(hash.as_str()) {
