@@ -94,6 +94,18 @@ impl ServerHandler for IncidentMcp {
         .with_instructions(INSTRUCTIONS)
     }
 
+    async fn on_initialized(&self, ctx: rmcp::service::NotificationContext<RoleServer>) {
+        // Name and version only: the whole peer_info (capabilities, …) is not worth a log line.
+        match ctx.peer.peer_info() {
+            Some(p) => tracing::info!(
+                client = %p.client_info.name,
+                client_version = %p.client_info.version,
+                "MCP session initialized"
+            ),
+            None => tracing::info!("MCP session initialized"),
+        }
+    }
+
     async fn list_resources(
         &self,
         _request: Option<PaginatedRequestParams>,
