@@ -9,6 +9,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::detect::{Engine, Thresholds};
 use crate::domain::clock::{Clock, SystemClock};
+use crate::notify::{ChannelNotifier, Notifier};
 use crate::service::{IncidentService, Limits};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
@@ -43,7 +44,7 @@ pub fn build_default_service(db: &str) -> Result<Arc<IncidentService>, String> {
     build_service(db, Arc::new(config))
 }
 
-/// As [`build_service`], with an injected clock.
+/// As [`build_service`], with an injected clock (notifications go to the configured channels).
 ///
 /// # Errors
 /// A message saying what failed (store or rules).
@@ -51,6 +52,20 @@ pub fn build_service_with_clock(
     db: &str,
     config: Arc<Config>,
     clock: Arc<dyn Clock>,
+) -> Result<Arc<IncidentService>, String> {
+    let notifier = Arc::new(ChannelNotifier::new(config.notify.clone()));
+    build_service_with(db, config, clock, notifier)
+}
+
+/// As [`build_service`], with an injected clock and notifier (tests pass fakes).
+///
+/// # Errors
+/// A message saying what failed (store or rules).
+pub fn build_service_with(
+    db: &str,
+    config: Arc<Config>,
+    clock: Arc<dyn Clock>,
+    notifier: Arc<dyn Notifier>,
 ) -> Result<Arc<IncidentService>, String> {
     let limits = Limits {
         max_prompt_bytes: config.screening.max_prompt_bytes,
@@ -62,6 +77,7 @@ pub fn build_service_with_clock(
         store,
         Arc::new(engine),
         clock,
+        notifier,
         limits,
         config,
     )))

@@ -539,6 +539,32 @@ impl Incident {
         })
     }
 
+    /// Resolves the incident, the one way every path does it (`resolve_incident`, the performance
+    /// auto-resolve, an approved catalog change): the status change, the resolution (and the root
+    /// cause when known; otherwise the one already recorded), the `resolved` event and the
+    /// Resolution workflow step. The caller queues the `resolved` notifications.
+    ///
+    /// # Errors
+    /// [`DomainError::Conflict`] when the current status cannot move to resolved.
+    pub fn resolve(
+        &mut self,
+        resolution: String,
+        root_cause: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<EventKind>, DomainError> {
+        let mut ev = vec![self.transition(Status::Resolved, now)?];
+        self.resolution = Some(resolution.clone());
+        if root_cause.is_some() {
+            self.root_cause = root_cause;
+        }
+        ev.push(EventKind::Resolved {
+            resolution,
+            root_cause: self.root_cause.clone().unwrap_or_default(),
+        });
+        ev.extend(self.enter_step(WorkflowStep::Resolution, now));
+        Ok(ev)
+    }
+
     /// Enters workflow `step` at `now` if it lies ahead of the current step and was not entered
     /// before. Steps only move forward, one event each; returns `None` when nothing changes.
     pub fn enter_step(&mut self, step: WorkflowStep, now: DateTime<Utc>) -> Option<EventKind> {

@@ -2,8 +2,9 @@
 //!
 //! Owns: channel configuration types, the wire formats of each channel (signed webhook, Slack incoming
 //! webhook, PagerDuty Events API v2, SMTP mail, log line), classification of failures into retryable and
-//! permanent, and the retry/backoff arithmetic. It does *not* own the outbox: the server stores each
-//! notification first and calls [`deliver`] (or uses [`retry_decision`] to schedule the next attempt).
+//! permanent, and the retry/backoff arithmetic; the [`Notifier`] port and its real implementation
+//! [`ChannelNotifier`] (in `notifier.rs`). It does *not* own the outbox: the service stores each
+//! notification first, hands it to a `Notifier` and uses [`retry_decision`] to schedule the next attempt.
 //!
 //! May import: `std`, `serde`, `serde_json`, `chrono`, `tokio`, `tracing`, `reqwest`, `lettre`, `hmac`, `sha2`,
 //! `hex`, `thiserror`, `crate::domain`. Must not import rmcp, axum, rusqlite/sqlx or anyhow.
@@ -24,6 +25,9 @@ use serde_json::json;
 use sha2::Sha256;
 
 use crate::domain::policy::{Severity, add_duration};
+
+mod notifier;
+pub use notifier::{ChannelNotifier, Notifier};
 
 /// Default PagerDuty Events API v2 endpoint.
 pub const PAGERDUTY_EVENTS_URL: &str = "https://events.pagerduty.com/v2/enqueue";

@@ -407,29 +407,13 @@ impl IncidentService {
             .ok_or_else(|| invalid("root_cause", "is required"))?;
         let now = self.now();
         let nb = self.notification_builder();
-        let cfg = self.config.clone();
         Ok(self
             .store
             .update(
                 &id,
                 actor.to_string(),
                 now,
-                Box::new(move |inc| {
-                    let mut ev = vec![inc.transition(Status::Resolved, now)?];
-                    inc.resolution = Some(resolution.clone());
-                    inc.root_cause = Some(root_cause.clone());
-                    ev.push(EventKind::Resolved {
-                        resolution,
-                        root_cause,
-                    });
-                    ev.extend(inc.enter_step(WorkflowStep::Resolution, now));
-                    let mut ch = cfg.classification.rule(inc.severity).channels.clone();
-                    if let Some(l) = cfg.escalation.level(inc.escalation_level) {
-                        ch.extend(l.channels.iter().cloned());
-                    }
-                    ev.extend(nb.build(inc, "resolved", &ch, now));
-                    Ok(ev)
-                }),
+                Box::new(move |inc| nb.resolve(inc, resolution, Some(root_cause), now)),
             )
             .await?)
     }

@@ -17,6 +17,7 @@ mod screening;
 mod sweeps;
 
 pub use crate::domain::clock::Clock;
+pub use crate::notify::Notifier;
 pub use crate::store::Store;
 pub use audit::{load_public_key, load_signing_key};
 pub use lifecycle::{CONTAIN_ACTIONS, DocumentOutcome, UpdateInput};
@@ -154,6 +155,7 @@ pub struct IncidentService {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) engine: Arc<Engine>,
     pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) notifier: Arc<dyn Notifier>,
     pub(crate) limits: Limits,
     pub(crate) config: Arc<Config>,
     pub(crate) outbox: sweeps::OutboxState,
@@ -163,11 +165,13 @@ pub struct IncidentService {
 }
 
 impl IncidentService {
-    /// Wires the service.
+    /// Wires the service over its ports: where incidents live (`store`), how notifications
+    /// leave (`notifier`) and what time it is (`clock`).
     pub fn new(
         store: Arc<dyn Store>,
         engine: Arc<Engine>,
         clock: Arc<dyn Clock>,
+        notifier: Arc<dyn Notifier>,
         limits: Limits,
         config: Arc<Config>,
     ) -> Self {
@@ -175,6 +179,7 @@ impl IncidentService {
             store,
             engine,
             clock,
+            notifier,
             limits,
             outbox: Default::default(),
             monitor: Default::default(),
@@ -260,5 +265,23 @@ impl NotificationBuilder {
         now: DateTime<Utc>,
     ) -> Vec<EventKind> {
         opening::queue_notifications(self.cfg.rules(), inc, event, channels, now)
+    }
+
+    /// The one resolve use case, inside a store mutation: [`Incident::resolve`] and the
+    /// `resolved` notifications to the severity's and the current level's channels.
+    pub(crate) fn resolve(
+        &self,
+        inc: &mut Incident,
+        resolution: String,
+        root_cause: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<EventKind>, DomainError> {
+        let mut ev = inc.resolve(resolution, root_cause, now)?;
+        let mut ch = self.cfg.classification.rule(inc.severity).channels.clone();
+        if let Some(l) = self.cfg.escalation.level(inc.escalation_level) {
+            ch.extend(l.channels.iter().cloned());
+        }
+        ev.extend(self.build(inc, "resolved", &ch, now));
+        Ok(ev)
     }
 }

@@ -252,6 +252,7 @@ impl IncidentService {
         let auto = self.config.performance.auto_resolve;
         let mut n = 0;
         for (source, metric) in recovered {
+            let nb = self.notification_builder();
             let key = format!("perf|{source}|{}", metric.as_str());
             let Some(inc) = self.store.find_open_by_dedup(&key).await? else {
                 continue;
@@ -268,14 +269,12 @@ impl IncidentService {
                     Box::new(move |inc| {
                         let mut ev = vec![EventKind::Recovered { detail }];
                         if auto && inc.status.allowed_next().contains(&Status::Resolved) {
-                            ev.push(inc.transition(Status::Resolved, now)?);
-                            let r = "metric recovered (auto-resolved by policy)";
-                            inc.resolution = Some(r.into());
-                            // the timeline records every state change (the projection check)
-                            ev.push(EventKind::FieldUpdated {
-                                field: "resolution".into(),
-                                value: r.into(),
-                            });
+                            ev.extend(nb.resolve(
+                                inc,
+                                "metric recovered (auto-resolved by policy)".into(),
+                                None,
+                                now,
+                            )?);
                         }
                         inc.updated_at = now;
                         Ok(ev)
@@ -495,6 +494,7 @@ impl IncidentService {
         };
         let now = self.now();
         let text = format!("catalog change {key} approved by {approver}; pin updated");
+        let nb = self.notification_builder();
         let inc = self
             .store
             .update(
@@ -503,13 +503,12 @@ impl IncidentService {
                 now,
                 Box::new(move |inc| {
                     let mut ev = vec![EventKind::Note { text }];
-                    ev.push(inc.transition(Status::Resolved, now)?);
-                    let r = "tool definition change approved";
-                    inc.resolution = Some(r.into());
-                    ev.push(EventKind::FieldUpdated {
-                        field: "resolution".into(),
-                        value: r.into(),
-                    });
+                    ev.extend(nb.resolve(
+                        inc,
+                        "tool definition change approved".into(),
+                        None,
+                        now,
+                    )?);
                     Ok(ev)
                 }),
             )

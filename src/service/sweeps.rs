@@ -4,54 +4,30 @@
 //!
 //! May import: `crate::domain`, `crate::store`, `crate::notify`, `crate::service`.
 
-use std::fmt;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
 use crate::domain::incident::{self, EventKind, Incident, IncidentType, Severity};
 use crate::domain::opening::{self, StepReason};
-use crate::notify::{self, DeliveryOptions, Notification, RetryDecision};
+use crate::notify::{self, Notification, RetryDecision};
 use crate::service::{IncidentService, ServiceError, conflict};
 use crate::store::{OutboxItem, OutboxStatus, OutboxUpdate, StoreError};
 
 /// Most outbox rows one worker claims per tick.
 const OUTBOX_BATCH: u32 = 32;
 
-/// Outbox state held by the service: the worker id used for outbox leases and
-/// the HTTP client for webhook / Slack / PagerDuty deliveries.
+/// Outbox state held by the service: the worker id used for outbox leases.
+#[derive(Debug)]
 pub struct OutboxState {
     worker_id: String,
-    http: OnceLock<reqwest::Client>,
 }
 
 impl Default for OutboxState {
     fn default() -> Self {
         Self {
             worker_id: format!("worker-{}", uuid::Uuid::new_v4().simple()),
-            http: OnceLock::new(),
         }
-    }
-}
-
-impl fmt::Debug for OutboxState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OutboxState")
-            .field("worker_id", &self.worker_id)
-            .finish()
-    }
-}
-
-impl OutboxState {
-    fn http(&self) -> Result<&reqwest::Client, ServiceError> {
-        if let Some(c) = self.http.get() {
-            return Ok(c);
-        }
-        let c = reqwest::Client::builder()
-            .build()
-            .map_err(|e| ServiceError::Internal(format!("cannot build the HTTP client: {e}")))?;
-        Ok(self.http.get_or_init(|| c))
     }
 }
 
@@ -223,24 +199,7 @@ impl IncidentService {
             body: it.body.clone(),
             created_at: it.created_at,
         };
-        let result = match cfg.notify.channel(&it.channel) {
-            None => Err(notify::DeliveryError::Permanent {
-                channel: it.channel.clone(),
-                reason: "the channel is no longer configured in [[notify.channels]]".into(),
-            }),
-            Some(ch) => {
-                let http = self.outbox.http()?;
-                notify::deliver_with(
-                    ch,
-                    &n,
-                    http,
-                    &DeliveryOptions {
-                        timeout: cfg.notify.timeout,
-                    },
-                )
-                .await
-            }
-        };
+        let result = self.notifier.deliver(&it.channel, &n).await;
         let now = self.now();
         let attempts = it.attempts.saturating_add(1);
         let (update, detail) = match &result {

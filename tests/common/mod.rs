@@ -133,3 +133,72 @@ async fn http_server_with(
 pub fn repo_path(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
 }
+
+/// A fake [`Notifier`](ai_incident_mcp::service::Notifier): records every delivery it is given
+/// (channel, notification) and succeeds, so tests read what the outbox sent without a receiver.
+#[derive(Default)]
+pub struct RecordingNotifier {
+    sent: std::sync::Mutex<Vec<(String, ai_incident_mcp::notify::Notification)>>,
+}
+
+impl RecordingNotifier {
+    /// The ids of the notifications delivered to `channel`, in delivery order (repeats kept).
+    pub fn ids(&self, channel: &str) -> Vec<String> {
+        self.sent
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(c, _)| c == channel)
+            .map(|(_, n)| n.id.clone())
+            .collect()
+    }
+    /// How many deliveries of notification `id` there were (any channel).
+    pub fn count(&self, id: &str) -> usize {
+        self.sent
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, n)| n.id == id)
+            .count()
+    }
+}
+
+#[async_trait::async_trait]
+impl ai_incident_mcp::service::Notifier for RecordingNotifier {
+    async fn deliver(
+        &self,
+        channel: &str,
+        n: &ai_incident_mcp::notify::Notification,
+    ) -> Result<ai_incident_mcp::notify::DeliveryReceipt, ai_incident_mcp::notify::DeliveryError>
+    {
+        self.sent
+            .lock()
+            .unwrap()
+            .push((channel.to_string(), n.clone()));
+        Ok(ai_incident_mcp::notify::DeliveryReceipt {
+            channel: channel.to_string(),
+            kind: ai_incident_mcp::notify::ChannelKind::Webhook,
+            notification_id: n.id.clone(),
+            status: Some(200),
+            detail: None,
+        })
+    }
+}
+
+/// Serves `svc` over an in-process duplex pipe and connects an rmcp client to it (same tools
+/// and wire as the binary, but the test owns the service's clock and notifier).
+pub async fn in_process_client(
+    svc: std::sync::Arc<ai_incident_mcp::service::IncidentService>,
+) -> Client {
+    use rmcp::ServiceExt;
+    let (server_io, client_io) = tokio::io::duplex(1 << 20);
+    tokio::spawn(async move {
+        if let Ok(s) = ai_incident_mcp::mcp::IncidentMcp::new(svc)
+            .serve(server_io)
+            .await
+        {
+            let _ = s.waiting().await;
+        }
+    });
+    ().serve(client_io).await.expect("client handshake")
+}
