@@ -57,6 +57,8 @@ pub struct Config {
     pub containment: ContainmentConfig,
     /// `[http]`: resource limits of the HTTP server (timeouts, connection and session caps).
     pub http: HttpConfig,
+    /// `[audit]`: signed checkpoints of the audit chain.
+    pub audit: AuditConfig,
 }
 
 /// `[http]`: availability limits enforced before authentication.
@@ -83,6 +85,31 @@ pub struct HttpConfig {
     #[serde(with = "humantime_serde")]
     pub session_idle_timeout: Duration,
 }
+
+/// `[audit]`: signed checkpoints of the audit chain (see `docs/security.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Private Ed25519 key (PKCS#8 PEM or 64 hex digits, from `ai-incident-mcp keygen`). The
+    /// environment variable [`AUDIT_KEY_ENV`] (the key itself) takes precedence. Without either,
+    /// no checkpoints are written.
+    #[serde(default)]
+    pub signing_key_file: Option<PathBuf>,
+    /// Public key `verify_audit_log` checks the witness with (default: the signing key's).
+    #[serde(default)]
+    pub public_key_file: Option<PathBuf>,
+    /// Append-only witness file the checkpoints are written to: keep it outside the
+    /// database's reach (another volume, `chattr +a`, or a log shipper).
+    pub witness_file: PathBuf,
+    /// How often the background loop signs the chain head (when it moved); also on shutdown.
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+    /// Also write each checkpoint to the log (stderr), for a log collector to keep.
+    pub log_checkpoints: bool,
+}
+
+/// Environment variable holding the checkpoint signing key itself (PEM or hex).
+pub const AUDIT_KEY_ENV: &str = "AI_INCIDENT_AUDIT_KEY";
 
 /// `[documentation]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -334,6 +361,12 @@ impl Config {
             Ok(())
         };
 
+        if self.audit.checkpoint_interval < Duration::from_secs(1) {
+            return err(
+                "audit.checkpoint_interval".into(),
+                "must be at least 1s, e.g. \"1m\"",
+            );
+        }
         // notify
         for (i, ch) in self.notify.channels.iter().enumerate() {
             if let Err((field, msg)) = ch.validate() {

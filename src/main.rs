@@ -127,8 +127,25 @@ enum Cmd {
         #[arg(long)]
         reason: Option<String>,
     },
-    /// Verify the hash-chained audit log; exits 1 if it is broken.
-    VerifyAudit,
+    /// Verify the audit log: the hash chain, that the incident and containment rows match what
+    /// the events imply, and (with --checkpoints) every signed checkpoint. Exits 1 if anything
+    /// fails.
+    VerifyAudit {
+        /// Witness file of signed checkpoints (JSON lines, see docs/security.md).
+        #[arg(long, value_name = "FILE", requires = "public_key")]
+        checkpoints: Option<PathBuf>,
+        /// Public key to verify the checkpoints with: a PEM or hex file (from keygen), or 64 hex
+        /// digits. Repeat it for checkpoints signed by an earlier key.
+        #[arg(long = "public-key", value_name = "KEY")]
+        public_key: Vec<String>,
+    },
+    /// Make an Ed25519 key for signing audit checkpoints: writes FILE (private, mode 0600) and
+    /// FILE.pub, and prints the public key. Point `[audit] signing_key_file` at FILE.
+    Keygen {
+        /// Where to write the private key (refuses to overwrite).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
     /// Run the data-quality checks once (data files, tool catalogs, tool pins) and print the
     /// findings as JSON; each finding opens or updates an incident. Exits 1 when there are findings.
     CheckData,
@@ -287,6 +304,14 @@ async fn main() -> Result<()> {
                 );
             }
             let svc = app::build_service(&cli.db, config.clone()).map_err(anyhow::Error::msg)?;
+            match svc.audit_signing_key()? {
+                Some(k) => {
+                    tracing::info!(key_id = %k.public().key_id(), witness = %config.audit.witness_file.display(), "audit checkpoints on")
+                }
+                None => tracing::info!(
+                    "audit checkpoints off: no signing key (see `ai-incident-mcp keygen`)"
+                ),
+            }
             let ct = CancellationToken::new();
             let monitor = ai_incident_mcp::monitor::spawn(svc.clone(), ct.clone());
             let handler = IncidentMcp::new(svc);
@@ -421,9 +446,23 @@ async fn main() -> Result<()> {
             }
             Ok(())
         }
-        Cmd::VerifyAudit => {
+        Cmd::Keygen { out } => keygen(&out),
+        Cmd::VerifyAudit {
+            checkpoints,
+            public_key,
+        } => {
             let svc = app::build_service(&cli.db, config.clone()).map_err(anyhow::Error::msg)?;
-            let r = svc.verify_audit_log().await?;
+            let r = match checkpoints {
+                Some(file) => {
+                    let keys = public_key
+                        .iter()
+                        .map(|k| ai_incident_mcp::service::load_public_key(k))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(anyhow::Error::msg)?;
+                    svc.verify_audit(Some(file), keys).await?
+                }
+                None => svc.verify_audit_log().await?,
+            };
             print_json(&r)?;
             if !r.ok {
                 std::process::exit(1);
@@ -431,6 +470,40 @@ async fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn keygen(out: &std::path::Path) -> Result<()> {
+    use ai_incident_mcp::domain::checkpoint::SigningKey;
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no system randomness: {e}"))?;
+    let key = SigningKey::from_seed(seed);
+    seed.fill(0);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts
+        .open(out)
+        .with_context(|| format!("cannot create {} (it must not exist yet)", out.display()))?;
+    f.write_all(key.to_pkcs8_pem().as_bytes())?;
+    f.sync_all()?;
+    let pub_path = PathBuf::from(format!("{}.pub", out.display()));
+    let pk = key.public();
+    std::fs::write(&pub_path, pk.to_spki_pem())
+        .with_context(|| format!("cannot write {}", pub_path.display()))?;
+    println!(
+        "private key: {} (keep it off the database host's backups; never in the database)\n\
+         public key:  {} (give it to auditors)\nkey id:      {}\npublic key (hex): {}\n\n\
+         Configure:\n  [audit]\n  signing_key_file = \"{}\"\n\
+         Verify:\n  ai-incident-mcp verify-audit --checkpoints <witness file> --public-key {}",
+        out.display(),
+        pub_path.display(),
+        pk.key_id(),
+        pk.to_hex(),
+        out.display(),
+        pub_path.display()
+    );
+    Ok(())
 }
 
 fn screen_jsonl(engine: &Engine, path: &std::path::Path, max_bytes: usize) -> Result<()> {

@@ -920,7 +920,7 @@ mod claims {
                 .is_empty(),
             "a sent row came back"
         );
-        assert!(a.verify_audit_log().await.unwrap().ok);
+        assert!(a.verify_audit_log(Default::default()).await.unwrap().ok);
     }
 }
 

@@ -2,7 +2,14 @@
 //! computed and how a stored chain is verified. Pure functions; the store
 //! calls [`event_hash`] when it appends and [`verify_chain`] when asked.
 //!
-//! May import: std, sha2, hex, serde, `crate::domain::incident`.
+//! Signed checkpoints of the head live in [`crate::domain::checkpoint`]; the check that the
+//! incident and containment rows match what the events imply lives in
+//! [`crate::domain::projection`]. Both are reported here, in one [`AuditReport`].
+//!
+//! May import: std, sha2, hex, serde, `crate::domain::incident`, `crate::domain::checkpoint`,
+//! `crate::domain::projection`.
+
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -43,10 +50,12 @@ pub fn hash_time(at: &chrono::DateTime<chrono::Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
-/// The outcome of [`verify_chain`].
+/// The outcome of [`verify_chain`] (and of the whole audit: chain, checkpoints, projection).
 #[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct AuditReport {
-    /// True when every event's hash and link is intact and nothing is missing.
+    /// True when every event's hash and link is intact and nothing is missing, every signed
+    /// checkpoint (when checked) matches the chain, and the incident and containment rows match
+    /// what the events imply.
     pub ok: bool,
     /// How many events were checked.
     pub events_checked: u64,
@@ -54,7 +63,49 @@ pub struct AuditReport {
     pub first_bad_event: Option<i64>,
     /// What is wrong with it.
     pub problem: Option<String>,
+    /// The signed checkpoints the chain was compared with; absent when none were configured
+    /// (`[audit] witness_file` and a key) or given (`verify-audit --checkpoints`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoints: Option<crate::domain::checkpoint::CheckpointStatus>,
+    /// Whether the `incidents` and `containments` rows match the state the events imply.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub projection: Option<crate::domain::projection::ProjectionReport>,
 }
+
+impl AuditReport {
+    /// A report that fails at event `seq` for `why`.
+    pub fn bad(events_checked: u64, seq: i64, why: impl Into<String>) -> AuditReport {
+        AuditReport {
+            ok: false,
+            events_checked,
+            first_bad_event: Some(seq),
+            problem: Some(why.into()),
+            checkpoints: None,
+            projection: None,
+        }
+    }
+
+    /// Adds the projection check; a mismatch makes the whole report fail.
+    pub fn with_projection(mut self, p: crate::domain::projection::ProjectionReport) -> Self {
+        if !p.ok {
+            self.ok = false;
+            if self.problem.is_none() {
+                self.problem = p.mismatches.first().map(|m| {
+                    format!(
+                        "the stored state does not match the timeline: incident {} {} is {} but the events say {}",
+                        m.incident_id, m.field, m.found, m.expected
+                    )
+                });
+            }
+        }
+        self.projection = Some(p);
+        self
+    }
+}
+
+/// Hashes the chain must have at given sequence numbers (from signed checkpoints): `seq →
+/// (hash, when it was signed)`.
+pub type Pins = BTreeMap<i64, (String, String)>;
 
 /// Checks a chain read in ascending `seq` order, one event at a time, so a
 /// long log is verified in constant memory.
@@ -63,12 +114,18 @@ pub struct AuditReport {
 /// and reordering (seq is hashed, so swapping rows breaks both hashes). The
 /// `head` given to [`ChainVerifier::finish`] is the `(seq, hash)` the store
 /// recorded for its last append, which catches a deleted tail.
+///
+/// With [`ChainVerifier::with_pins`] it also checks signed checkpoints: the event at each
+/// pinned sequence number must carry the pinned hash (which commits to every event before it),
+/// and the chain must reach the highest pinned number. That catches what a chain alone cannot:
+/// a recomputed chain, a truncated tail with a rewritten head, an emptied table.
 #[derive(Debug)]
 pub struct ChainVerifier {
     prev_hash: String,
     expect_seq: i64,
     n: u64,
     failed: Option<AuditReport>,
+    pins: Pins,
 }
 
 impl Default for ChainVerifier {
@@ -78,11 +135,43 @@ impl Default for ChainVerifier {
             expect_seq: 1,
             n: 0,
             failed: None,
+            pins: Pins::new(),
         }
     }
 }
 
 impl ChainVerifier {
+    /// A verifier that also checks these checkpoint hashes.
+    pub fn with_pins(pins: Pins) -> Self {
+        Self {
+            pins,
+            ..Self::default()
+        }
+    }
+
+    /// Starts after an already verified event (`seq`, `hash`): checks only what follows.
+    pub fn resume(seq: i64, hash: &str) -> Self {
+        Self {
+            prev_hash: hash.to_string(),
+            expect_seq: seq + 1,
+            ..Self::default()
+        }
+    }
+
+    /// Records that the event at `seq` cannot even be read (its time or incident id is not
+    /// valid): the chain fails there. Returns false.
+    pub fn push_unreadable(&mut self, seq: i64, why: &str) -> bool {
+        if self.failed.is_none() {
+            self.n += 1;
+            self.failed = Some(AuditReport::bad(
+                self.n,
+                seq,
+                format!("event {seq} cannot be read ({why}): it was edited"),
+            ));
+        }
+        false
+    }
+
     /// Checks the next event. Returns false once the chain is broken (later
     /// events are then ignored).
     pub fn push(&mut self, e: &Event) -> bool {
@@ -107,16 +196,17 @@ impl ChainVerifier {
         ) != e.hash
         {
             Some("hash does not match the event's content: it was edited".to_string())
+        } else if let Some((h, at)) = self.pins.get(&e.seq).filter(|(h, _)| *h != e.hash) {
+            Some(format!(
+                "event {} has hash {} but the checkpoint signed at {at} says {h}: the chain was rewritten at or before this event",
+                e.seq,
+                short(&e.hash),
+            ))
         } else {
             None
         };
         if let Some(why) = problem {
-            self.failed = Some(AuditReport {
-                ok: false,
-                events_checked: self.n,
-                first_bad_event: Some(e.seq),
-                problem: Some(why),
-            });
+            self.failed = Some(AuditReport::bad(self.n, e.seq, why));
             return false;
         }
         self.prev_hash = e.hash.clone();
@@ -135,23 +225,43 @@ impl ChainVerifier {
             None => last == 0,
         };
         if !head_ok {
-            return AuditReport {
-                ok: false,
-                events_checked: self.n,
-                first_bad_event: Some(last + 1),
-                problem: Some(format!(
+            return AuditReport::bad(
+                self.n,
+                last + 1,
+                format!(
                     "the chain ends at event {last} but the recorded head is event {}: events were deleted",
                     head.map(|h| h.0).unwrap_or(0)
-                )),
-            };
+                ),
+            );
+        }
+        if let Some((&seq, (_, at))) = self.pins.last_key_value().filter(|(s, _)| **s > last) {
+            return AuditReport::bad(
+                self.n,
+                last + 1,
+                format!(
+                    "the chain ends at event {last} but the checkpoint signed at {at} covers event {seq}: events were deleted and the head rewritten"
+                ),
+            );
         }
         AuditReport {
             ok: true,
             events_checked: self.n,
             first_bad_event: None,
             problem: None,
+            checkpoints: None,
+            projection: None,
         }
     }
+
+    /// The last verified event (`seq`, `hash`), while the chain is intact.
+    pub fn last(&self) -> Option<(i64, &str)> {
+        (self.failed.is_none() && self.expect_seq > 1)
+            .then_some((self.expect_seq - 1, self.prev_hash.as_str()))
+    }
+}
+
+fn short(h: &str) -> &str {
+    h.get(..16).unwrap_or(h)
 }
 
 /// Checks a whole chain held in memory (see [`ChainVerifier`]).

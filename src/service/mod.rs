@@ -2,11 +2,13 @@
 //! the CLI and the background loop are thin adapters that parse input, call one method here and
 //! map the result. This file holds the object, its errors and its ports (`Store`, `Notifier`,
 //! `Clock`); each use-case group is a file beside it:
-//! [`screening`], [`reporting`], [`lifecycle`], [`containment`], [`sweeps`], [`monitoring`].
+//! [`screening`], [`reporting`], [`lifecycle`], [`containment`], [`sweeps`], [`monitoring`],
+//! [`audit`].
 //!
 //! May import: `crate::domain`, `crate::detect`, `crate::checks`, `crate::store`, `crate::notify`,
 //! `crate::config`. Never rmcp, axum or SQL crates.
 
+mod audit;
 mod containment;
 mod lifecycle;
 mod monitoring;
@@ -17,6 +19,7 @@ mod sweeps;
 pub use crate::domain::clock::Clock;
 pub use crate::notify::Notifier;
 pub use crate::store::Store;
+pub use audit::{load_public_key, load_signing_key};
 pub use lifecycle::{CONTAIN_ACTIONS, DocumentOutcome, UpdateInput};
 pub use monitoring::{
     CheckOutcome, DqOutcome, FindingOut, MetricsInput, MetricsOutcome, MonitorStatus, ViolationOut,
@@ -158,6 +161,7 @@ pub struct IncidentService {
     pub(crate) outbox: sweeps::OutboxState,
     pub(crate) monitor: monitoring::MonitorState,
     pub(crate) monitoring: monitoring::MonitoringState,
+    pub(crate) audit: audit::AuditState,
 }
 
 impl IncidentService {
@@ -180,6 +184,7 @@ impl IncidentService {
             outbox: Default::default(),
             monitor: Default::default(),
             monitoring: monitoring::MonitoringState::new(perf_thresholds(&config)),
+            audit: Default::default(),
             config,
         }
     }

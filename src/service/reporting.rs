@@ -5,7 +5,6 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::audit::AuditReport;
 use crate::domain::incident::{
     self, DetectionMethod, Email, Event, Incident, IncidentId, IncidentType, NewIncident, Severity,
     Status,
@@ -226,14 +225,6 @@ impl IncidentService {
                 Box::new(move |inc| Ok(vec![inc.escalate(&reason, &by, now)?])),
             )
             .await?)
-    }
-
-    /// Verifies the hash chain of the whole timeline.
-    ///
-    /// # Errors
-    /// [`ServiceError::Internal`] if the log cannot be read.
-    pub async fn verify_audit_log(&self) -> Result<AuditReport, ServiceError> {
-        Ok(self.store.verify_audit_log().await?)
     }
 }
 

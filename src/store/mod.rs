@@ -11,7 +11,7 @@ pub mod sqlite;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::domain::audit::AuditReport;
+use crate::domain::audit::{AuditReport, Pins};
 use crate::domain::incident::{
     DomainError, Event, EventKind, Incident, IncidentId, IncidentType, Severity, Status,
 };
@@ -195,6 +195,22 @@ pub struct ActiveContainment {
     pub since: DateTime<Utc>,
 }
 
+/// The outcome of [`Store::verified_head`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum HeadCheck {
+    /// No events yet.
+    Empty,
+    /// The chain up to this head is intact.
+    Head {
+        /// Its sequence number.
+        seq: i64,
+        /// Its hash.
+        hash: String,
+    },
+    /// The chain is broken (or no longer carries the hash signed before): do not sign.
+    Broken(AuditReport),
+}
+
 /// The storage port.
 ///
 /// Side tables follow the timeline: appending an [`EventKind::NotificationQueued`] also stores an
@@ -273,8 +289,14 @@ pub trait Store: Send + Sync {
     /// The open (not resolved/closed) incident with this dedup key, if any.
     async fn find_open_by_dedup(&self, dedup_key: &str) -> Result<Option<Incident>, StoreError>;
 
-    /// Verifies the whole hash chain.
-    async fn verify_audit_log(&self) -> Result<AuditReport, StoreError>;
+    /// Verifies the whole hash chain against the signed checkpoint `pins` (may be empty), and
+    /// compares the incident and containment rows with the state the events imply (one
+    /// snapshot). An unreadable event is a failed report, not an error.
+    async fn verify_audit_log(&self, pins: Pins) -> Result<AuditReport, StoreError>;
+
+    /// The chain head, after verifying every event from `after` (a `(seq, hash)` this process
+    /// signed before; `None`: from the start) — what may be signed next.
+    async fn verified_head(&self, after: Option<(i64, String)>) -> Result<HeadCheck, StoreError>;
 
     /// Claims one escalation step with a conditional update: only if the incident is still at
     /// `from_level` and open does it apply `f` (which must move it to a higher level). Returns
@@ -309,7 +331,8 @@ pub trait Store: Send + Sync {
         f: Mutation,
     ) -> Result<Option<Incident>, StoreError>;
 
-    /// Containments in force for this user id or session id.
+    /// Containments in force for this user id or session id, as the timeline implies them (a
+    /// containment row without its event blocks nobody; a deleted row still blocks).
     async fn active_containments(
         &self,
         user: Option<String>,

@@ -22,7 +22,9 @@ use super::{
     ActiveContainment, Cursor, ListQuery, Mutation, OutboxItem, OutboxUpdate, Page, Store,
     StoreError, Upserted,
 };
-use crate::domain::audit::{self, AuditReport, ChainVerifier};
+use crate::domain::audit::{self, AuditReport, Pins};
+
+mod audit_queries;
 use crate::domain::incident::{Event, EventKind, Incident, IncidentId};
 
 /// Versioned migrations; each runs once, in order, in its own transaction.
@@ -100,6 +102,7 @@ CREATE TABLE idempotency_keys (
 );
 "#,
     ),
+    (6, audit_queries::MIGRATION_6_CONTAINMENT_EVENTS),
 ];
 
 thread_local! {
@@ -956,34 +959,17 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn verify_audit_log(&self) -> Result<AuditReport, StoreError> {
-        self.read(|conn| {
-            // One read transaction so the chain and its head are one snapshot.
-            conn.execute_batch("BEGIN").map_err(backend)?;
-            let result = (|| {
-                let head: Option<(i64, String)> = conn
-                    .query_row("SELECT seq, hash FROM chain_head WHERE id = 1", [], |r| {
-                        Ok((r.get(0)?, r.get(1)?))
-                    })
-                    .optional()
-                    .map_err(backend)?;
-                let mut st = conn
-                    .prepare("SELECT seq, incident_id, at, actor, data, prev_hash, hash FROM events ORDER BY seq")
-                    .map_err(backend)?;
-                let rows = st.query_map([], row_event).map_err(backend)?;
-                let mut v = ChainVerifier::default();
-                for row in rows {
-                    let e = to_event(row.map_err(backend)?)?;
-                    if !v.push(&e) {
-                        break;
-                    }
-                }
-                Ok(v.finish(head.as_ref().map(|(s, h)| (*s, h.as_str()))))
-            })();
-            let _ = conn.execute_batch("COMMIT");
-            result
-        })
-        .await
+    async fn verify_audit_log(&self, pins: Pins) -> Result<AuditReport, StoreError> {
+        self.read(move |conn| audit_queries::verify(conn, pins))
+            .await
+    }
+
+    async fn verified_head(
+        &self,
+        after: Option<(i64, String)>,
+    ) -> Result<super::HeadCheck, StoreError> {
+        self.read(move |conn| audit_queries::verified_head(conn, after))
+            .await
     }
 
     async fn claim_escalation(
@@ -1117,42 +1103,8 @@ impl Store for SqliteStore {
         user: Option<String>,
         session: Option<String>,
     ) -> Result<Vec<ActiveContainment>, StoreError> {
-        self.read(move |conn| {
-            let mut st = conn
-                .prepare_cached(
-                    "SELECT incident_id, subject_kind, subject, action, reason, created_at FROM containments
-                     WHERE lifted_at IS NULL AND ((subject_kind = 'user' AND subject = ?1)
-                        OR (subject_kind = 'session' AND subject = ?2))
-                     ORDER BY created_at",
-                )
-                .map_err(backend)?;
-            let rows = st
-                .query_map(params![user, session], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, String>(4)?,
-                        r.get::<_, i64>(5)?,
-                    ))
-                })
-                .map_err(backend)?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (inc, kind, subject, action, reason, at) = row.map_err(backend)?;
-                out.push(ActiveContainment {
-                    incident_id: inc.parse().map_err(|e| backend(format!("containment: {e}")))?,
-                    subject_kind: kind,
-                    subject,
-                    action,
-                    reason,
-                    since: from_micros(at),
-                });
-            }
-            Ok(out)
-        })
-        .await
+        self.read(move |conn| audit_queries::active_containments(conn, user, session))
+            .await
     }
 }
 

@@ -139,8 +139,10 @@ and since (RFC 3339). limit defaults to 20 (max 200); pass next_cursor back as c
     }
 
     #[tool(
-        description = "Verify the tamper-evident timeline: recomputes every event's SHA-256 chain link. ok=false \
-names the first event that was edited, deleted or reordered.",
+        description = "Verify the tamper-evident timeline: recomputes every event's SHA-256 chain link, compares \
+the chain with the signed checkpoints in the witness file (when [audit] has a key), and checks that every incident's \
+status, severity, level, owner, resolution and containments match what its events imply. ok=false names the first \
+event that was edited, deleted or reordered, or lists each mismatching incident and field.",
         annotations(
             title = "Verify audit log",
             read_only_hint = true,
