@@ -292,7 +292,7 @@ async fn main() -> Result<()> {
                 .await?;
             print_json(&ai_incident_mcp::mcp::dto::ReportIncidentOutput::new(
                 &inc,
-                svc.response_sla(inc.severity),
+                svc.response_sla_for(&inc),
             ))
         }
         Cmd::Incidents { cmd } => {

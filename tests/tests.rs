@@ -6,6 +6,7 @@ mod common;
 mod architecture;
 mod cli;
 mod detect;
+mod detectors;
 mod golden;
 mod http;
 mod lifecycle;

@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod clock;
 pub mod incident;
+pub mod kind;
 pub mod opening;
 pub mod policy;
 pub mod postmortem;

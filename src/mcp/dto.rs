@@ -73,9 +73,9 @@ pub struct ScreenPromptOutput {
     pub verdict: String,
     /// Overall risk, 0 to 1.
     pub risk_score: f64,
-    /// Categories found, highest score first.
+    /// Categories whose score reached the flag threshold, highest first (empty for allow).
     pub categories: Vec<String>,
-    /// Score per category.
+    /// Score per category (every category, flagged or not).
     pub category_scores: BTreeMap<String, f64>,
     /// The matched rules with spans into the screened text.
     pub matches: Vec<MatchOut>,
@@ -89,6 +89,7 @@ pub struct ScreenPromptOutput {
 
 impl From<ScreenOutcome> for ScreenPromptOutput {
     fn from(o: ScreenOutcome) -> Self {
+        let categories_flagged = o.flagged_categories();
         let s = o.screening;
         ScreenPromptOutput {
             verdict: match s.verdict {
@@ -98,10 +99,9 @@ impl From<ScreenOutcome> for ScreenPromptOutput {
             }
             .to_string(),
             risk_score: round4(s.risk_score),
-            categories: s
-                .categories
+            categories: categories_flagged
                 .iter()
-                .map(|c| c.category.as_str().to_string())
+                .map(|c| c.as_str().to_string())
                 .collect(),
             category_scores: s
                 .categories
@@ -131,8 +131,13 @@ impl From<ScreenOutcome> for ScreenPromptOutput {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReportIncidentArgs {
-    /// One of: security, performance, data_quality, other.
-    #[schemars(extend("enum" = ["security", "performance", "data_quality", "other"]))]
+    /// A type (security, performance, data_quality, other) or one of the procedure's incident
+    /// kinds, which also sets the kind's severity override and response time (data_breach is
+    /// always critical; llm_api_failure must be answered within 5 minutes; see docs/detection.md).
+    #[schemars(extend("enum" = ["security", "performance", "data_quality", "other",
+        "prompt_injection", "jailbreak", "data_exfiltration", "privilege_escalation", "secret_exposure",
+        "api_key_compromise", "data_breach", "tool_poisoning", "llm_api_failure", "mcp_protocol_failure",
+        "performance_degradation", "data_corruption", "schema_validation_failure", "data_inconsistency"]))]
     pub incident_type: String,
     /// What happened, where, and who is affected (at most 64 KiB).
     pub description: String,
@@ -150,12 +155,15 @@ pub struct ReportIncidentArgs {
 pub struct ReportIncidentOutput {
     pub incident_id: String,
     pub incident_type: String,
+    /// The incident kind, when the report named one.
+    pub kind: Option<String>,
     pub severity: String,
     pub status: String,
     /// Current workflow step.
     pub step: String,
     pub escalation_level: u8,
-    /// Minutes within which a responder must acknowledge (severity SLA).
+    /// Minutes within which a responder must acknowledge (the stricter of the severity's and the
+    /// kind's response time).
     pub response_sla_minutes: i64,
     pub title: String,
     pub created_at: DateTime<Utc>,
@@ -167,6 +175,7 @@ impl ReportIncidentOutput {
         ReportIncidentOutput {
             incident_id: i.id.to_string(),
             incident_type: i.incident_type.to_string(),
+            kind: i.kind.map(|k| k.as_str().to_string()),
             severity: i.severity.to_string(),
             status: i.status.to_string(),
             step: i.step.to_string(),
@@ -263,6 +272,8 @@ pub struct IncidentSummary {
     pub title: String,
     pub incident_type: String,
     pub category: Option<String>,
+    /// The procedure's incident kind (data_breach, llm_api_failure, …), when known.
+    pub kind: Option<String>,
     pub severity: String,
     pub status: String,
     pub step: String,
@@ -281,6 +292,7 @@ impl From<&Incident> for IncidentSummary {
             title: i.title.clone(),
             incident_type: i.incident_type.to_string(),
             category: i.category.map(|c| c.as_str().to_string()),
+            kind: i.kind.map(|k| k.as_str().to_string()),
             severity: i.severity.to_string(),
             status: i.status.to_string(),
             step: i.step.to_string(),

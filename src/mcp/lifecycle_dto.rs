@@ -70,8 +70,12 @@ pub struct ContainArgs {
     /// The incident id.
     pub incident_id: String,
     /// block_user (the incident's affected user_id), block_session (its session_id) or
-    /// block_user_and_session. While blocked, screen_prompt returns block for them.
-    #[schemars(extend("enum" = ["block_user", "block_session", "block_user_and_session"]))]
+    /// block_user_and_session: while blocked, screen_prompt returns block for them.
+    /// revoke_key (the incident's API key: later use is evidence), rate_limit (its user or
+    /// principal: a token bucket screen_prompt and record_access enforce), isolate_upstream
+    /// (its upstream: the probes refuse it).
+    #[schemars(extend("enum" = ["block_user", "block_session", "block_user_and_session",
+        "revoke_key", "rate_limit", "isolate_upstream"]))]
     pub action: String,
     /// Why (kept on the timeline and returned by screen_prompt).
     pub reason: Option<String>,

@@ -92,9 +92,11 @@ resolution step, records time-to-resolve and notifies the incident's channels. R
     }
 
     #[tool(
-        description = "Contain an incident by blocking its affected user_id and/or session_id (action block_user, \
-block_session or block_user_and_session). While blocked, screen_prompt returns verdict block for that user/session, \
-with the reason in signals. Reversible with lift_containment; recorded on the timeline.",
+        description = "Contain an incident. block_user / block_session / block_user_and_session block its affected \
+user_id and/or session_id (screen_prompt returns verdict block for them, with the reason in signals); revoke_key \
+marks its API key revoked (later record_key_usage of it is evidence); rate_limit puts its user/principal on a token \
+bucket that screen_prompt and record_access enforce; isolate_upstream stops the probes of its upstream. Reversible \
+with lift_containment; recorded on the timeline.",
         annotations(
             title = "Contain incident",
             read_only_hint = false,

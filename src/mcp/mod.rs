@@ -6,6 +6,7 @@
 //! May import: `crate::service`, `crate::domain`, `crate::detect`, `crate::store::Page`; rmcp,
 //! schemars, serde_json.
 
+pub mod detector_tools;
 pub mod dto;
 pub mod lifecycle_dto;
 pub mod lifecycle_tools;
@@ -70,7 +71,10 @@ impl IncidentMcp {
     pub fn new(svc: Arc<IncidentService>) -> Self {
         Self {
             svc,
-            tool_router: Self::tool_router() + Self::monitoring_router() + Self::lifecycle_router(),
+            tool_router: Self::tool_router()
+                + Self::monitoring_router()
+                + Self::lifecycle_router()
+                + Self::detector_router(),
         }
     }
 
@@ -137,7 +141,7 @@ mitigating/amplifying words; see docs/severity.md). Returns the new incident id,
             .await?;
         Ok(Json(ReportIncidentOutput::new(
             &inc,
-            self.svc.response_sla(inc.severity),
+            self.svc.response_sla_for(&inc),
         )))
     }
 
