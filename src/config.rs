@@ -218,6 +218,9 @@ fn default_repeat_threshold() -> u32 {
 fn default_repeat_window() -> Duration {
     Duration::from_secs(600)
 }
+fn default_anonymous_window() -> Duration {
+    Duration::from_secs(3600)
+}
 fn default_model_weight() -> f64 {
     0.8
 }
@@ -255,6 +258,11 @@ pub struct ScreeningConfig {
     /// Window for `repeat_threshold`.
     #[serde(default = "default_repeat_window", with = "humantime_serde")]
     pub repeat_window: Duration,
+    /// Anonymous detections (no user_id or session_id) share an open incident only when they have
+    /// the same category and source and fall in the same period of this length (periods are
+    /// aligned to the Unix epoch); a new period opens a new incident.
+    #[serde(default = "default_anonymous_window", with = "humantime_serde")]
+    pub anonymous_window: Duration,
     /// Scale of the learned model's contribution to the risk score (0 = rules only).
     #[serde(default = "default_model_weight")]
     pub model_weight: f64,

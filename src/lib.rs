@@ -28,3 +28,4 @@ pub mod notify;
 pub mod probe;
 pub mod service;
 pub mod store;
+pub mod view;

@@ -19,7 +19,7 @@ use ai_incident_mcp::config::Config;
 use ai_incident_mcp::detect::{Engine, Source, Verdict};
 use ai_incident_mcp::http::{self, HttpOptions};
 use ai_incident_mcp::mcp::IncidentMcp;
-use ai_incident_mcp::service::{ListInput, ReportInput};
+use ai_incident_mcp::service::{ListInput, ReportInput, ServiceError};
 use std::sync::Arc;
 
 #[derive(Parser)]
@@ -72,6 +72,12 @@ enum Cmd {
         /// non-loopback address. Env AI_INCIDENT_TOKEN.
         #[arg(long, env = "AI_INCIDENT_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// Folder of the data files the monitor checks (overrides monitor.data_dir).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// Folder of the MCP tool catalogs the monitor checks and pins (overrides monitor.catalog_dir).
+        #[arg(long, value_name = "DIR")]
+        catalog_dir: Option<PathBuf>,
     },
     /// Screen texts in batch: reads JSON lines {"id","text",["source"]} from FILE ("-" for stdin)
     /// and writes one line {"id","verdict","risk_score","categories"} per input. Opens no incidents.
@@ -160,13 +166,26 @@ enum IncidentsCmd {
 }
 
 fn init_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AI_INCIDENT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // rmcp logs the client's whole `peer_info` (and every notification) at INFO; we log the
+    // client's name and version ourselves, so rmcp speaks at WARN unless the filter names it.
+    let spec = std::env::var("AI_INCIDENT_LOG").unwrap_or_else(|_| "info".into());
+    let spec = if spec.contains("rmcp") {
+        spec
+    } else {
+        format!("{spec},rmcp=warn")
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&spec)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rmcp=warn"));
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .with_env_filter(filter)
         .try_init();
+}
+
+/// The CLI's sentence for an unknown incident id (the service's names the MCP tool).
+fn unknown_id(id: &str) -> String {
+    format!("no incident with id {id}; `ai-incident-mcp incidents list` shows the ids that exist")
 }
 
 fn print_json(v: &impl serde::Serialize) -> Result<()> {
@@ -190,6 +209,19 @@ async fn main() -> Result<()> {
     let mut config = Config::load(cli.config.as_deref())?;
     if let Some(n) = cli.max_prompt_bytes {
         config.screening.max_prompt_bytes = n;
+    }
+    if let Cmd::Serve {
+        data_dir,
+        catalog_dir,
+        ..
+    } = &cli.cmd
+    {
+        if let Some(d) = data_dir {
+            config.monitor.data_dir = d.clone();
+        }
+        if let Some(d) = catalog_dir {
+            config.monitor.catalog_dir = d.clone();
+        }
     }
     let config = Arc::new(config);
     let max_prompt_bytes = config.screening.max_prompt_bytes;
@@ -224,6 +256,7 @@ async fn main() -> Result<()> {
             allow_hosts,
             allow_origins,
             token,
+            ..
         } => {
             let svc = app::build_service(&cli.db, config.clone()).map_err(anyhow::Error::msg)?;
             let ct = CancellationToken::new();
@@ -290,7 +323,7 @@ async fn main() -> Result<()> {
                     affected_system: system,
                 })
                 .await?;
-            print_json(&ai_incident_mcp::mcp::dto::ReportIncidentOutput::new(
+            print_json(&ai_incident_mcp::view::ReportIncidentOutput::new(
                 &inc,
                 svc.response_sla_for(&inc),
             ))
@@ -317,12 +350,15 @@ async fn main() -> Result<()> {
                             open_only: false,
                         })
                         .await?;
-                    print_json(&ai_incident_mcp::mcp::dto::ListIncidentsOutput::from(page))
+                    print_json(&ai_incident_mcp::view::ListIncidentsOutput::from(page))
                 }
                 IncidentsCmd::Get { id } => {
-                    let (inc, tl) = svc.get(&id).await?;
+                    let (inc, tl) = match svc.get(&id).await {
+                        Err(ServiceError::NotFound(id)) => bail!("{}", unknown_id(&id)),
+                        r => r?,
+                    };
                     let response = svc.response_metrics(&inc, &tl);
-                    print_json(&ai_incident_mcp::mcp::dto::IncidentDetail::new(
+                    print_json(&ai_incident_mcp::view::IncidentDetail::new(
                         inc, tl, response,
                     ))
                 }
@@ -330,8 +366,11 @@ async fn main() -> Result<()> {
         }
         Cmd::Escalate { id, reason } => {
             let svc = app::build_service(&cli.db, config.clone()).map_err(anyhow::Error::msg)?;
-            let inc = svc.escalate(&id, reason, "cli").await?;
-            print_json(&ai_incident_mcp::mcp::dto::EscalateOutput::from(&inc))
+            let inc = match svc.escalate(&id, reason, "cli").await {
+                Err(ServiceError::NotFound(id)) => bail!("{}", unknown_id(&id)),
+                r => r?,
+            };
+            print_json(&ai_incident_mcp::view::EscalateOutput::from(&inc))
         }
         Cmd::CheckData => {
             let svc = app::build_service(&cli.db, config.clone()).map_err(anyhow::Error::msg)?;

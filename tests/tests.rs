@@ -11,5 +11,6 @@ mod golden;
 mod http;
 mod lifecycle;
 mod monitoring;
+mod regressions;
 mod stdio;
 mod store;

@@ -379,6 +379,9 @@ pub struct SeriousIncident {
     /// True once an approaching deadline has escalated the incident (done once).
     #[serde(default)]
     pub deadline_escalated: bool,
+    /// True once the passed deadline was recorded as an `overdue` event (done once).
+    #[serde(default)]
+    pub overdue_recorded: bool,
 }
 
 /// Most evidence items kept on one incident (first ones plus the latest).
@@ -589,6 +592,37 @@ impl Incident {
         Some(EventKind::StepEntered { step })
     }
 
+    /// True when the incident is serious, unreported, past its reporting deadline at `now`, and
+    /// that has not been recorded yet.
+    pub fn overdue_unrecorded(&self, now: DateTime<Utc>) -> bool {
+        self.serious.as_ref().is_some_and(|s| {
+            s.reported_at.is_none() && !s.overdue_recorded && now >= s.report_due_at
+        })
+    }
+
+    /// Records that the regulatory report deadline passed without a report (once per incident).
+    ///
+    /// # Errors
+    /// [`DomainError::Conflict`] unless [`Self::overdue_unrecorded`] holds at `now`.
+    pub fn record_overdue(&mut self, now: DateTime<Utc>) -> Result<EventKind, DomainError> {
+        if !self.overdue_unrecorded(now) {
+            return Err(DomainError::Conflict(format!(
+                "incident {} has no unrecorded passed reporting deadline",
+                self.id
+            )));
+        }
+        let Some(s) = self.serious.as_mut() else {
+            return Err(DomainError::Conflict("not serious".into()));
+        };
+        s.overdue_recorded = true;
+        self.updated_at = now;
+        Ok(EventKind::Overdue {
+            category: s.category.clone(),
+            article_point: s.article_point.clone(),
+            report_due_at: s.report_due_at,
+        })
+    }
+
     /// When the current escalation level was entered (the last escalation, or creation).
     pub fn level_entered_at(&self) -> DateTime<Utc> {
         self.escalation_history
@@ -729,6 +763,12 @@ pub enum EventKind {
         report_due_at: DateTime<Utc>,
         rule: String,
     },
+    /// The regulatory reporting deadline passed without a report being filed.
+    Overdue {
+        category: String,
+        article_point: String,
+        report_due_at: DateTime<Utc>,
+    },
     /// Post-incident documentation was written.
     Documented {
         json_path: String,
@@ -757,6 +797,7 @@ impl EventKind {
             EventKind::Contained { .. } => "contained",
             EventKind::ContainmentLifted { .. } => "containment_lifted",
             EventKind::MarkedSerious { .. } => "marked_serious",
+            EventKind::Overdue { .. } => "overdue",
             EventKind::Documented { .. } => "documented",
         }
     }

@@ -90,7 +90,24 @@ pub fn open_events(
         channels.extend(l.channels.iter().cloned());
     }
     channels.retain(|c| Some(c.as_str()) != exclude_channel);
-    events.extend(notifications_for(cfg, inc, "opened", &channels, now));
+    events.extend(queue_notifications(cfg, inc, "opened", &channels, now));
+}
+
+/// Queues the notifications of `event` (see [`notifications_for`]) and, when any is queued, enters
+/// the `notification` workflow step: the step is the decision to notify, recorded in the same
+/// transaction; delivery outcomes are events of their own.
+pub fn queue_notifications(
+    cfg: Rules<'_>,
+    inc: &mut Incident,
+    event: &str,
+    channels: &[String],
+    now: DateTime<Utc>,
+) -> Vec<EventKind> {
+    let mut ev = notifications_for(cfg, inc, event, channels, now);
+    if !ev.is_empty() {
+        ev.extend(inc.enter_step(WorkflowStep::Notification, now));
+    }
+    ev
 }
 
 /// The `NotificationQueued` events telling `channels` (each once) that `event` happened to `inc`.
@@ -123,13 +140,8 @@ pub fn notifications_for(
         det = inc.created_at.to_rfc3339(),
         sla = fmt_dur(sla),
     );
-    let title = format!(
-        "[{}] {} {}: {}",
-        inc.severity.as_str().to_ascii_uppercase(),
-        inc.id,
-        event,
-        inc.title
-    );
+    // No severity here: every channel shows it in its own way (Slack and e-mail prefix it).
+    let title = format!("{} {}: {}", inc.id, event, inc.title);
     let mut seen = BTreeSet::new();
     channels
         .iter()

@@ -74,8 +74,6 @@ fn classification_raises_prompt_injection_and_sets_start_level() {
 
 #[test]
 fn policy_uses_the_incident_severity_and_its_order() {
-    let p: policy::Severity = Severity::High;
-    assert_eq!(p, Severity::High);
     assert!(Severity::Low < Severity::Medium);
     assert!(Severity::Medium < Severity::High);
     assert!(Severity::High < Severity::Critical);
@@ -114,6 +112,7 @@ fn approaching_regulatory_deadline_is_a_step() {
         rule: "general".into(),
         reported_at: None,
         deadline_escalated: false,
+        overdue_recorded: false,
     });
     assert!(due_step(&inc, cfg.rules(), t0() + chrono::Duration::days(5)).is_none());
     assert!(matches!(

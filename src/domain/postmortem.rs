@@ -247,6 +247,14 @@ fn summarize(k: &EventKind) -> String {
             subject,
             ..
         } => format!("containment lifted ({subject_kind} {subject})"),
+        EventKind::Overdue {
+            category,
+            article_point,
+            report_due_at,
+        } => format!(
+            "regulatory report overdue ({category}, Art. {article_point}): was due {}",
+            report_due_at.to_rfc3339()
+        ),
         EventKind::MarkedSerious {
             category,
             article_point,

@@ -3,27 +3,22 @@
 //! one [`IncidentService`] call and maps the result; caller-fixable errors
 //! become `isError` tool results, faults become protocol errors (logged once).
 //!
-//! May import: `crate::service`, `crate::domain`, `crate::detect`, `crate::store::Page`; rmcp,
-//! schemars, serde_json.
+//! May import: `crate::service`, `crate::view`, `crate::domain::postmortem` (Markdown rendering);
+//! rmcp, serde_json.
 
-pub mod detector_tools;
-pub mod dto;
-pub mod lifecycle_dto;
-pub mod lifecycle_tools;
-pub mod monitoring_tools;
 pub mod stdio;
+pub mod tools;
 
 use std::sync::Arc;
 
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::IntoCallToolResult;
-use rmcp::handler::server::wrapper::{Json, Parameters};
 use rmcp::model::*;
 use rmcp::service::RequestContext;
-use rmcp::{ErrorData as McpError, RoleServer, ServerHandler, tool, tool_handler, tool_router};
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler, tool_handler};
 
-use crate::service::{IncidentService, ListInput, ReportInput, ScreenInput, ServiceError};
-use dto::*;
+use crate::service::{IncidentService, ListInput, ServiceError};
+use crate::view::{IncidentDetail, ListIncidentsOutput};
 
 /// A tool call that did not succeed: either the caller's to fix (an
 /// `isError` result with a sentence) or ours (a protocol error).
@@ -65,15 +60,15 @@ Lifecycle: acknowledge_incident stops the escalation clock; update_incident chan
 contain_incident blocks the affected user/session (lift_containment undoes it); resolve_incident, then \
 document_incident writes the postmortem (also incident://{id}/postmortem).";
 
-#[tool_router]
 impl IncidentMcp {
     /// A handler over `svc`.
     pub fn new(svc: Arc<IncidentService>) -> Self {
         Self {
             svc,
-            tool_router: Self::tool_router()
-                + Self::monitoring_router()
+            tool_router: Self::screening_router()
+                + Self::incidents_router()
                 + Self::lifecycle_router()
+                + Self::monitoring_router()
                 + Self::detector_router(),
         }
     }
@@ -81,151 +76,6 @@ impl IncidentMcp {
     /// The service behind the handler.
     pub fn service(&self) -> &Arc<IncidentService> {
         &self.svc
-    }
-
-    #[tool(
-        description = "Screen a text for prompt injection, jailbreak, data exfiltration and privilege escalation \
-before acting on it. Pass user input with source=user, tool results with source=tool_output, retrieved documents \
-with source=document. Returns verdict allow|flag|block, a 0-1 risk score, the categories, and the matched rules \
-with byte spans into the text. A flag or block opens an incident, or adds an occurrence to the open one for the \
-same category and user/session (incident_id).",
-        annotations(
-            title = "Screen prompt",
-            read_only_hint = false,
-            destructive_hint = false,
-            idempotent_hint = false,
-            open_world_hint = false
-        )
-    )]
-    async fn screen_prompt(
-        &self,
-        Parameters(Args(a)): Parameters<Args<ScreenPromptArgs>>,
-    ) -> Result<Json<ScreenPromptOutput>, ToolFailure> {
-        let out = self
-            .svc
-            .screen(ScreenInput {
-                text: a.text,
-                source: a.source.unwrap_or_default().into(),
-                user_id: a.user_id,
-                session_id: a.session_id,
-            })
-            .await?;
-        Ok(Json(out.into()))
-    }
-
-    #[tool(
-        description = "Report an AI incident (security, performance, data_quality or other). Needs a description and \
-the reporter's e-mail. Without a severity, it is assessed from the description (whole-word impact terms, adjusted by \
-mitigating/amplifying words; see docs/severity.md). Returns the new incident id, severity, status and SLA.",
-        annotations(
-            title = "Report incident",
-            read_only_hint = false,
-            destructive_hint = false,
-            idempotent_hint = false,
-            open_world_hint = false
-        )
-    )]
-    async fn report_incident(
-        &self,
-        Parameters(Args(a)): Parameters<Args<ReportIncidentArgs>>,
-    ) -> Result<Json<ReportIncidentOutput>, ToolFailure> {
-        let inc = self
-            .svc
-            .report(ReportInput {
-                incident_type: a.incident_type,
-                description: a.description,
-                reporter_email: a.reporter_email,
-                severity: a.severity,
-                affected_system: a.affected_system,
-            })
-            .await?;
-        Ok(Json(ReportIncidentOutput::new(
-            &inc,
-            self.svc.response_sla_for(&inc),
-        )))
-    }
-
-    #[tool(
-        description = "Get one incident with its full timeline (hash-chained events).",
-        annotations(
-            title = "Get incident",
-            read_only_hint = true,
-            idempotent_hint = true,
-            open_world_hint = false
-        )
-    )]
-    async fn get_incident(
-        &self,
-        Parameters(Args(a)): Parameters<Args<IncidentIdArgs>>,
-    ) -> Result<Json<IncidentDetail>, ToolFailure> {
-        let (inc, tl) = self.svc.get(&a.incident_id).await?;
-        let response = self.svc.response_metrics(&inc, &tl);
-        Ok(Json(IncidentDetail::new(inc, tl, response)))
-    }
-
-    #[tool(
-        description = "List incidents, newest first, as compact summaries. Filter by status, severity, incident_type \
-and since (RFC 3339). limit defaults to 20 (max 200); pass next_cursor back as cursor for the next page.",
-        annotations(
-            title = "List incidents",
-            read_only_hint = true,
-            idempotent_hint = true,
-            open_world_hint = false
-        )
-    )]
-    async fn list_incidents(
-        &self,
-        Parameters(Args(a)): Parameters<Args<ListIncidentsArgs>>,
-    ) -> Result<Json<ListIncidentsOutput>, ToolFailure> {
-        let page = self
-            .svc
-            .list(ListInput {
-                status: a.status,
-                severity: a.severity,
-                incident_type: a.incident_type,
-                since: a.since,
-                limit: a.limit,
-                cursor: a.cursor,
-                open_only: false,
-            })
-            .await?;
-        Ok(Json(page.into()))
-    }
-
-    #[tool(
-        description = "Escalate an incident one level (1 technical support → 2 senior technical → 3 management + \
-security → 4 executive). The step is appended to the escalation history. Refused at level 4 and on resolved or \
-closed incidents.",
-        annotations(
-            title = "Escalate incident",
-            read_only_hint = false,
-            destructive_hint = false,
-            idempotent_hint = false,
-            open_world_hint = false
-        )
-    )]
-    async fn escalate_incident(
-        &self,
-        Parameters(Args(a)): Parameters<Args<EscalateArgs>>,
-    ) -> Result<Json<EscalateOutput>, ToolFailure> {
-        let inc = self.svc.escalate(&a.incident_id, a.reason, "mcp").await?;
-        Ok(Json(EscalateOutput::from(&inc)))
-    }
-
-    #[tool(
-        description = "Verify the tamper-evident timeline: recomputes every event's SHA-256 chain link. ok=false \
-names the first event that was edited, deleted or reordered.",
-        annotations(
-            title = "Verify audit log",
-            read_only_hint = true,
-            idempotent_hint = true,
-            open_world_hint = false
-        )
-    )]
-    async fn verify_audit_log(
-        &self,
-    ) -> Result<Json<crate::domain::audit::AuditReport>, ToolFailure> {
-        Ok(Json(self.svc.verify_audit_log().await?))
     }
 }
 
@@ -243,6 +93,18 @@ impl ServerHandler for IncidentMcp {
             env!("CARGO_PKG_VERSION"),
         ))
         .with_instructions(INSTRUCTIONS)
+    }
+
+    async fn on_initialized(&self, ctx: rmcp::service::NotificationContext<RoleServer>) {
+        // Name and version only: the whole peer_info (capabilities, …) is not worth a log line.
+        match ctx.peer.peer_info() {
+            Some(p) => tracing::info!(
+                client = %p.client_info.name,
+                client_version = %p.client_info.version,
+                "MCP session initialized"
+            ),
+            None => tracing::info!("MCP session initialized"),
+        }
     }
 
     async fn list_resources(

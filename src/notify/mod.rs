@@ -697,14 +697,15 @@ pub fn pagerduty_payload(n: &Notification, routing_key: &str) -> serde_json::Val
 // Email
 // ---------------------------------------------------------------------------------------------------------
 
-/// Subject line of notification mails: `[AIM][HIGH] <title> (incident <id>)`.
+/// Subject line of notification mails: `[AIM][HIGH] <title> (incident <id>)`; the id is left out
+/// when the title already names it (the server's titles do: `INC-… opened: …`).
 pub fn email_subject(n: &Notification) -> String {
-    format!(
-        "[AIM][{}] {} (incident {})",
-        n.severity.as_str().to_ascii_uppercase(),
-        n.title,
-        n.incident_id
-    )
+    let sev = n.severity.as_str().to_ascii_uppercase();
+    if n.title.contains(&n.incident_id) {
+        format!("[AIM][{sev}] {}", n.title)
+    } else {
+        format!("[AIM][{sev}] {} (incident {})", n.title, n.incident_id)
+    }
 }
 
 fn email_text(n: &Notification) -> String {

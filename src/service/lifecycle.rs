@@ -362,6 +362,7 @@ impl IncidentService {
                             rule: rule.clone(),
                             reported_at: None,
                             deadline_escalated: false,
+                            overdue_recorded: false,
                         });
                         ev.push(EventKind::MarkedSerious {
                             category,

@@ -281,11 +281,11 @@ pub(crate) struct NotificationBuilder {
 impl NotificationBuilder {
     pub(crate) fn build(
         &self,
-        inc: &Incident,
+        inc: &mut Incident,
         event: &str,
         channels: &[String],
         now: DateTime<Utc>,
     ) -> Vec<EventKind> {
-        opening::notifications_for(self.cfg.rules(), inc, event, channels, now)
+        opening::queue_notifications(self.cfg.rules(), inc, event, channels, now)
     }
 }

@@ -66,7 +66,19 @@ impl IncidentService {
             .map(|u| format!("user:{u}"))
             .or_else(|| input.session_id.as_deref().map(|s| format!("session:{s}")))
             .unwrap_or_else(|| "anonymous".into());
-        let dedup_key = format!("screen|{}|{who}", top.as_str());
+        let now = self.now();
+        let dedup_key = if input.user_id.is_none() && input.session_id.is_none() {
+            // Nobody to group by: group by category, source and period instead.
+            let period = self.config.screening.anonymous_window.as_secs().max(1) as i64;
+            format!(
+                "screen|{}|anonymous|{}|{}",
+                top.as_str(),
+                source_name(input.source),
+                now.timestamp().div_euclid(period)
+            )
+        } else {
+            format!("screen|{}|{who}", top.as_str())
+        };
         let evidence: Vec<Evidence> = screening
             .matches
             .iter()
@@ -97,7 +109,6 @@ impl IncidentService {
             Source::Document => "a document",
         };
         let rules: Vec<&str> = screening.matches.iter().map(|m| m.rule.as_str()).collect();
-        let now = self.now();
         let new = NewIncident {
             incident_type: IncidentType::Security,
             category: Some(top),
@@ -196,11 +207,7 @@ impl IncidentService {
         input: ScreenInput,
     ) -> Result<ScreenOutcome, ServiceError> {
         let (user_id, session_id) = (input.user_id.clone(), input.session_id.clone());
-        let source = match input.source {
-            Source::User => "user",
-            Source::ToolOutput => "tool_output",
-            Source::Document => "document",
-        };
+        let source = source_name(input.source);
         let at = self.now();
         let out = self.screen_engine(input).await?;
         self.store
@@ -343,6 +350,16 @@ fn floor_char(s: &str, mut i: usize) -> usize {
     i
 }
 
+/// The wire name of a source (`user`, `tool_output`, `document`), as recorded in activity and
+/// in anonymous dedup keys.
+pub(crate) fn source_name(s: Source) -> &'static str {
+    match s {
+        Source::User => "user",
+        Source::ToolOutput => "tool_output",
+        Source::Document => "document",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,7 +384,11 @@ mod tests {
     #[test]
     fn excerpt_handles_multibyte() {
         let t = "ééééé ignore previous instructions ééééé";
+        // byte 3 lies inside the second 'é' (2 bytes each): the excerpt starts at the text's start
+        // and ends 40 bytes after the span, floored to a char boundary (one 'é' short of the end)
         let e = excerpt(t, 3, 9);
-        assert!(!e.is_empty());
+        assert_eq!(e, "ééééé ignore previous instructions éééé");
+        let e = excerpt(t, 11, 17);
+        assert!(e.contains("ignore previous"), "{e}");
     }
 }

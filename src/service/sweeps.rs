@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::incident::{self, EventKind, Incident, IncidentType, Severity, WorkflowStep};
+use crate::domain::incident::{self, EventKind, Incident, IncidentType, Severity};
 use crate::domain::opening::{self, StepReason};
 use crate::notify::{self, DeliveryOptions, Notification, RetryDecision};
 use crate::service::{IncidentService, ServiceError, conflict};
@@ -83,6 +83,9 @@ impl IncidentService {
                 })
                 .await?;
             for inc in &page.items {
+                if inc.overdue_unrecorded(now) {
+                    taken += usize::from(self.record_overdue(inc, now).await?);
+                }
                 if let Some((from, reason)) = opening::due_step(inc, cfg.rules(), now) {
                     taken += usize::from(self.claim_step(inc, from, reason, now).await?);
                 }
@@ -93,6 +96,40 @@ impl IncidentService {
             }
         }
         Ok(taken)
+    }
+
+    /// Records the passed regulatory deadline of `inc` (once) and notifies its level's channels.
+    async fn record_overdue(
+        &self,
+        inc: &Incident,
+        now: DateTime<Utc>,
+    ) -> Result<bool, ServiceError> {
+        let nb = self.notification_builder();
+        let cfg = self.config.clone();
+        let r = self
+            .store
+            .update(
+                &inc.id,
+                "escalation-sweep".into(),
+                now,
+                Box::new(move |inc| {
+                    let mut ev = vec![inc.record_overdue(now)?];
+                    let ch = cfg
+                        .escalation
+                        .level(inc.escalation_level)
+                        .map(|l| l.channels.clone())
+                        .unwrap_or_default();
+                    ev.extend(nb.build(inc, "overdue", &ch, now));
+                    Ok(ev)
+                }),
+            )
+            .await;
+        match r {
+            Ok(_) => Ok(true),
+            // Another process recorded it (or a report was filed) meanwhile.
+            Err(StoreError::Domain(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn claim_step(
@@ -254,19 +291,15 @@ impl IncidentService {
                 self.outbox.worker_id.clone(),
                 update,
                 now,
-                Box::new(move |inc| {
-                    let mut ev = vec![EventKind::NotificationDelivery {
+                Box::new(move |_inc| {
+                    Ok(vec![EventKind::NotificationDelivery {
                         notification_id: nid,
                         channel,
                         status: status.as_str().to_string(),
                         attempt: attempts,
                         detail: detail.map(|d| incident::truncate_chars(&d, 300)),
                         next_attempt_at: next,
-                    }];
-                    if status == OutboxStatus::Sent {
-                        ev.extend(inc.enter_step(WorkflowStep::Notification, now));
-                    }
-                    Ok(ev)
+                    }])
                 }),
             )
             .await?;

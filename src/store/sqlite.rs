@@ -856,7 +856,9 @@ impl Store for SqliteStore {
         flagged_only: bool,
         since: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        self.read(move |conn| {
+        // On the writer, after the activity records this process queued (they are not waited
+        // for): a read connection could count before the previous screening's record commits.
+        self.submit(move |conn| {
             let flagged = if flagged_only {
                 " AND verdict <> 'allow'"
             } else {

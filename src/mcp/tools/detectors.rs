@@ -8,8 +8,8 @@ use rmcp::{tool, tool_router};
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use super::dto::Args;
-use super::{IncidentMcp, ToolFailure};
+use super::Args;
+use crate::mcp::{IncidentMcp, ToolFailure};
 use crate::service::{AccessInput, AccessOutcome, KeyUsageInput, KeyUsageOutcome, UpstreamStatus};
 
 /// Result of `list_upstreams`.

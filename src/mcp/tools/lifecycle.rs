@@ -1,13 +1,121 @@
-//! MCP tools of the incident lifecycle (issue #4). Each parses its arguments,
-//! makes one `IncidentService` call and maps the result.
+//! Workflow tools: acknowledge, update, escalate, resolve, contain / lift, document; each
+//! with its arguments beside it. Outputs are the shared [`crate::view`] types.
+//!
+//! May import: `crate::service`, `crate::view`.
 
 use rmcp::handler::server::wrapper::{Json, Parameters};
 use rmcp::{tool, tool_router};
+use schemars::JsonSchema;
+use serde::Deserialize;
 
-use super::dto::Args;
-use super::lifecycle_dto::*;
-use super::{IncidentMcp, ToolFailure};
+use super::Args;
+use crate::mcp::{IncidentMcp, ToolFailure};
 use crate::service::{DocumentOutcome, UpdateInput};
+use crate::view::{EscalateOutput, IncidentStateOutput};
+
+/// Arguments of `acknowledge_incident`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AcknowledgeArgs {
+    /// The incident id, e.g. INC-20261126-3F9A1C2B.
+    pub incident_id: String,
+    /// Who takes the incident (name or e-mail); becomes the owner if none is set.
+    pub responder: String,
+}
+
+/// Arguments of `update_incident`. Give at least one field besides incident_id.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateIncidentArgs {
+    /// The incident id.
+    pub incident_id: String,
+    /// New status: contained, investigating or closed (use acknowledge_incident / resolve_incident
+    /// for those two). Only legal transitions are accepted.
+    #[schemars(extend("enum" = ["contained", "investigating", "closed"]))]
+    pub status: Option<String>,
+    /// New owner (name or e-mail).
+    pub owner: Option<String>,
+    /// A note for the timeline.
+    pub note: Option<String>,
+    /// The root cause as understood now.
+    pub root_cause: Option<String>,
+    /// A corrective action taken or planned (appended to the list).
+    pub corrective_action: Option<String>,
+    /// New severity; reclassifies the incident (SLA, channels, start level).
+    #[schemars(extend("enum" = ["critical", "high", "medium", "low"]))]
+    pub severity: Option<String>,
+    /// Enter this workflow step explicitly (steps move forward only), e.g. recovery.
+    #[schemars(extend("enum" = ["detection", "classification", "notification", "containment", "investigation", "resolution", "recovery", "documentation"]))]
+    pub step: Option<String>,
+    /// Mark as a serious incident (EU AI Act Art. 3(49)): death, health_harm,
+    /// critical_infrastructure, fundamental_rights or property_or_environment. Sets report_due_at.
+    #[schemars(extend("enum" = ["death", "health_harm", "critical_infrastructure", "fundamental_rights", "property_or_environment"]))]
+    pub mark_serious: Option<String>,
+    /// With mark_serious: a widespread infringement (Art. 3(61)), which shortens the deadline.
+    pub widespread: Option<bool>,
+    /// true once the Art. 73 report has been filed (stops the deadline escalation).
+    pub regulatory_reported: Option<bool>,
+}
+
+/// Arguments of `resolve_incident`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveArgs {
+    /// The incident id.
+    pub incident_id: String,
+    /// What was done to fix it.
+    pub resolution: String,
+    /// Why it happened.
+    pub root_cause: String,
+}
+
+/// Arguments of `contain_incident`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContainArgs {
+    /// The incident id.
+    pub incident_id: String,
+    /// block_user (the incident's affected user_id), block_session (its session_id) or
+    /// block_user_and_session: while blocked, screen_prompt returns block for them.
+    /// revoke_key (the incident's API key: later use is evidence), rate_limit (its user or
+    /// principal: a token bucket screen_prompt and record_access enforce), isolate_upstream
+    /// (its upstream: the probes refuse it).
+    #[schemars(extend("enum" = ["block_user", "block_session", "block_user_and_session",
+        "revoke_key", "rate_limit", "isolate_upstream"]))]
+    pub action: String,
+    /// Why (kept on the timeline and returned by screen_prompt).
+    pub reason: Option<String>,
+}
+
+/// Arguments of `lift_containment`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LiftArgs {
+    /// The incident id.
+    pub incident_id: String,
+    /// Why the block is lifted.
+    pub reason: Option<String>,
+}
+
+/// Arguments of `document_incident`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentArgs {
+    /// The incident id (must be resolved).
+    pub incident_id: String,
+    /// Also close the incident after documenting it (default false).
+    pub close: Option<bool>,
+}
+
+/// Arguments of `escalate_incident`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EscalateArgs {
+    /// The incident id.
+    pub incident_id: String,
+    /// Why it is escalated (kept in the escalation history).
+    pub reason: Option<String>,
+}
 
 #[tool_router(router = lifecycle_router, vis = "pub(crate)")]
 impl IncidentMcp {
@@ -161,5 +269,25 @@ containment time). Enters the documentation step; close=true also closes the inc
                 .document(&a.incident_id, a.close.unwrap_or(false), "mcp")
                 .await?,
         ))
+    }
+
+    #[tool(
+        description = "Escalate an incident one level (1 technical support → 2 senior technical → 3 management + \
+security → 4 executive). The step is appended to the escalation history. Refused at level 4 and on resolved or \
+closed incidents.",
+        annotations(
+            title = "Escalate incident",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
+    async fn escalate_incident(
+        &self,
+        Parameters(Args(a)): Parameters<Args<EscalateArgs>>,
+    ) -> Result<Json<EscalateOutput>, ToolFailure> {
+        let inc = self.svc.escalate(&a.incident_id, a.reason, "mcp").await?;
+        Ok(Json(EscalateOutput::from(&inc)))
     }
 }

@@ -1,15 +1,17 @@
-//! MCP tools of the monitoring use cases (issue #5): `record_metrics`,
-//! `check_data_quality`, `approve_catalog_change`. Thin: parse, one service
-//! call, map.
+//! Monitoring tools: `record_metrics`, `check_data_quality`, `approve_catalog_change`, each
+//! with its arguments and output beside it. Thin: parse, one service call, map.
+//!
+//! May import: `crate::service`, `crate::view`.
 
 use rmcp::handler::server::wrapper::{Json, Parameters};
 use rmcp::{tool, tool_router};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::dto::{Args, IncidentSummary};
-use super::{IncidentMcp, ToolFailure};
+use super::Args;
+use crate::mcp::{IncidentMcp, ToolFailure};
 use crate::service::{DqOutcome, MetricsInput, MetricsOutcome};
+use crate::view::IncidentSummary;
 
 /// Arguments of `record_metrics`.
 #[derive(Debug, Deserialize, JsonSchema)]
