@@ -2,7 +2,7 @@
 //! binary and by tests, so both run the same assembly.
 //!
 //! May import: `crate::config`, `crate::detect`, `crate::domain`, `crate::service`,
-//! `crate::store`, `crate::notify`.
+//! `crate::store`, `crate::notify`, `crate::probe`.
 
 use std::sync::Arc;
 
@@ -73,14 +73,11 @@ pub fn build_service_with(
     };
     let store = open_store(db).map_err(|e| format!("cannot open the store at {db}: {e}"))?;
     let engine = build_engine(&config)?;
-    Ok(Arc::new(IncidentService::new(
-        store,
-        Arc::new(engine),
-        clock,
-        notifier,
-        limits,
-        config,
-    )))
+    let prober = crate::probe::NetProber::new()?;
+    Ok(Arc::new(
+        IncidentService::new(store, Arc::new(engine), clock, notifier, limits, config)
+            .with_prober(Arc::new(prober)),
+    ))
 }
 
 /// Which learned model the screening engine uses.

@@ -7,7 +7,8 @@
 //! user's file replace the default; tables are merged key by key), then deserializes with unknown keys
 //! rejected, then validates cross-references (channel names) and ranges.
 //!
-//! May import: `std`, `serde`, `toml`, `humantime_serde`, `thiserror`, `crate::domain`, `crate::notify`.
+//! May import: `std`, `serde`, `toml`, `humantime_serde`, `thiserror`, `crate::domain`, `crate::notify`,
+//! `crate::checks` (the key and access rule tables).
 //! Must not import rmcp, axum, rusqlite/sqlx or anyhow.
 
 use std::path::{Path, PathBuf};
@@ -59,6 +60,93 @@ pub struct Config {
     pub http: HttpConfig,
     /// `[audit]`: signed checkpoints of the audit chain.
     pub audit: AuditConfig,
+    /// `[keys]`: API-key usage anomaly rules.
+    pub keys: crate::checks::keys::KeyRules,
+    /// `[access]`: data-access rules (data breach detection).
+    pub access: crate::checks::access::AccessRules,
+    /// `[[upstreams]]`: LLM APIs and MCP servers the background loop probes.
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+/// What an upstream is and how to probe it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamKind {
+    /// An HTTP API (an LLM provider): one request, status and latency checked.
+    Http,
+    /// An MCP server: initialize → tools/list (compared with the pinned list) → optional call.
+    Mcp,
+}
+
+/// `[[upstreams]]`: one probed dependency.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Unique name (appears in incidents, metrics and `isolate_upstream`).
+    pub name: String,
+    /// `http` or `mcp`.
+    pub kind: UpstreamKind,
+    /// HTTP: the URL to request. MCP: a Streamable HTTP endpoint (instead of `command`).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// MCP over stdio: the program and its arguments.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// HTTP method (default GET).
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// Request headers whose *values* are read from environment variables at probe time:
+    /// header name → variable name (secrets never go in the file).
+    #[serde(default)]
+    pub headers_from_env: std::collections::BTreeMap<String, String>,
+    /// HTTP statuses that count as healthy (default: any 2xx).
+    #[serde(default)]
+    pub expected_status: Vec<u16>,
+    /// Probe period (default 30s).
+    #[serde(default = "default_probe_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// A probe taking longer fails as a timeout (default 10s).
+    #[serde(default = "default_probe_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// A probe slower than this fails as slow (default: only the timeout).
+    #[serde(default, with = "humantime_serde")]
+    pub latency_threshold: Option<Duration>,
+    /// MCP: a safe tool to call after tools/list (e.g. a ping or a read-only list tool).
+    #[serde(default)]
+    pub call_tool: Option<String>,
+    /// MCP: arguments of `call_tool` (a JSON object written as a TOML table).
+    #[serde(default)]
+    pub call_arguments: Option<toml::Table>,
+    /// MCP: the catalog file whose pins in `monitor.pin_lock` the live tools/list must match
+    /// (e.g. `crm_mcp.json`); without it the first list seen is pinned in memory.
+    #[serde(default)]
+    pub pin_catalog: Option<String>,
+    /// Consecutive failed probes that open the incident (default 1).
+    #[serde(default = "default_one")]
+    pub failures_to_open: u32,
+    /// Consecutive good probes after a failure that record recovery (default 3).
+    #[serde(default = "default_recovery_probes")]
+    pub recovery_probes: u32,
+    /// Resolve the incident when the upstream recovers (through the one resolve path).
+    #[serde(default)]
+    pub auto_resolve: bool,
+}
+
+fn default_method() -> String {
+    "GET".into()
+}
+fn default_probe_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_probe_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_one() -> u32 {
+    1
+}
+fn default_recovery_probes() -> u32 {
+    3
 }
 
 /// `[http]`: availability limits enforced before authentication.
@@ -128,6 +216,19 @@ pub struct ContainmentConfig {
     pub auto_block: bool,
     /// Attack categories that auto-block applies to.
     pub categories: Vec<String>,
+    /// `rate_limit`: tokens added per minute to a limited principal's bucket.
+    #[serde(default = "default_rate_per_minute")]
+    pub rate_limit_per_minute: f64,
+    /// `rate_limit`: bucket size (calls allowed in a burst).
+    #[serde(default = "default_rate_burst")]
+    pub rate_limit_burst: f64,
+}
+
+fn default_rate_per_minute() -> f64 {
+    6.0
+}
+fn default_rate_burst() -> f64 {
+    3.0
 }
 
 /// `[monitor]`.
@@ -149,6 +250,20 @@ pub struct MonitorConfig {
     /// Run the data-quality checks in the loop.
     #[serde(default = "default_true")]
     pub data_quality: bool,
+    /// JSON-lines file of API-key usage records the loop tails (one `record_key_usage` object a line).
+    #[serde(default)]
+    pub key_usage_log: Option<PathBuf>,
+    /// JSON-lines access log the loop tails (one `record_access` object a line).
+    #[serde(default)]
+    pub access_log: Option<PathBuf>,
+    /// A standing finding (the same open incident found again on every pass) records at most one
+    /// `detected_again` event per this interval; in between only its counter and last-seen time move.
+    #[serde(default = "default_detected_again_every", with = "humantime_serde")]
+    pub detected_again_every: Duration,
+}
+
+fn default_detected_again_every() -> Duration {
+    Duration::from_secs(3600)
 }
 
 fn default_repeat_threshold() -> u32 {
@@ -438,6 +553,16 @@ impl Config {
             }
         }
 
+        for (kind, r) in &self.classification.response_times {
+            let key = format!("classification.response_times.{kind}");
+            if let Err(m) = kind.parse::<crate::domain::kind::IncidentKind>() {
+                return Err((key, m));
+            }
+            if matches!(r, crate::domain::policy::KindResponse::Within(d) if d.is_zero()) {
+                return err(key, "must be greater than 0, or \"immediate\"");
+            }
+        }
+
         // escalation
         if self.escalation.levels.len() != usize::from(MAX_LEVEL) {
             return err(
@@ -515,6 +640,79 @@ impl Config {
             }
         }
 
+        // keys, access, upstreams
+        let k = &self.keys;
+        for (name, d) in [
+            ("learning_period", k.learning_period),
+            ("rate_window", k.rate_window),
+            ("baseline_window", k.baseline_window),
+        ] {
+            if d.is_zero() && name != "learning_period" {
+                return err(format!("keys.{name}"), "must be greater than 0");
+            }
+        }
+        if !k.spike_factor.is_finite() || k.spike_factor < 1.0 {
+            return err("keys.spike_factor".into(), "must be a number of at least 1");
+        }
+        if let Err((key, m)) = self.access.validate() {
+            return Err((format!("access.{key}"), m));
+        }
+        let c = &self.containment;
+        if !(c.rate_limit_per_minute.is_finite() && c.rate_limit_per_minute > 0.0) {
+            return err(
+                "containment.rate_limit_per_minute".into(),
+                "must be a number greater than 0",
+            );
+        }
+        if !(c.rate_limit_burst.is_finite() && c.rate_limit_burst >= 1.0) {
+            return err(
+                "containment.rate_limit_burst".into(),
+                "must be a number of at least 1",
+            );
+        }
+        for (i, u) in self.upstreams.iter().enumerate() {
+            let key = format!("upstreams[{i}]");
+            let n = u.name.trim();
+            if n.is_empty() || n.len() > 64 {
+                return err(format!("{key}.name"), "must be 1 to 64 characters");
+            }
+            if self.upstreams.iter().take(i).any(|o| o.name == u.name) {
+                return err(format!("{key}.name"), "duplicates an earlier upstream name");
+            }
+            if u.interval.is_zero() || u.timeout.is_zero() {
+                return err(
+                    format!("{key}.interval"),
+                    "interval and timeout must be greater than 0",
+                );
+            }
+            let url_ok = |s: &str| s.starts_with("http://") || s.starts_with("https://");
+            match u.kind {
+                UpstreamKind::Http => {
+                    if !u.url.as_deref().is_some_and(url_ok) {
+                        return err(
+                            format!("{key}.url"),
+                            "an http upstream needs url = \"http(s)://…\"",
+                        );
+                    }
+                    if reqwest_method_ok(&u.method).is_none() {
+                        return err(
+                            format!("{key}.method"),
+                            "must be one of GET, HEAD, POST, PUT, OPTIONS",
+                        );
+                    }
+                }
+                UpstreamKind::Mcp => {
+                    let has_url = u.url.as_deref().is_some_and(url_ok);
+                    if has_url != u.command.is_empty() {
+                        return err(
+                            key,
+                            "an mcp upstream needs exactly one of command = [\"prog\", \"arg\"…] (stdio) or url = \"http(s)://…/mcp\"",
+                        );
+                    }
+                }
+            }
+        }
+
         // screening
         let s = &self.screening;
         let unit = |v: f64| v.is_finite() && (0.0..=1.0).contains(&v);
@@ -560,6 +758,12 @@ impl Config {
         }
         Ok(())
     }
+}
+
+fn reqwest_method_ok(m: &str) -> Option<()> {
+    ["GET", "HEAD", "POST", "PUT", "OPTIONS"]
+        .contains(&m.trim().to_ascii_uppercase().as_str())
+        .then_some(())
 }
 
 /// Deep-merge `overlay` into `base`: tables merge key by key, anything else replaces.

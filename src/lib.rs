@@ -4,7 +4,7 @@
 //! Layers (see `docs/architecture.md`; folders are layers, files are capabilities):
 //! adapters (`mcp`, `http`, `view`, `monitor`, the CLI in `main.rs`) → `service` (one
 //! `IncidentService`, one file per use-case group) → `domain`, `checks` and `detect` (pure).
-//! `store` and `notify` implement the service's ports. `tests/architecture.rs` enforces every
+//! `store`, `notify` and `probe` implement the service's ports. `tests/architecture.rs` enforces every
 //! module's `May import:` line and the absence of cycles between top-level modules.
 //!
 //! No panics in library code: `unwrap`, `expect` and `panic!` are denied here
@@ -25,6 +25,7 @@ pub mod http;
 pub mod mcp;
 pub mod monitor;
 pub mod notify;
+pub mod probe;
 pub mod service;
 pub mod store;
 pub mod view;

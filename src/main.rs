@@ -383,7 +383,7 @@ async fn main() -> Result<()> {
                 .await?;
             print_json(&ai_incident_mcp::view::ReportIncidentOutput::new(
                 &inc,
-                svc.response_sla(inc.severity),
+                svc.response_sla_for(&inc),
             ))
         }
         Cmd::Incidents { cmd } => {

@@ -18,6 +18,8 @@ use crate::store::Page;
 pub struct ReportIncidentOutput {
     pub incident_id: String,
     pub incident_type: String,
+    /// The incident kind, when the report named one.
+    pub kind: Option<String>,
     pub severity: String,
     pub status: String,
     /// Current workflow step.
@@ -35,6 +37,7 @@ impl ReportIncidentOutput {
         ReportIncidentOutput {
             incident_id: i.id.to_string(),
             incident_type: i.incident_type.to_string(),
+            kind: i.kind.map(|k| k.as_str().to_string()),
             severity: i.severity.to_string(),
             status: i.status.to_string(),
             step: i.step.to_string(),
@@ -101,6 +104,8 @@ pub struct IncidentSummary {
     pub title: String,
     pub incident_type: String,
     pub category: Option<String>,
+    /// The procedure's incident kind (data_breach, llm_api_failure, …), when known.
+    pub kind: Option<String>,
     pub severity: String,
     pub status: String,
     pub step: String,
@@ -119,6 +124,7 @@ impl From<&Incident> for IncidentSummary {
             title: i.title.clone(),
             incident_type: i.incident_type.to_string(),
             category: i.category.map(|c| c.as_str().to_string()),
+            kind: i.kind.map(|k| k.as_str().to_string()),
             severity: i.severity.to_string(),
             status: i.status.to_string(),
             step: i.step.to_string(),

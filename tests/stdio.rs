@@ -24,6 +24,9 @@ const TOOLS: &[&str] = &[
     "record_metrics",
     "check_data_quality",
     "approve_catalog_change",
+    "record_key_usage",
+    "record_access",
+    "list_upstreams",
 ];
 
 #[tokio::test]

@@ -7,6 +7,7 @@ mod architecture;
 mod audit;
 mod cli;
 mod detect;
+mod detectors;
 mod golden;
 mod hardening;
 mod http;

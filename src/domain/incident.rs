@@ -348,6 +348,14 @@ pub struct Incident {
     /// EU AI Act serious-incident block (Art. 3(49), Art. 73), when marked serious.
     #[serde(default)]
     pub serious: Option<SeriousIncident>,
+    /// The procedure's incident kind (§8.5.2), finer than `incident_type`; keys the per-kind
+    /// response time and the classification overrides.
+    #[serde(default)]
+    pub kind: Option<crate::domain::kind::IncidentKind>,
+    /// When the timeline last recorded a `detected_again` for this incident (repeats in between
+    /// only count; see [`Incident::record_repeat_throttled`]).
+    #[serde(default)]
+    pub repeat_logged_at: Option<DateTime<Utc>>,
 }
 
 /// The regulatory block of an incident marked serious (EU AI Act Art. 3(49) / Art. 73).
@@ -438,6 +446,10 @@ impl Incident {
             acknowledged_by: None,
             corrective_actions: Vec::new(),
             serious: None,
+            kind: new
+                .category
+                .map(crate::domain::kind::IncidentKind::from_category),
+            repeat_logged_at: None,
         };
         let ev = vec![EventKind::Created {
             incident_type: inc.incident_type,
@@ -448,6 +460,35 @@ impl Incident {
             reporter: inc.reporter.clone(),
         }];
         (inc, ev)
+    }
+
+    /// Sets the incident kind (before classification, so its overrides and response time apply).
+    pub fn set_kind(&mut self, kind: crate::domain::kind::IncidentKind) {
+        self.kind = Some(kind);
+    }
+
+    /// Records a repeated detection like [`Incident::record_repeat`] (occurrences, last seen,
+    /// evidence), but returns the `detected_again` event only when none was recorded within
+    /// `every` — a standing finding seen on every monitor pass leaves one event per interval
+    /// on the timeline, not one per pass.
+    pub fn record_repeat_throttled(
+        &mut self,
+        evidence: Vec<Evidence>,
+        every: std::time::Duration,
+        now: DateTime<Utc>,
+    ) -> Option<EventKind> {
+        let ev = self.record_repeat(evidence, now);
+        let since = self.repeat_logged_at.unwrap_or(self.created_at);
+        let due = chrono::TimeDelta::from_std(every)
+            .ok()
+            .and_then(|d| since.checked_add_signed(d))
+            .is_none_or(|t| now >= t);
+        if due {
+            self.repeat_logged_at = Some(now);
+            Some(ev)
+        } else {
+            None
+        }
     }
 
     /// Moves one escalation level up (1→4).
@@ -688,6 +729,10 @@ pub enum EventKind {
         auto_escalation: bool,
         start_level: u8,
         overridden_by: Option<String>,
+        /// The incident kind whose per-kind response time set `response_sla_secs`, when it
+        /// was stricter than the severity's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sla_kind: Option<String>,
     },
     /// A responder took the incident; the escalation clock stops.
     Acknowledged {

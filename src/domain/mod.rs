@@ -8,6 +8,7 @@ pub mod audit;
 pub mod checkpoint;
 pub mod clock;
 pub mod incident;
+pub mod kind;
 pub mod opening;
 pub mod policy;
 pub mod postmortem;

@@ -36,6 +36,7 @@ pub fn notification_id(incident_id: &str, event: &str, level: u8) -> String {
 /// (`prompt_injection`, `data_exfiltration`, …) first, then its type (`security`, …).
 fn override_kind(inc: &Incident, policy: &policy::ClassificationPolicy) -> String {
     let cands = [
+        inc.kind.map(|k| k.as_str().to_string()),
         inc.category.map(|c| c.as_str().to_string()),
         Some(inc.incident_type.as_str().to_string()),
     ];
@@ -51,6 +52,12 @@ fn override_kind(inc: &Incident, policy: &policy::ClassificationPolicy) -> Strin
         .or(cands.iter().flatten().next())
         .cloned()
         .unwrap_or_default()
+}
+
+/// The acknowledge-by SLA of `inc`: the stricter of its severity's and its kind's response time.
+pub fn response_sla(cfg: Rules<'_>, inc: &Incident) -> Duration {
+    cfg.classification
+        .response_time_for(inc.severity, inc.kind.map(|k| k.as_str()))
 }
 
 /// A duration in whole seconds, human-readable (`5m`, `1h 30m`).
@@ -115,7 +122,7 @@ pub fn notifications_for(
     if !matches!(event, "opened" | "escalated" | "acknowledged") {
         id.push_str(&format!(":{}", now.timestamp_micros()));
     }
-    let sla = cfg.classification.rule(inc.severity).response_time;
+    let sla = response_sla(cfg, inc);
     let body = format!(
         "Incident {id} {event}.\nTitle: {title}\nType: {ty}{cat}\nSeverity: {sev}\nStatus: {status}\n\
          Escalation level: {lvl} ({lname})\nDetected: {det}\nAcknowledge within: {sla}\nDetails: incident://{id}",
@@ -155,7 +162,8 @@ pub fn notifications_for(
 /// start level its severity requires.
 pub fn classify_event(inc: &mut Incident, cfg: Rules<'_>) -> (EventKind, u8) {
     let kind = override_kind(inc, cfg.classification);
-    let c = policy::classify(inc.severity, &kind, cfg.classification);
+    let response_kind = inc.kind.map_or(kind.clone(), |k| k.as_str().to_string());
+    let c = policy::classify_with(inc.severity, &kind, &response_kind, cfg.classification);
     inc.severity = c.severity;
     let start = policy::initial_level(c.severity, cfg.escalation);
     (
@@ -168,6 +176,7 @@ pub fn classify_event(inc: &mut Incident, cfg: Rules<'_>) -> (EventKind, u8) {
             auto_escalation: c.auto_escalation,
             start_level: start,
             overridden_by: c.overridden_by,
+            sla_kind: c.sla_from_kind.then_some(response_kind),
         },
         start,
     )

@@ -56,7 +56,9 @@ fn classification_raises_prompt_injection_and_sets_start_level() {
             ..
         } => {
             assert_eq!(reported_severity, Severity::Medium);
-            assert_eq!(response_sla_secs, 15 * 60);
+            // prompt injection is "immediate" (§8.5.2.1): the 5 min of the policy's fastest
+            // severity, stricter than high's 15 min
+            assert_eq!(response_sla_secs, 5 * 60);
             assert_eq!(overridden_by.as_deref(), Some("prompt_injection"));
             assert!(auto_escalation);
         }
@@ -147,6 +149,7 @@ fn metrics_and_lessons_come_from_the_timeline() {
                 severity: Severity::High,
                 reported_severity: Severity::High,
                 response_sla_secs: 900,
+                sla_kind: None,
                 urgency: "urgent".into(),
                 channels: vec![],
                 auto_escalation: true,

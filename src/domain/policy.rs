@@ -164,6 +164,48 @@ pub struct ClassificationPolicy {
     /// Type overrides, applied in order (the first rule whose `kind` matches wins).
     #[serde(default)]
     pub overrides: Vec<TypeOverride>,
+    /// Per-kind response times (AIMS-IRP-001 §8.5.2), keyed by kind name (`llm_api_failure`,
+    /// `data_breach`, …). The stricter of the kind's and the severity's response time applies.
+    #[serde(default)]
+    pub response_times: std::collections::BTreeMap<String, KindResponse>,
+}
+
+/// A kind's response time: a duration, or `"immediate"` (the fastest response time any
+/// severity has, with urgency `immediate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KindResponse {
+    /// Respond at once: the smallest severity response time, urgency immediate.
+    Immediate,
+    /// Respond within this long.
+    Within(Duration),
+}
+
+impl Serialize for KindResponse {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            KindResponse::Immediate => s.serialize_str("immediate"),
+            KindResponse::Within(d) => {
+                s.serialize_str(&humantime_serde::re::humantime::format_duration(*d).to_string())
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for KindResponse {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let t = text.trim();
+        if t.eq_ignore_ascii_case("immediate") {
+            return Ok(KindResponse::Immediate);
+        }
+        humantime_serde::re::humantime::parse_duration(t)
+            .map(KindResponse::Within)
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "'{t}' is neither \"immediate\" nor a duration such as \"5m\": {e}"
+                ))
+            })
+    }
 }
 
 impl ClassificationPolicy {
@@ -175,6 +217,45 @@ impl ClassificationPolicy {
             Severity::Medium => &self.medium,
             Severity::Low => &self.low,
         }
+    }
+
+    /// The response time configured for `kind` (matched case-insensitively), resolved to a
+    /// duration: `immediate` is the smallest severity response time.
+    pub fn kind_response_time(&self, kind: &str) -> Option<(Duration, bool)> {
+        let k = kind.trim();
+        let r = self
+            .response_times
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(k))
+            .map(|(_, r)| *r)?;
+        Some(match r {
+            KindResponse::Immediate => (
+                Severity::ALL
+                    .iter()
+                    .map(|s| self.rule(*s).response_time)
+                    .min()
+                    .unwrap_or(self.critical.response_time),
+                true,
+            ),
+            KindResponse::Within(d) => (d, false),
+        })
+    }
+
+    /// The acknowledge-by SLA of an incident of `severity` and `kind`: the stricter (shorter)
+    /// of the severity's and the kind's response time.
+    ///
+    /// ```
+    /// use ai_incident_mcp::config::Config;
+    /// use ai_incident_mcp::domain::policy::Severity;
+    /// let p = Config::load(None).unwrap().classification;
+    /// // medium is 60 min, but an LLM API failure must be answered within 5 (§8.5.2.2)
+    /// assert_eq!(p.response_time_for(Severity::Medium, Some("llm_api_failure")).as_secs(), 300);
+    /// assert_eq!(p.response_time_for(Severity::Medium, None).as_secs(), 3600);
+    /// ```
+    pub fn response_time_for(&self, severity: Severity, kind: Option<&str>) -> Duration {
+        let sev = self.rule(severity).response_time;
+        kind.and_then(|k| self.kind_response_time(k))
+            .map_or(sev, |(d, _)| d.min(sev))
     }
 }
 
@@ -196,6 +277,9 @@ pub struct Classification {
     pub auto_escalation: bool,
     /// The `kind` of the override that changed the severity, if one did.
     pub overridden_by: Option<String>,
+    /// True when the kind's response time (not the severity's) set `response_sla`.
+    #[serde(default)]
+    pub sla_from_kind: bool,
 }
 
 /// Classify an incident: apply the first matching type override, then look up the severity's rule.
@@ -215,6 +299,19 @@ pub fn classify(
     incident_kind: &str,
     policy: &ClassificationPolicy,
 ) -> Classification {
+    classify_with(severity, incident_kind, incident_kind, policy)
+}
+
+/// As [`classify`], with the overrides matched against `override_kind` and the per-kind response
+/// time looked up for `response_kind` (an incident's kind may differ from the name an override
+/// was written for, e.g. `security`).
+pub fn classify_with(
+    severity: Severity,
+    override_kind: &str,
+    response_kind: &str,
+    policy: &ClassificationPolicy,
+) -> Classification {
+    let incident_kind = override_kind;
     let matched = policy
         .overrides
         .iter()
@@ -224,14 +321,28 @@ pub fn classify(
         .filter(|_| effective != severity)
         .map(|o| o.kind.clone());
     let rule = policy.rule(effective);
+    let (response_sla, sla_from_kind, urgency) = match policy.kind_response_time(response_kind) {
+        Some((d, immediate)) if d < rule.response_time => (
+            d,
+            true,
+            if immediate {
+                Urgency::Immediate
+            } else {
+                rule.urgency
+            },
+        ),
+        Some((_, true)) => (rule.response_time, false, Urgency::Immediate),
+        _ => (rule.response_time, false, rule.urgency),
+    };
     Classification {
         severity: effective,
         reported_severity: severity,
-        response_sla: rule.response_time,
-        urgency: rule.urgency,
+        response_sla,
+        urgency,
         channels: rule.channels.clone(),
         auto_escalation: rule.auto_escalation,
         overridden_by,
+        sla_from_kind,
     }
 }
 

@@ -68,7 +68,8 @@ impl IncidentMcp {
             tool_router: Self::screening_router()
                 + Self::incidents_router()
                 + Self::lifecycle_router()
-                + Self::monitoring_router(),
+                + Self::monitoring_router()
+                + Self::detector_router(),
         }
     }
 

@@ -1,5 +1,7 @@
 //! Containment that takes effect: blocking an incident's user and/or session (later screenings
-//! for them return `block`) and lifting it; both recorded on the timeline.
+//! for them return `block`), revoking its API key (later use is evidence), rate-limiting its
+//! principal (a token bucket `screen_prompt` and `record_access` enforce) and isolating its
+//! upstream (the probes refuse it); lifting them; all recorded on the timeline.
 //!
 //! May import: `crate::domain`, `crate::store`, `crate::service`.
 
@@ -38,7 +40,9 @@ impl IncidentService {
         }
         let (inc, _) = self.get(id).await?;
         let mut subjects = Vec::new();
-        if action != "block_session" {
+        if let Some(s) = extended_subject(&inc, &action)? {
+            subjects.push(s);
+        } else if action != "block_session" {
             match &inc.affected_user {
                 Some(u) => subjects.push(("user".to_string(), u.clone())),
                 None if action == "block_user" => {
@@ -79,7 +83,7 @@ impl IncidentService {
         }
         let active = self
             .store
-            .active_containments(inc.affected_user.clone(), inc.affected_session.clone())
+            .active_containments_where(None, None, Some(inc.id.clone()))
             .await?;
         subjects.retain(|(k, s)| {
             !active
@@ -142,11 +146,8 @@ impl IncidentService {
         let (inc, _) = self.get(id).await?;
         let active: Vec<ActiveContainment> = self
             .store
-            .active_containments(inc.affected_user.clone(), inc.affected_session.clone())
-            .await?
-            .into_iter()
-            .filter(|a| a.incident_id == inc.id)
-            .collect();
+            .active_containments_where(None, None, Some(inc.id.clone()))
+            .await?;
         if active.is_empty() {
             return Err(ServiceError::Conflict(format!(
                 "incident {} has no containment in force; nothing to lift",
@@ -175,5 +176,48 @@ impl IncidentService {
                 }),
             )
             .await?)
+    }
+}
+
+/// The subject of `revoke_key` (the incident's `key:` tag), `rate_limit` (its affected user, else
+/// its `principal:` or `source:` tag) and `isolate_upstream` (its `upstream:` tag, else its
+/// affected system); `None` for the block actions.
+fn extended_subject(
+    inc: &Incident,
+    action: &str,
+) -> Result<Option<(String, String)>, ServiceError> {
+    let tag = |prefix: &str| {
+        inc.tags
+            .iter()
+            .find_map(|t| t.strip_prefix(prefix).map(str::to_string))
+    };
+    let missing = |what: &str| {
+        Err(invalid(
+            "action",
+            format!(
+                "incident {} names no {what}, so {action} has nothing to act on",
+                inc.id
+            ),
+        ))
+    };
+    match action {
+        "revoke_key" => match tag("key:") {
+            Some(k) => Ok(Some(("key".into(), k))),
+            None => missing("API key (a key: tag, set by record_key_usage incidents)"),
+        },
+        "rate_limit" => match inc
+            .affected_user
+            .clone()
+            .or_else(|| tag("principal:"))
+            .or_else(|| tag("source:"))
+        {
+            Some(p) => Ok(Some(("principal".into(), p))),
+            None => missing("affected user, principal or source"),
+        },
+        "isolate_upstream" => match tag("upstream:") {
+            Some(u) => Ok(Some(("upstream".into(), u))),
+            None => missing("upstream (an upstream: tag, set by upstream probe incidents)"),
+        },
+        _ => Ok(None),
     }
 }

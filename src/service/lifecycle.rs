@@ -38,7 +38,14 @@ pub struct UpdateInput {
 }
 
 /// Containment actions of `contain_incident`.
-pub const CONTAIN_ACTIONS: &[&str] = &["block_user", "block_session", "block_user_and_session"];
+pub const CONTAIN_ACTIONS: &[&str] = &[
+    "block_user",
+    "block_session",
+    "block_user_and_session",
+    "revoke_key",
+    "rate_limit",
+    "isolate_upstream",
+];
 
 /// What `document_incident` wrote.
 #[derive(Debug, Clone, Serialize, JsonSchema)]

@@ -3,27 +3,35 @@
 //! map the result. This file holds the object, its errors and its ports (`Store`, `Notifier`,
 //! `Clock`); each use-case group is a file beside it:
 //! [`screening`], [`reporting`], [`lifecycle`], [`containment`], [`sweeps`], [`monitoring`],
-//! [`audit`].
+//! [`audit`], and the usage detectors [`keys`] (API-key compromise), [`access`] (data breach) and
+//! [`upstreams`] (LLM API / MCP protocol failures, through the `Prober` port).
 //!
 //! May import: `crate::domain`, `crate::detect`, `crate::checks`, `crate::store`, `crate::notify`,
 //! `crate::config`. Never rmcp, axum or SQL crates.
 
 mod audit;
+pub mod access;
 mod containment;
+mod detectors;
+pub mod keys;
 mod lifecycle;
 mod monitoring;
 mod reporting;
 mod screening;
 mod sweeps;
+pub mod upstreams;
 
 pub use crate::domain::clock::Clock;
 pub use crate::notify::Notifier;
 pub use crate::store::Store;
 pub use audit::{load_public_key, load_signing_key};
+pub use access::{AccessInput, AccessOutcome};
+pub use keys::{KeyUsageInput, KeyUsageOutcome};
 pub use lifecycle::{CONTAIN_ACTIONS, DocumentOutcome, UpdateInput};
 pub use monitoring::{
     CheckOutcome, DqOutcome, FindingOut, MetricsInput, MetricsOutcome, MonitorStatus, ViolationOut,
 };
+pub use upstreams::{ProbeReport, Prober, UpstreamStatus};
 
 use std::sync::Arc;
 
@@ -131,6 +139,21 @@ pub struct ScreenOutcome {
     /// True when this flagged call reached `screening.repeat_threshold` attempts by the same
     /// user (or session) within `screening.repeat_window`.
     pub repeat_threshold_reached: bool,
+    /// `screening.flag_threshold` the verdict was decided with.
+    pub flag_threshold: f32,
+}
+
+impl ScreenOutcome {
+    /// The categories whose score reached the flag threshold, highest first (the engine ranks
+    /// every category; an `allow` lists none).
+    pub fn flagged_categories(&self) -> Vec<crate::detect::Category> {
+        self.screening
+            .categories
+            .iter()
+            .filter(|c| c.score >= self.flag_threshold)
+            .map(|c| c.category)
+            .collect()
+    }
 }
 
 /// Filters for listing, as received.
@@ -162,6 +185,7 @@ pub struct IncidentService {
     pub(crate) monitor: monitoring::MonitorState,
     pub(crate) monitoring: monitoring::MonitoringState,
     pub(crate) audit: audit::AuditState,
+    pub(crate) detectors: detectors::DetectorState,
 }
 
 impl IncidentService {
@@ -185,6 +209,7 @@ impl IncidentService {
             monitor: Default::default(),
             monitoring: monitoring::MonitoringState::new(perf_thresholds(&config)),
             audit: Default::default(),
+            detectors: Default::default(),
             config,
         }
     }
@@ -192,6 +217,12 @@ impl IncidentService {
     /// The acknowledge-by SLA for `severity`, from the classification policy.
     pub fn response_sla(&self, severity: Severity) -> std::time::Duration {
         self.config.classification.rule(severity).response_time
+    }
+
+    /// The acknowledge-by SLA of `inc`: the stricter of its severity's and its kind's response
+    /// time (classification policy).
+    pub fn response_sla_for(&self, inc: &Incident) -> std::time::Duration {
+        opening::response_sla(self.config.rules(), inc)
     }
 
     /// What the background loop did last.

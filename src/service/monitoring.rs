@@ -16,6 +16,7 @@ use crate::checks::performance::{Metric, MetricSample, PerfMonitor, PerfThreshol
 use crate::domain::incident::{
     DetectionMethod, EventKind, Evidence, Incident, IncidentType, NewIncident, Severity, Status,
 };
+use crate::domain::kind::IncidentKind;
 use crate::domain::opening;
 use crate::service::{IncidentService, ServiceError};
 
@@ -28,6 +29,13 @@ pub struct MonitoringState {
 }
 
 impl MonitoringState {
+    /// The performance monitor, locked.
+    pub(crate) fn perf_lock(&self) -> Result<std::sync::MutexGuard<'_, PerfMonitor>, ServiceError> {
+        self.perf
+            .lock()
+            .map_err(|_| ServiceError::Internal("performance monitor lock poisoned".into()))
+    }
+
     /// State for the given performance thresholds.
     pub fn new(t: PerfThresholds) -> Self {
         Self {
@@ -201,36 +209,70 @@ impl IncidentService {
             tags: vec![format!("metric:{}", v.metric.as_str())],
             dedup_key: Some(key.clone()),
         };
-        self.open_or_repeat(key, new, evidence, "performance-monitor", now)
-            .await
+        self.open_or_repeat(
+            key,
+            new,
+            IncidentKind::PerformanceDegradation,
+            evidence,
+            "performance-monitor",
+            now,
+        )
+        .await
     }
 
-    /// Opens an incident for a monitoring finding, or adds an occurrence (with
-    /// its evidence) to the open one with the same dedup key.
-    async fn open_or_repeat(
+    /// Opens an incident of `kind` for a monitoring finding, or adds an occurrence (with its
+    /// evidence) to the open one with the same dedup key. A standing finding seen on every
+    /// pass counts occurrences and last-seen time; the timeline gets at most one
+    /// `detected_again` per `monitor.detected_again_every`.
+    pub(crate) async fn open_or_repeat(
         &self,
         key: String,
         new: NewIncident,
+        kind: IncidentKind,
         evidence: Vec<Evidence>,
         actor: &str,
         now: DateTime<Utc>,
     ) -> Result<crate::domain::incident::IncidentId, ServiceError> {
+        Ok(self
+            .open_or_repeat_full(key, new, kind, evidence, actor, now)
+            .await?
+            .incident
+            .id)
+    }
+
+    /// As [`Self::open_or_repeat`], returning the incident and whether it was opened now.
+    pub(crate) async fn open_or_repeat_full(
+        &self,
+        key: String,
+        new: NewIncident,
+        kind: IncidentKind,
+        evidence: Vec<Evidence>,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<crate::store::Upserted, ServiceError> {
         let cfg = self.config.clone();
+        let every = self.config.monitor.detected_again_every;
         let up = self
             .store
             .upsert_detection(
                 key,
                 Box::new(move || {
                     let (mut inc, mut events) = Incident::open(new, now);
+                    inc.set_kind(kind);
                     opening::open_events(cfg.rules(), &mut inc, &mut events, now, None);
                     (inc, events)
                 }),
-                Box::new(move |inc| Ok(vec![inc.record_repeat(evidence, now)])),
+                Box::new(move |inc| {
+                    Ok(inc
+                        .record_repeat_throttled(evidence, every, now)
+                        .into_iter()
+                        .collect())
+                }),
                 actor.to_string(),
                 now,
             )
             .await?;
-        Ok(up.incident.id)
+        Ok(up)
     }
 
     /// Records recovery on the performance incidents whose metric has been
@@ -360,6 +402,18 @@ impl IncidentService {
     ) -> Result<crate::domain::incident::IncidentId, ServiceError> {
         let key = format!("dq|{}", f.dedup_key());
         let what = f.record.as_deref().unwrap_or("");
+        let kind = match f.kind {
+            FindingKind::ToolDefinitionChanged
+            | FindingKind::ToolAdded
+            | FindingKind::ToolRemoved => IncidentKind::ToolPoisoning,
+            FindingKind::ParseError | FindingKind::MissingFile => IncidentKind::DataCorruption,
+            FindingKind::SchemaViolation
+            | FindingKind::InvalidCatalog
+            | FindingKind::InvalidInputSchema => IncidentKind::SchemaValidationFailure,
+            FindingKind::DuplicateId
+            | FindingKind::DanglingReference
+            | FindingKind::ManagementCycle => IncidentKind::DataInconsistency,
+        };
         let (incident_type, severity, title, tags) = match f.kind {
             FindingKind::ToolDefinitionChanged
             | FindingKind::ToolAdded
@@ -416,7 +470,7 @@ impl IncidentService {
             tags,
             dedup_key: Some(key.clone()),
         };
-        self.open_or_repeat(key, new, evidence, "data-quality-monitor", now)
+        self.open_or_repeat(key, new, kind, evidence, "data-quality-monitor", now)
             .await
     }
 
@@ -606,6 +660,27 @@ impl IncidentService {
                 .map(|n| format!("{n} metric(s) recovered"))
                 .map_err(|e| e.to_string()),
         );
+        if !svc.config().upstreams.is_empty() {
+            record(
+                "upstream_probes",
+                svc.probe_upstreams()
+                    .await
+                    .map(|n| format!("{n} upstream(s) probed"))
+                    .map_err(|e| e.to_string()),
+            );
+        }
+        if svc.config().monitor.key_usage_log.is_some() || svc.config().monitor.access_log.is_some()
+        {
+            record(
+                "usage_logs",
+                svc.tail_usage_logs()
+                    .await
+                    .map(|(k, a, bad)| {
+                        format!("{k} key use(s), {a} access(es) read; {bad} line(s) rejected")
+                    })
+                    .map_err(|e| e.to_string()),
+            );
+        }
         if svc.config().monitor.data_quality {
             record(
                 "data_quality",

@@ -9,6 +9,7 @@ use crate::domain::incident::{
     self, DetectionMethod, Email, Event, Incident, IncidentId, IncidentType, NewIncident, Severity,
     Status,
 };
+use crate::domain::kind::IncidentKind;
 use crate::service::{
     IncidentService, LIST_DEFAULT, LIST_MAX, ListInput, ReportInput, ServiceError, invalid,
 };
@@ -50,10 +51,28 @@ impl IncidentService {
             })
             .transpose()?;
         let fingerprint = key.as_ref().map(|_| report_fingerprint(&input));
-        let incident_type: IncidentType = input
-            .incident_type
-            .parse()
-            .map_err(|m: String| invalid("incident_type", m))?;
+        // A type (security, performance, …) or one of the procedure's kinds (data_breach,
+        // llm_api_failure, …), which sets the type and the kind's classification.
+        let (incident_type, kind): (IncidentType, Option<IncidentKind>) =
+            match input.incident_type.parse::<IncidentType>() {
+                Ok(t) => (t, None),
+                Err(m) => match input.incident_type.parse::<IncidentKind>() {
+                    Ok(k) => (k.incident_type(), Some(k)),
+                    Err(_) => {
+                        return Err(invalid(
+                            "incident_type",
+                            format!(
+                                "{m}; or an incident kind: {}",
+                                IncidentKind::ALL
+                                    .iter()
+                                    .map(|k| k.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        ));
+                    }
+                },
+            };
         let description = input.description.trim();
         if description.is_empty() {
             return Err(invalid(
@@ -104,6 +123,9 @@ impl IncidentService {
             },
             now,
         );
+        if let Some(k) = kind {
+            inc.set_kind(k);
+        }
         self.on_open(&mut inc, &mut events, now);
         let actor = email.as_str().to_string();
         Ok(match (key, fingerprint) {

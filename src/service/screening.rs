@@ -48,6 +48,7 @@ impl IncidentService {
                 incident_id: None,
                 incident_created: false,
                 repeat_threshold_reached: false,
+                flag_threshold: self.config.screening.flag_threshold as f32,
             });
         }
         let Some(top) = screening.categories.first().map(|c| c.category) else {
@@ -56,6 +57,7 @@ impl IncidentService {
                 incident_id: None,
                 incident_created: false,
                 repeat_threshold_reached: false,
+                flag_threshold: self.config.screening.flag_threshold as f32,
             });
         };
         let who = input
@@ -191,6 +193,7 @@ impl IncidentService {
             incident_id: Some(up.incident.id),
             incident_created: up.created,
             repeat_threshold_reached: repeated,
+            flag_threshold: self.config.screening.flag_threshold as f32,
         })
     }
 
@@ -269,6 +272,15 @@ impl IncidentService {
         }
         if user.is_none() && session.is_none() {
             return Ok(out);
+        }
+        // `rate_limit` containment: a token bucket per user (the principal).
+        if let Some(u) = &user
+            && let Err(wait) = self.take_rate_token(u, self.now()).await?
+        {
+            out.screening.verdict = Verdict::Block;
+            out.screening.signals.push(format!(
+                "rate_limit: user {u} is rate-limited and over its bucket; retry in {wait:.0} s"
+            ));
         }
         let held = self.store.active_containments(user, session).await?;
         if let Some(c) = held.first() {

@@ -338,4 +338,13 @@ pub trait Store: Send + Sync {
         user: Option<String>,
         session: Option<String>,
     ) -> Result<Vec<ActiveContainment>, StoreError>;
+
+    /// Containments in force that match every filter given: subject kind (`key`, `upstream`,
+    /// `principal`, `user`, …), subject, and the incident that imposed them.
+    async fn active_containments_where(
+        &self,
+        subject_kind: Option<String>,
+        subject: Option<String>,
+        incident: Option<IncidentId>,
+    ) -> Result<Vec<ActiveContainment>, StoreError>;
 }

@@ -1106,6 +1106,50 @@ impl Store for SqliteStore {
         self.read(move |conn| audit_queries::active_containments(conn, user, session))
             .await
     }
+
+    async fn active_containments_where(
+        &self,
+        subject_kind: Option<String>,
+        subject: Option<String>,
+        incident: Option<IncidentId>,
+    ) -> Result<Vec<ActiveContainment>, StoreError> {
+        self.read(move |conn| {
+            let mut st = conn
+                .prepare_cached(
+                    "SELECT incident_id, subject_kind, subject, action, reason, created_at FROM containments
+                     WHERE lifted_at IS NULL AND (?1 IS NULL OR subject_kind = ?1)
+                        AND (?2 IS NULL OR subject = ?2) AND (?3 IS NULL OR incident_id = ?3)
+                     ORDER BY created_at",
+                )
+                .map_err(backend)?;
+            let rows = st
+                .query_map(params![subject_kind, subject, incident.as_ref().map(|i| i.as_str().to_string())], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, i64>(5)?,
+                    ))
+                })
+                .map_err(backend)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (inc, kind, subject, action, reason, at) = row.map_err(backend)?;
+                out.push(ActiveContainment {
+                    incident_id: inc.parse().map_err(|e| backend(format!("containment: {e}")))?,
+                    subject_kind: kind,
+                    subject,
+                    action,
+                    reason,
+                    since: from_micros(at),
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
 }
 
 #[cfg(test)]

@@ -70,13 +70,40 @@ fn classify_table() {
             true,
             true,
         ),
+        // raised to high by the override; the kind's "immediate" response time (AIMS-IRP-001
+        // §8.5.2.1) is stricter than high's 15 min
         (
             Severity::Low,
             "prompt_injection",
             Severity::High,
+            5,
+            true,
+            true,
+        ),
+        // per-kind response times: the stricter of kind and severity wins
+        (
+            Severity::Medium,
+            "llm_api_failure",
+            Severity::Medium,
+            5,
+            false,
+            false,
+        ),
+        (
+            Severity::Medium,
+            "data_inconsistency",
+            Severity::Medium,
+            30,
+            false,
+            false,
+        ),
+        (
+            Severity::High,
+            "data_inconsistency",
+            Severity::High,
             15,
             true,
-            true,
+            false,
         ),
         // "at least high" never lowers a critical prompt injection (the spec's code set it to high).
         (

@@ -17,8 +17,13 @@ use crate::view::{IncidentDetail, ListIncidentsOutput, ReportIncidentOutput};
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReportIncidentArgs {
-    /// One of: security, performance, data_quality, other.
-    #[schemars(extend("enum" = ["security", "performance", "data_quality", "other"]))]
+    /// A type (security, performance, data_quality, other) or one of the procedure's incident
+    /// kinds, which also sets the kind's severity override and response time (data_breach is
+    /// always critical; llm_api_failure must be answered within 5 minutes; see docs/detection.md).
+    #[schemars(extend("enum" = ["security", "performance", "data_quality", "other",
+        "prompt_injection", "jailbreak", "data_exfiltration", "privilege_escalation", "secret_exposure",
+        "api_key_compromise", "data_breach", "tool_poisoning", "llm_api_failure", "mcp_protocol_failure",
+        "performance_degradation", "data_corruption", "schema_validation_failure", "data_inconsistency"]))]
     pub incident_type: String,
     /// What happened, where, and who is affected (at most 64 KiB).
     pub description: String,
@@ -87,7 +92,7 @@ mitigating/amplifying words; see docs/severity.md). Returns the new incident id,
             .await?;
         Ok(Json(ReportIncidentOutput::new(
             &inc,
-            self.svc.response_sla(inc.severity),
+            self.svc.response_sla_for(&inc),
         )))
     }
 

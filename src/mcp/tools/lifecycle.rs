@@ -76,8 +76,12 @@ pub struct ContainArgs {
     /// The incident id.
     pub incident_id: String,
     /// block_user (the incident's affected user_id), block_session (its session_id) or
-    /// block_user_and_session. While blocked, screen_prompt returns block for them.
-    #[schemars(extend("enum" = ["block_user", "block_session", "block_user_and_session"]))]
+    /// block_user_and_session: while blocked, screen_prompt returns block for them.
+    /// revoke_key (the incident's API key: later use is evidence), rate_limit (its user or
+    /// principal: a token bucket screen_prompt and record_access enforce), isolate_upstream
+    /// (its upstream: the probes refuse it).
+    #[schemars(extend("enum" = ["block_user", "block_session", "block_user_and_session",
+        "revoke_key", "rate_limit", "isolate_upstream"]))]
     pub action: String,
     /// Why (kept on the timeline and returned by screen_prompt).
     pub reason: Option<String>,
@@ -196,9 +200,11 @@ resolution step, records time-to-resolve and notifies the incident's channels. R
     }
 
     #[tool(
-        description = "Contain an incident by blocking its affected user_id and/or session_id (action block_user, \
-block_session or block_user_and_session). While blocked, screen_prompt returns verdict block for that user/session, \
-with the reason in signals. Reversible with lift_containment; recorded on the timeline.",
+        description = "Contain an incident. block_user / block_session / block_user_and_session block its affected \
+user_id and/or session_id (screen_prompt returns verdict block for them, with the reason in signals); revoke_key \
+marks its API key revoked (later record_key_usage of it is evidence); rate_limit puts its user/principal on a token \
+bucket that screen_prompt and record_access enforce; isolate_upstream stops the probes of its upstream. Reversible \
+with lift_containment; recorded on the timeline.",
         annotations(
             title = "Contain incident",
             read_only_hint = false,

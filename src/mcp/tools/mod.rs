@@ -3,6 +3,7 @@
 //!
 //! May import: `crate::service`, `crate::view`, `crate::detect`, `crate::domain::audit`.
 
+pub mod detectors;
 pub mod incidents;
 pub mod lifecycle;
 pub mod monitoring;

@@ -76,9 +76,9 @@ pub struct ScreenPromptOutput {
     pub verdict: String,
     /// Overall risk, 0 to 1.
     pub risk_score: f64,
-    /// Categories found, highest score first.
+    /// Categories whose score reached the flag threshold, highest first (empty for allow).
     pub categories: Vec<String>,
-    /// Score per category.
+    /// Score per category (every category, flagged or not).
     pub category_scores: BTreeMap<String, f64>,
     /// The matched rules with spans into the screened text.
     pub matches: Vec<MatchOut>,
@@ -92,6 +92,7 @@ pub struct ScreenPromptOutput {
 
 impl From<ScreenOutcome> for ScreenPromptOutput {
     fn from(o: ScreenOutcome) -> Self {
+        let flagged = o.flagged_categories();
         let s = o.screening;
         ScreenPromptOutput {
             verdict: match s.verdict {
@@ -101,11 +102,7 @@ impl From<ScreenOutcome> for ScreenPromptOutput {
             }
             .to_string(),
             risk_score: round4(s.risk_score),
-            categories: s
-                .categories
-                .iter()
-                .map(|c| c.category.as_str().to_string())
-                .collect(),
+            categories: flagged.iter().map(|c| c.as_str().to_string()).collect(),
             category_scores: s
                 .categories
                 .iter()

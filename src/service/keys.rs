@@ -1,0 +1,216 @@
+//! API-key compromise (AIMS-IRP-001 §8.5.2.1): `record_key_usage` from the MCP tool, REST and the
+//! tailed `monitor.key_usage_log`. Usage is checked against the key's baseline
+//! ([`crate::checks::keys`]), its revocation (a `revoke_key` containment) and the credentials seen
+//! exposed; any anomaly opens or adds to the key's `api_key_compromise` incident (high).
+//!
+//! May import: `crate::checks`, `crate::domain`, `crate::store`, `crate::service`.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::checks::keys::{KeyAnomaly, KeyUsage};
+use crate::domain::incident::{DetectionMethod, Evidence, IncidentType, NewIncident, Severity};
+use crate::domain::kind::IncidentKind;
+use crate::service::detectors::lock;
+use crate::service::{IncidentService, ServiceError, clean, invalid};
+
+/// One key use, as received (tool arguments, REST body or a log line).
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyUsageInput {
+    /// The key's identifier: a label (`openai-prod`) or its public id (an AWS access key id),
+    /// never the secret itself.
+    pub key_id: String,
+    /// Who used the key (user or service account).
+    #[serde(default)]
+    pub principal: Option<String>,
+    /// The caller's IP address.
+    #[serde(default)]
+    pub source_ip: Option<String>,
+    /// The caller's user agent.
+    #[serde(default)]
+    pub user_agent: Option<String>,
+    /// The endpoint called, e.g. /v1/chat/completions.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// The HTTP status of the call.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// When the key was used (RFC 3339); now when omitted.
+    #[serde(default)]
+    pub at: Option<String>,
+}
+
+/// One anomaly found in a use.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct AnomalyOut {
+    /// Rule: new_source_ip, new_user_agent, rate_spike, used_after_revocation, exposed_fingerprint.
+    pub rule: String,
+    /// What was seen.
+    pub detail: String,
+}
+
+/// What `record_key_usage` did.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct KeyUsageOutcome {
+    /// The key.
+    pub key_id: String,
+    /// Anomalies in this use (empty: normal).
+    pub anomalies: Vec<AnomalyOut>,
+    /// The key is revoked (a `revoke_key` containment is in force).
+    pub revoked: bool,
+    /// The api_key_compromise incident opened or updated, if any.
+    pub incident_id: Option<String>,
+    /// True when this use opened the incident.
+    pub incident_created: bool,
+}
+
+pub(crate) fn parse_at(
+    field: &'static str,
+    at: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<DateTime<Utc>, ServiceError> {
+    match at.map(str::trim) {
+        None | Some("") => Ok(now),
+        Some(s) => DateTime::parse_from_rfc3339(s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| {
+                invalid(
+                    field,
+                    format!("'{s}' is not an RFC 3339 time such as 2026-12-01T09:30:00Z ({e})"),
+                )
+            }),
+    }
+}
+
+impl IncidentService {
+    /// The fingerprint a key id is compared with exposed credentials by.
+    pub(crate) fn key_fingerprint(&self, key_id: &str) -> String {
+        hex::encode(Sha256::digest(key_id.as_bytes()))
+            .get(..32)
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Records one use of an API key and checks it (see the module doc).
+    ///
+    /// # Errors
+    /// [`ServiceError::Invalid`] naming a bad field (empty or oversized key id, bad time).
+    pub async fn record_key_usage(
+        &self,
+        input: KeyUsageInput,
+    ) -> Result<KeyUsageOutcome, ServiceError> {
+        let key_id = input.key_id.trim().to_string();
+        if key_id.is_empty() || key_id.len() > 128 || key_id.chars().any(char::is_whitespace) {
+            return Err(invalid(
+                "key_id",
+                "must be 1 to 128 characters without spaces: the key's label or public id, never the secret",
+            ));
+        }
+        let now = self.now();
+        let u = KeyUsage {
+            key_id: key_id.clone(),
+            principal: clean("principal", input.principal, 256)?,
+            source_ip: clean("source_ip", input.source_ip, 64)?,
+            user_agent: clean("user_agent", input.user_agent, 512)?,
+            endpoint: clean("endpoint", input.endpoint, 512)?,
+            status: input.status,
+            at: parse_at("at", input.at.as_deref(), now)?,
+        };
+        let revoked = !self
+            .store
+            .active_containments_where(Some("key".into()), Some(key_id.clone()), None)
+            .await?
+            .is_empty();
+        let fp = self.key_fingerprint(&key_id);
+        let exposed = lock(&self.detectors.exposed, "exposure registry")?.contains(&fp);
+        let anomalies = lock(&self.detectors.keys, "key monitor")?.observe(
+            &u,
+            &self.config.keys,
+            revoked,
+            exposed,
+        );
+        let mut out = KeyUsageOutcome {
+            key_id: key_id.clone(),
+            anomalies: anomalies
+                .iter()
+                .map(|a| AnomalyOut {
+                    rule: a.kind.as_str().to_string(),
+                    detail: a.detail.clone(),
+                })
+                .collect(),
+            revoked,
+            incident_id: None,
+            incident_created: false,
+        };
+        if anomalies.is_empty() {
+            return Ok(out);
+        }
+        let up = self.open_key_incident(&u, &anomalies, now).await?;
+        out.incident_id = Some(up.incident.id.to_string());
+        out.incident_created = up.created;
+        Ok(out)
+    }
+
+    async fn open_key_incident(
+        &self,
+        u: &KeyUsage,
+        anomalies: &[KeyAnomaly],
+        now: DateTime<Utc>,
+    ) -> Result<crate::store::Upserted, ServiceError> {
+        let key = format!("key|{}", u.key_id);
+        let evidence: Vec<Evidence> = anomalies
+            .iter()
+            .map(|a| Evidence {
+                rule: a.kind.as_str().to_string(),
+                category: IncidentKind::ApiKeyCompromise.as_str().to_string(),
+                start: 0,
+                end: 0,
+                excerpt: crate::domain::incident::truncate_chars(
+                    &a.detail,
+                    crate::domain::incident::EXCERPT_MAX_CHARS,
+                ),
+            })
+            .collect();
+        let rules: Vec<&str> = anomalies.iter().map(|a| a.kind.as_str()).collect();
+        let mut tags = vec![format!("key:{}", u.key_id)];
+        if let Some(ip) = &u.source_ip {
+            tags.push(format!("source:{ip}"));
+        }
+        tags.extend(rules.iter().map(|r| format!("rule:{r}")));
+        let new = NewIncident {
+            incident_type: IncidentType::Security,
+            category: None,
+            severity: Severity::High,
+            title: format!(
+                "API key {} compromise suspected ({})",
+                u.key_id,
+                rules.join(", ")
+            ),
+            description: anomalies
+                .iter()
+                .map(|a| a.detail.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+            reporter: None,
+            affected_system: Some(format!("key:{}", u.key_id)),
+            affected_user: u.principal.clone(),
+            affected_session: None,
+            detection_method: DetectionMethod::Monitoring,
+            confidence: None,
+            evidence: evidence.clone(),
+            tags,
+            dedup_key: Some(key.clone()),
+        };
+        self.open_or_repeat_full(
+            key,
+            new,
+            IncidentKind::ApiKeyCompromise,
+            evidence,
+            "key-usage-monitor",
+            now,
+        )
+        .await
+    }
+}

@@ -1,0 +1,414 @@
+//! LLM API and MCP protocol failures (AIMS-IRP-001 §8.5.2.2): the background loop probes every
+//! `[[upstreams]]` entry on its own interval through the [`Prober`] port (implemented in
+//! [`crate::probe`] with reqwest and the rmcp client), records availability, latency and error
+//! rate into the performance monitor, opens `llm_api_failure` (HTTP, medium) or
+//! `mcp_protocol_failure` (MCP, high) incidents on failure, `tool_poisoning` when a live tool
+//! list drifts from its pins, and records recovery after `recovery_probes` good probes
+//! (resolving through [`IncidentService::resolve`] when `auto_resolve` is set). An upstream under
+//! an `isolate_upstream` containment is not probed.
+//!
+//! May import: `crate::checks`, `crate::config`, `crate::domain`, `crate::store`, `crate::service`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::checks::performance::{Metric, MetricSample};
+use crate::checks::upstreams::{FailureKind, ProbeResult, Transition};
+use crate::config::{UpstreamConfig, UpstreamKind};
+use crate::domain::incident::{
+    DetectionMethod, EventKind, Evidence, IncidentType, NewIncident, Severity, Status,
+};
+use crate::domain::kind::IncidentKind;
+use crate::service::detectors::lock;
+use crate::service::{IncidentService, ServiceError};
+
+/// What one probe saw.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeReport {
+    /// How long the probe took.
+    pub latency: Duration,
+    /// Why it failed, with a sentence; `None` when healthy.
+    pub failure: Option<(FailureKind, String)>,
+    /// MCP: the live tool list, name → definition hash (`tools/list` succeeded).
+    pub tools: Option<BTreeMap<String, String>>,
+}
+
+/// The outbound port that probes one upstream (HTTP request, or an MCP session).
+#[async_trait]
+pub trait Prober: Send + Sync {
+    /// Probes `u` once, within `u.timeout`.
+    async fn probe(&self, u: &UpstreamConfig) -> ProbeReport;
+}
+
+/// One upstream's state, shown by `list_upstreams` and `monitor://status`.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct UpstreamStatus {
+    /// Name.
+    pub name: String,
+    /// http or mcp.
+    pub kind: String,
+    /// Down since its incident opened, until recovery.
+    pub down: bool,
+    /// Good probes / all probes in the performance window.
+    pub availability: f64,
+    /// Failed probes / all probes in the window.
+    pub error_rate: f64,
+    /// Probes in the window.
+    pub probes: usize,
+    /// When it was probed last.
+    pub last_probe_at: Option<DateTime<Utc>>,
+}
+
+impl IncidentService {
+    /// Installs the prober the loop uses for `[[upstreams]]` (once; later calls are ignored).
+    pub fn with_prober(self, p: Arc<dyn Prober>) -> Self {
+        let _ = self.detectors.prober.set(p);
+        self
+    }
+
+    /// The state of every configured upstream.
+    pub fn upstream_status(&self) -> Vec<UpstreamStatus> {
+        let states = match self.detectors.upstreams.lock() {
+            Ok(s) => s.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        self.config
+            .upstreams
+            .iter()
+            .map(|u| {
+                let st = states.get(&u.name).cloned().unwrap_or_default();
+                let r = st.rates();
+                UpstreamStatus {
+                    name: u.name.clone(),
+                    kind: match u.kind {
+                        UpstreamKind::Http => "http",
+                        UpstreamKind::Mcp => "mcp",
+                    }
+                    .into(),
+                    down: st.is_down(),
+                    availability: r.availability,
+                    error_rate: r.error_rate,
+                    probes: r.probes,
+                    last_probe_at: st.last_probe_at,
+                }
+            })
+            .collect()
+    }
+
+    /// Probes every upstream whose interval has elapsed, concurrently; returns how many were
+    /// probed. A probe never fails the pass: its failure is the finding.
+    ///
+    /// # Errors
+    /// [`ServiceError::Internal`] when the store fails while recording an incident.
+    pub async fn probe_upstreams(&self) -> Result<usize, ServiceError> {
+        let Some(prober) = self.detectors.prober.get().cloned() else {
+            return Ok(0);
+        };
+        let _pass = self.detectors.probing.lock().await;
+        let now = self.now();
+        let due: Vec<UpstreamConfig> = {
+            let mut st = lock(&self.detectors.upstreams, "upstream state")?;
+            self.config
+                .upstreams
+                .iter()
+                .filter(|u| {
+                    let s = st.entry(u.name.clone()).or_default();
+                    let due = s.due(u.interval, now);
+                    if due {
+                        s.last_probe_at = Some(now);
+                    }
+                    due
+                })
+                .cloned()
+                .collect()
+        };
+        let isolated: Vec<String> = self
+            .store
+            .active_containments_where(Some("upstream".into()), None, None)
+            .await?
+            .into_iter()
+            .map(|c| c.subject)
+            .collect();
+        let reports = futures::future::join_all(due.iter().map(|u| {
+            let prober = prober.clone();
+            let isolated = isolated.contains(&u.name);
+            async move {
+                if isolated {
+                    ProbeReport {
+                        latency: Duration::ZERO,
+                        failure: Some((
+                            FailureKind::Isolated,
+                            format!("{} is isolated by a containment; not probed", u.name),
+                        )),
+                        tools: None,
+                    }
+                } else {
+                    prober.probe(u).await
+                }
+            }
+        }))
+        .await;
+        let mut first_err = None;
+        for (u, rep) in due.iter().zip(reports) {
+            if let Err(e) = self.record_probe(u, rep, now).await {
+                tracing::warn!(upstream = %u.name, error = %e, "recording a probe failed");
+                first_err.get_or_insert(e);
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(due.len()),
+        }
+    }
+
+    async fn record_probe(
+        &self,
+        u: &UpstreamConfig,
+        mut rep: ProbeReport,
+        now: DateTime<Utc>,
+    ) -> Result<(), ServiceError> {
+        if matches!(rep.failure, Some((FailureKind::Isolated, _))) {
+            // Refused, not failed: no metrics, no incident.
+            return Ok(());
+        }
+        if let Some(tools) = rep.tools.take() {
+            self.check_live_tools(u, tools, now).await?;
+        }
+        let result = ProbeResult {
+            at: now,
+            latency: rep.latency,
+            failure: rep.failure.clone(),
+        };
+        let window = self.config.performance.window;
+        let (transition, rates) = {
+            let mut st = lock(&self.detectors.upstreams, "upstream state")?;
+            let s = st.entry(u.name.clone()).or_default();
+            let t = s.record(&result, u.failures_to_open, u.recovery_probes, window);
+            (t, s.rates())
+        };
+        // Availability, latency and error rate of the upstream go into the performance monitor
+        // (source `upstream:<name>`); the upstream rules below own the incident.
+        let latency_metric = match u.kind {
+            UpstreamKind::Http => Metric::LlmResponseTime,
+            UpstreamKind::Mcp => Metric::ToolExecutionTime,
+        };
+        let sample = MetricSample::new(format!("upstream:{}", u.name), now)
+            .with(latency_metric, rep.latency.as_secs_f64())
+            .with(Metric::Availability, rates.availability)
+            .with(Metric::ErrorRate, rates.error_rate);
+        if let Ok(mut perf) = self.monitoring.perf_lock() {
+            let _ = perf.record(sample);
+        }
+        match transition {
+            Transition::Failing => {
+                if let Some((kind, detail)) = &rep.failure {
+                    self.open_upstream_incident(u, *kind, detail, rep.latency, now)
+                        .await?;
+                }
+            }
+            Transition::Recovered => self.upstream_recovered(u, now).await?,
+            Transition::None => {}
+        }
+        Ok(())
+    }
+
+    fn upstream_kind(u: &UpstreamConfig) -> (IncidentKind, Severity) {
+        match u.kind {
+            UpstreamKind::Http => (IncidentKind::LlmApiFailure, Severity::Medium),
+            UpstreamKind::Mcp => (IncidentKind::McpProtocolFailure, Severity::High),
+        }
+    }
+
+    async fn open_upstream_incident(
+        &self,
+        u: &UpstreamConfig,
+        failure: FailureKind,
+        detail: &str,
+        latency: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<(), ServiceError> {
+        let (kind, severity) = Self::upstream_kind(u);
+        let key = format!("upstream|{}", u.name);
+        let evidence = vec![Evidence {
+            rule: failure.as_str().to_string(),
+            category: kind.as_str().to_string(),
+            start: 0,
+            end: 0,
+            excerpt: crate::domain::incident::truncate_chars(
+                &format!("{detail} ({} ms)", latency.as_millis()),
+                crate::domain::incident::EXCERPT_MAX_CHARS,
+            ),
+        }];
+        let what = match u.kind {
+            UpstreamKind::Http => "LLM API",
+            UpstreamKind::Mcp => "MCP server",
+        };
+        let new = NewIncident {
+            incident_type: IncidentType::Performance,
+            category: None,
+            severity,
+            title: format!("{what} {} failing: {}", u.name, failure.as_str()),
+            description: format!("probe of {what} {} failed: {detail}", u.name),
+            reporter: None,
+            affected_system: Some(u.name.clone()),
+            affected_user: None,
+            affected_session: None,
+            detection_method: DetectionMethod::Monitoring,
+            confidence: None,
+            evidence: evidence.clone(),
+            tags: vec![
+                format!("upstream:{}", u.name),
+                format!("failure:{}", failure.as_str()),
+            ],
+            dedup_key: Some(key.clone()),
+        };
+        self.open_or_repeat(key, new, kind, evidence, "upstream-monitor", now)
+            .await?;
+        Ok(())
+    }
+
+    async fn upstream_recovered(
+        &self,
+        u: &UpstreamConfig,
+        now: DateTime<Utc>,
+    ) -> Result<(), ServiceError> {
+        let key = format!("upstream|{}", u.name);
+        let Some(inc) = self.store.find_open_by_dedup(&key).await? else {
+            return Ok(());
+        };
+        let detail = format!(
+            "{} answered {} consecutive probes correctly",
+            u.name,
+            u.recovery_probes.max(1)
+        );
+        self.store
+            .update(
+                &inc.id,
+                "upstream-monitor".into(),
+                now,
+                Box::new(move |inc| {
+                    inc.updated_at = now;
+                    Ok(vec![EventKind::Recovered { detail }])
+                }),
+            )
+            .await?;
+        if u.auto_resolve && inc.status.allowed_next().contains(&Status::Resolved) {
+            match self
+                .resolve(
+                    inc.id.as_str(),
+                    "upstream recovered (auto-resolved by policy)",
+                    &format!("{} was unavailable or failing its probe", u.name),
+                    "upstream-monitor",
+                )
+                .await
+            {
+                Ok(_) | Err(ServiceError::Conflict(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Compares a live tool list with its pins: `pin_catalog`'s entries in `monitor.pin_lock`,
+    /// or the first list this process saw. A changed, added or removed tool opens a
+    /// `tool_poisoning` incident for the upstream.
+    async fn check_live_tools(
+        &self,
+        u: &UpstreamConfig,
+        live: BTreeMap<String, String>,
+        now: DateTime<Utc>,
+    ) -> Result<(), ServiceError> {
+        let pinned: BTreeMap<String, String> = match &u.pin_catalog {
+            Some(catalog) => {
+                let path = self.config.monitor.pin_lock.clone();
+                let lock_file = tokio::task::spawn_blocking(move || {
+                    crate::checks::dataquality::PinLock::load(&path)
+                })
+                .await
+                .map_err(|e| ServiceError::Internal(e.to_string()))?
+                .map_err(|e| ServiceError::Internal(format!("pin lock: {e}")))?;
+                let prefix = format!("{catalog}/");
+                lock_file
+                    .tools
+                    .iter()
+                    .filter_map(|(k, h)| {
+                        k.strip_prefix(&prefix).map(|t| (t.to_string(), h.clone()))
+                    })
+                    .collect()
+            }
+            None => {
+                let mut pins = lock(&self.detectors.live_pins, "live pins")?;
+                pins.entry(u.name.clone())
+                    .or_insert_with(|| live.clone())
+                    .clone()
+            }
+        };
+        let mut changes = Vec::new();
+        for (name, hash) in &live {
+            match pinned.get(name) {
+                None => changes.push(format!("tool {name} added")),
+                Some(h) if h != hash => changes.push(format!("tool {name} definition changed")),
+                Some(_) => {}
+            }
+        }
+        for name in pinned.keys().filter(|n| !live.contains_key(*n)) {
+            changes.push(format!("tool {name} removed"));
+        }
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let key = format!("upstream-tools|{}", u.name);
+        let detail = changes.join("; ");
+        let evidence = vec![Evidence {
+            rule: "live_tool_list_drift".into(),
+            category: IncidentKind::ToolPoisoning.as_str().into(),
+            start: 0,
+            end: 0,
+            excerpt: crate::domain::incident::truncate_chars(
+                &detail,
+                crate::domain::incident::EXCERPT_MAX_CHARS,
+            ),
+        }];
+        let new = NewIncident {
+            incident_type: IncidentType::Security,
+            category: None,
+            severity: Severity::High,
+            title: format!(
+                "Live tool list of MCP server {} drifted from its pins",
+                u.name
+            ),
+            description: format!(
+                "tools/list of {} differs from the pinned definitions: {detail}",
+                u.name
+            ),
+            reporter: None,
+            affected_system: Some(u.name.clone()),
+            affected_user: None,
+            affected_session: None,
+            detection_method: DetectionMethod::Monitoring,
+            confidence: None,
+            evidence: evidence.clone(),
+            tags: vec![
+                format!("upstream:{}", u.name),
+                "AML.T0110@v5".into(),
+                "LLM03:2025".into(),
+            ],
+            dedup_key: Some(key.clone()),
+        };
+        self.open_or_repeat(
+            key,
+            new,
+            IncidentKind::ToolPoisoning,
+            evidence,
+            "upstream-monitor",
+            now,
+        )
+        .await?;
+        Ok(())
+    }
+}
