@@ -9,8 +9,8 @@
 //! May import: `crate::domain`, `crate::detect`, `crate::checks`, `crate::store`, `crate::notify`,
 //! `crate::config`. Never rmcp, axum or SQL crates.
 
-mod audit;
 pub mod access;
+mod audit;
 mod containment;
 mod detectors;
 pub mod keys;
@@ -24,8 +24,8 @@ pub mod upstreams;
 pub use crate::domain::clock::Clock;
 pub use crate::notify::Notifier;
 pub use crate::store::Store;
-pub use audit::{load_public_key, load_signing_key};
 pub use access::{AccessInput, AccessOutcome};
+pub use audit::{load_public_key, load_signing_key};
 pub use keys::{KeyUsageInput, KeyUsageOutcome};
 pub use lifecycle::{CONTAIN_ACTIONS, DocumentOutcome, UpdateInput};
 pub use monitoring::{
