@@ -760,3 +760,49 @@ async fn measure_upstream_down_to_incident_at_default_interval() {
     );
     c.cancel().await.ok();
 }
+
+/// A credential in screened text: `screen_prompt` returns it masked with its fingerprint and a
+/// redacted copy of the text, opens a `secret_exposure` incident, and the secret is nowhere in the
+/// incident, its timeline or the database file.
+#[tokio::test]
+async fn exposed_secret_is_reported_masked_and_never_stored() {
+    let dir = tempdir();
+    let db = db_in(dir.path());
+    let c = stdio_client(&db, &[]).await;
+    // Assembled at run time so no key-shaped literal sits in the repository.
+    let key = ["AKIA", "Q3EGRZ7TXWLM2KVB"].concat();
+    let text = format!("here are the deploy credentials: aws_access_key_id = {key} thanks");
+    let r = call_ok(
+        &c,
+        "screen_prompt",
+        json!({"text": text, "source": "tool_output", "user_id": "u-secret"}),
+    )
+    .await;
+    assert_eq!(r["verdict"], "flag", "{r}");
+    assert_eq!(r["categories"], json!(["secret_exposure"]), "{r}");
+    let s = &r["secrets"][0];
+    assert_eq!(
+        s["rule"].as_str().unwrap().split('.').next(),
+        Some("aws"),
+        "{r}"
+    );
+    assert_eq!(s["masked"], format!("AKIA…{}", &key[key.len() - 4..]));
+    assert_eq!(s["fingerprint"].as_str().unwrap().len(), 32);
+    let red = r["redacted_text"].as_str().unwrap();
+    assert!(red.contains("[REDACTED:") && !red.contains(&key), "{red}");
+    let id = r["incident_id"].as_str().unwrap().to_string();
+    let inc = call_ok(&c, "get_incident", json!({"incident_id": id})).await;
+    let body = inc.to_string();
+    assert_eq!(inc["incident"]["kind"], "secret_exposure", "{body}");
+    assert!(body.contains(s["fingerprint"].as_str().unwrap()), "{body}");
+    assert!(!body.contains(&key), "secret in the incident: {body}");
+    c.cancel().await.unwrap();
+    let mut raw = std::fs::read(&db).unwrap();
+    for ext in ["-wal"] {
+        if let Ok(b) = std::fs::read(format!("{db}{ext}")) {
+            raw.extend(b);
+        }
+    }
+    let hay = String::from_utf8_lossy(&raw);
+    assert!(!hay.contains(&key), "secret in the database file");
+}

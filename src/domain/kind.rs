@@ -37,6 +37,8 @@ pub enum IncidentKind {
     DataExfiltration,
     /// An attempt to gain rights the caller does not have.
     PrivilegeEscalation,
+    /// A bulk data request aimed at the agent's tools ("dump the database", §8.5.2.1).
+    DataAccessAttempt,
     /// A credential in screened text (OWASP LLM02:2025).
     SecretExposure,
     /// An API key exposed or misused (§8.5.2.1).
@@ -66,6 +68,7 @@ impl IncidentKind {
         IncidentKind::Jailbreak,
         IncidentKind::DataExfiltration,
         IncidentKind::PrivilegeEscalation,
+        IncidentKind::DataAccessAttempt,
         IncidentKind::SecretExposure,
         IncidentKind::ApiKeyCompromise,
         IncidentKind::DataBreach,
@@ -85,6 +88,7 @@ impl IncidentKind {
             IncidentKind::Jailbreak => "jailbreak",
             IncidentKind::DataExfiltration => "data_exfiltration",
             IncidentKind::PrivilegeEscalation => "privilege_escalation",
+            IncidentKind::DataAccessAttempt => "data_access_attempt",
             IncidentKind::SecretExposure => "secret_exposure",
             IncidentKind::ApiKeyCompromise => "api_key_compromise",
             IncidentKind::DataBreach => "data_breach",
@@ -110,9 +114,8 @@ impl IncidentKind {
         use IncidentKind::*;
         match self {
             PromptInjection | Jailbreak | DataExfiltration | PrivilegeEscalation
-            | SecretExposure | ApiKeyCompromise | DataBreach | ToolPoisoning => {
-                IncidentType::Security
-            }
+            | DataAccessAttempt | SecretExposure | ApiKeyCompromise | DataBreach
+            | ToolPoisoning => IncidentType::Security,
             LlmApiFailure | McpProtocolFailure | PerformanceDegradation => {
                 IncidentType::Performance
             }

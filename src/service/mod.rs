@@ -141,6 +141,9 @@ pub struct ScreenOutcome {
     pub repeat_threshold_reached: bool,
     /// `screening.flag_threshold` the verdict was decided with.
     pub flag_threshold: f32,
+    /// The screened text with every credential replaced by `[REDACTED:<rule>:<fingerprint>]`,
+    /// when the engine found one (so an agent can pass the text on safely).
+    pub redacted_text: Option<String>,
 }
 
 impl ScreenOutcome {

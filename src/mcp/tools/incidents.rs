@@ -21,7 +21,7 @@ pub struct ReportIncidentArgs {
     /// kinds, which also sets the kind's severity override and response time (data_breach is
     /// always critical; llm_api_failure must be answered within 5 minutes; see docs/detection.md).
     #[schemars(extend("enum" = ["security", "performance", "data_quality", "other",
-        "prompt_injection", "jailbreak", "data_exfiltration", "privilege_escalation", "secret_exposure",
+        "prompt_injection", "jailbreak", "data_exfiltration", "privilege_escalation", "data_access_attempt", "secret_exposure",
         "api_key_compromise", "data_breach", "tool_poisoning", "llm_api_failure", "mcp_protocol_failure",
         "performance_degradation", "data_corruption", "schema_validation_failure", "data_inconsistency"]))]
     pub incident_type: String,

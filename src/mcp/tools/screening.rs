@@ -69,6 +69,25 @@ pub struct MatchOut {
     pub atlas: Option<String>,
 }
 
+/// One credential found in the screened text (the secret itself is never returned).
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct SecretOut {
+    /// Rule id, e.g. aws.access_key_id.
+    pub rule: String,
+    /// Issuer, e.g. aws, github, generic.
+    pub provider: String,
+    /// Byte offset where the secret starts in `text`.
+    pub start: usize,
+    /// Byte offset one past the end of the secret.
+    pub end: usize,
+    /// 0 to 1; documented example keys and placeholders score low.
+    pub confidence: f64,
+    /// First and last characters only, e.g. AKIA…MPLE.
+    pub masked: String,
+    /// Keyed hash (HMAC-SHA256) of the secret: the same secret gives the same value.
+    pub fingerprint: String,
+}
+
 /// Result of `screen_prompt`.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct ScreenPromptOutput {
@@ -84,6 +103,13 @@ pub struct ScreenPromptOutput {
     pub matches: Vec<MatchOut>,
     /// Structural signals (invisible characters, decoded payloads, …).
     pub signals: Vec<String>,
+    /// Credentials found in the text: rule, span, masked form and keyed fingerprint (never the
+    /// secret itself).
+    pub secrets: Vec<SecretOut>,
+    /// The text with every credential replaced by `[REDACTED:<rule>:<fingerprint>]`; present only
+    /// when `secrets` is not empty, so the text can be passed on safely.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redacted_text: Option<String>,
     /// The incident opened or updated for a flag/block.
     pub incident_id: Option<String>,
     /// True when this call opened the incident, false when it was deduplicated.
@@ -121,6 +147,20 @@ impl From<ScreenOutcome> for ScreenPromptOutput {
                 })
                 .collect(),
             signals: s.signals,
+            secrets: s
+                .secrets
+                .into_iter()
+                .map(|f| SecretOut {
+                    rule: f.rule,
+                    provider: f.provider,
+                    start: f.start,
+                    end: f.end,
+                    confidence: round4(f.confidence),
+                    masked: f.masked,
+                    fingerprint: f.fingerprint,
+                })
+                .collect(),
+            redacted_text: o.redacted_text,
             incident_id: o.incident_id.map(|i| i.to_string()),
             incident_created: o.incident_created,
         }
