@@ -362,7 +362,11 @@ fn too_large(max: usize) -> Response {
     (
         StatusCode::PAYLOAD_TOO_LARGE,
         [(header::CONNECTION, "close")],
-        axum::Json(serde_json::json!({"error": format!("request body is over {max} bytes")})),
+        // The REST error shape (docs/api.md), which MCP clients read as plain JSON too.
+        axum::Json(serde_json::json!({"error": {
+            "code": "payload_too_large",
+            "message": format!("request body is over {max} bytes; send at most {max} bytes"),
+        }})),
     )
         .into_response()
 }
