@@ -19,7 +19,7 @@ use crate::domain::postmortem::{
     PostIncidentDocument, ResponseMetrics, build_document, render_markdown, response_metrics,
 };
 use crate::service::{
-    IncidentService, NotificationBuilder, ServiceError, clean, conflict, invalid,
+    IncidentService, NotificationBuilder, ServiceError, clean, conflict, invalid, parse_opt,
 };
 
 /// Input of [`IncidentService::update_incident`], as received.
@@ -178,11 +178,7 @@ impl IncidentService {
         actor: &str,
     ) -> Result<Incident, ServiceError> {
         let id: IncidentId = id.parse()?;
-        let status = input
-            .status
-            .as_deref()
-            .map(|s| s.parse::<Status>().map_err(|m| invalid("status", m)))
-            .transpose()?;
+        let status = parse_opt::<Status>("status", input.status.as_deref())?;
         match status {
             Some(Status::Resolved) => {
                 return Err(invalid(
@@ -198,16 +194,8 @@ impl IncidentService {
             }
             _ => {}
         }
-        let severity = input
-            .severity
-            .as_deref()
-            .map(|s| s.parse::<Severity>().map_err(|m| invalid("severity", m)))
-            .transpose()?;
-        let step = input
-            .step
-            .as_deref()
-            .map(|s| s.parse::<WorkflowStep>().map_err(|m| invalid("step", m)))
-            .transpose()?;
+        let severity = parse_opt::<Severity>("severity", input.severity.as_deref())?;
+        let step = parse_opt::<WorkflowStep>("step", input.step.as_deref())?;
         let owner = clean("owner", input.owner, 200)?;
         let note = clean("note", input.note, 4000)?;
         let root_cause = clean("root_cause", input.root_cause, 4000)?;

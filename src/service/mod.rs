@@ -268,6 +268,20 @@ pub(crate) fn invalid(field: &'static str, message: impl Into<String>) -> Servic
     }
 }
 
+/// Parses an optional caller field (`status`, `severity`, …); a bad value is
+/// [`ServiceError::Invalid`] naming the field, with the parser's sentence.
+pub(crate) fn parse_opt<T>(
+    field: &'static str,
+    value: Option<&str>,
+) -> Result<Option<T>, ServiceError>
+where
+    T: std::str::FromStr<Err = String>,
+{
+    value
+        .map(|s| s.parse::<T>().map_err(|m| invalid(field, m)))
+        .transpose()
+}
+
 pub(crate) fn conflict(message: impl Into<String>) -> DomainError {
     DomainError::Conflict(message.into())
 }

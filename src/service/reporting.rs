@@ -12,6 +12,7 @@ use crate::domain::incident::{
 use crate::domain::kind::IncidentKind;
 use crate::service::{
     IncidentService, LIST_DEFAULT, LIST_MAX, ListInput, ReportInput, ServiceError, invalid,
+    parse_opt,
 };
 use crate::store::{Cursor, ListQuery, Page, Upserted};
 
@@ -161,24 +162,10 @@ impl IncidentService {
     /// # Errors
     /// [`ServiceError::Invalid`] naming a bad filter.
     pub async fn list(&self, input: ListInput) -> Result<Page, ServiceError> {
-        let status = input
-            .status
-            .as_deref()
-            .map(|s| s.parse::<Status>().map_err(|m| invalid("status", m)))
-            .transpose()?;
-        let severity = input
-            .severity
-            .as_deref()
-            .map(|s| s.parse::<Severity>().map_err(|m| invalid("severity", m)))
-            .transpose()?;
-        let incident_type = input
-            .incident_type
-            .as_deref()
-            .map(|s| {
-                s.parse::<IncidentType>()
-                    .map_err(|m| invalid("incident_type", m))
-            })
-            .transpose()?;
+        let status = parse_opt::<Status>("status", input.status.as_deref())?;
+        let severity = parse_opt::<Severity>("severity", input.severity.as_deref())?;
+        let incident_type =
+            parse_opt::<IncidentType>("incident_type", input.incident_type.as_deref())?;
         let since = input
             .since
             .as_deref()
