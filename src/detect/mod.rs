@@ -549,7 +549,14 @@ impl Engine {
                 *sc = 1.0 - (1.0 - *sc) * (1.0 - mc);
             }
             if let Some(f) = &m.fusion {
-                let r = f.risk(&x);
+                // The fusion never overrules a rule match at flag strength: the verdict is at
+                // least what the rules alone give (`--no-model`).
+                let floor = if rmax >= self.thresholds.flag {
+                    rmax
+                } else {
+                    0.0
+                };
+                let r = f.risk(&x).max(floor);
                 let top = score.iter().take(4).copied().fold(0.0, f32::max);
                 for sc in score.iter_mut().take(4) {
                     *sc = if top > 0.0 { r * *sc / top } else { 0.0 };
