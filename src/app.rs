@@ -11,20 +11,37 @@ use crate::detect::{Engine, Thresholds};
 use crate::domain::clock::{Clock, SystemClock};
 use crate::notify::{ChannelNotifier, Notifier};
 use crate::service::{IncidentService, Limits};
+use crate::store::postgres::{PgStore, is_postgres_url};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 
-/// Where the store lives: a SQLite file path (the default), or a
-/// `postgres://` URL (not available in this build).
+/// Where the store lives: a SQLite file path (the default, `sqlite://` optional), or a
+/// `postgres://` / `postgresql://` URL. Pending migrations are applied on open.
+///
+/// # Errors
+/// [`StoreError::Backend`] saying what to fix (an unreachable server, refused credentials, a
+/// schema newer than this binary, a file that cannot be opened).
 pub fn open_store(db: &str) -> Result<Arc<dyn Store>, StoreError> {
-    if db.starts_with("postgres://") || db.starts_with("postgresql://") {
-        return Err(StoreError::Backend(
-            "PostgreSQL is not available in this build yet; use a SQLite file path".into(),
-        ));
+    if is_postgres_url(db) {
+        let s: Arc<dyn Store> = PgStore::open(db)?;
+        return Ok(s);
     }
     let path = db.strip_prefix("sqlite://").unwrap_or(db);
     let s: Arc<dyn Store> = SqliteStore::open(path)?;
     Ok(s)
+}
+
+/// Applies pending migrations to the store at `db` (what opening it does anyway) and returns
+/// the versions applied, empty when it was up to date.
+///
+/// # Errors
+/// As [`open_store`].
+pub fn migrate_store(db: &str) -> Result<Vec<i64>, StoreError> {
+    if is_postgres_url(db) {
+        return crate::store::postgres::migrate(db);
+    }
+    let path = db.strip_prefix("sqlite://").unwrap_or(db);
+    crate::store::sqlite::migrate_file(path)
 }
 
 /// Builds the service over `db` with the built-in rules and the real clock.

@@ -19,8 +19,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::{
-    ActiveContainment, Cursor, ListQuery, Mutation, OutboxItem, OutboxUpdate, Page, Store,
-    StoreError, Upserted,
+    ActiveContainment, Cursor, ImportBatch, ListQuery, Mutation, OutboxItem, OutboxRow,
+    OutboxUpdate, Page, Store, StoreError, Upserted,
 };
 use crate::domain::audit::{AuditReport, Pins};
 
@@ -31,10 +31,8 @@ mod rows;
 mod schema;
 mod writer;
 
-use rows::{
-    append_events, from_micros, load_incident, micros, outbox_item, row_event, save_incident,
-    to_event,
-};
+use crate::store::records::{backend, check_link, from_micros, micros, outbox_item, to_event};
+use rows::{append_events, load_incident, row_event, save_incident, side_tables};
 use schema::migrate;
 #[cfg(test)]
 use writer::CACHE_HITS;
@@ -48,10 +46,6 @@ pub struct SqliteStore {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
-}
-
 fn configure(conn: &Connection) -> Result<(), rusqlite::Error> {
     conn.busy_timeout(Duration::from_secs(10))?;
     let sync = match std::env::var("AI_INCIDENT_SQLITE_SYNC").as_deref() {
@@ -62,6 +56,24 @@ fn configure(conn: &Connection) -> Result<(), rusqlite::Error> {
         "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA foreign_keys=ON;"
     ))?;
     Ok(())
+}
+
+/// Applies pending migrations to the file at `path` (creating it if needed); returns the
+/// versions applied.
+///
+/// # Errors
+/// [`StoreError::Backend`] when the file cannot be opened or migrated, or its schema is newer
+/// than this binary.
+pub fn migrate_file(path: impl AsRef<Path>) -> Result<Vec<i64>, StoreError> {
+    let path = path.as_ref();
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| backend(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let mut conn = Connection::open(path)
+        .map_err(|e| backend(format!("cannot open {}: {e}", path.display())))?;
+    configure(&conn).map_err(backend)?;
+    migrate(&mut conn)
 }
 
 impl SqliteStore {
@@ -78,7 +90,10 @@ impl SqliteStore {
         let mut conn = Connection::open(&path)
             .map_err(|e| backend(format!("cannot open {}: {e}", path.display())))?;
         configure(&conn).map_err(backend)?;
-        migrate(&mut conn)?;
+        let applied = migrate(&mut conn)?;
+        if !applied.is_empty() {
+            tracing::info!(db = %path.display(), ?applied, "applied SQLite migrations");
+        }
         let (tx, rx) = mpsc::channel::<Job>();
         let handle = std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -679,6 +694,151 @@ impl Store for SqliteStore {
                 });
             }
             Ok(out)
+        })
+        .await
+    }
+
+    async fn export_incidents(
+        &self,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<Incident>, StoreError> {
+        self.read(move |conn| {
+            let mut st = conn
+                .prepare_cached(
+                    "SELECT body FROM incidents WHERE (?1 IS NULL OR id > ?1) ORDER BY id LIMIT ?2",
+                )
+                .map_err(backend)?;
+            let rows = st
+                .query_map(params![after, i64::from(limit)], |r| r.get::<_, String>(0))
+                .map_err(backend)?;
+            rows.map(|r| {
+                r.map_err(backend)
+                    .and_then(|b| serde_json::from_str(&b).map_err(backend))
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn export_events(&self, after_seq: i64, limit: u32) -> Result<Vec<Event>, StoreError> {
+        self.read(move |conn| {
+            let mut st = conn
+                .prepare_cached(
+                    "SELECT seq, incident_id, at, actor, data, prev_hash, hash FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                )
+                .map_err(backend)?;
+            let rows = st
+                .query_map(params![after_seq, i64::from(limit)], row_event)
+                .map_err(backend)?;
+            rows.map(|r| r.map_err(backend).and_then(to_event)).collect()
+        })
+        .await
+    }
+
+    async fn export_outbox(&self) -> Result<Vec<OutboxRow>, StoreError> {
+        self.read(move |conn| {
+            let mut st = conn
+                .prepare(
+                    "SELECT id, channel, incident_id, payload, status, attempts, next_attempt_at, last_error, created_at, updated_at
+                     FROM outbox ORDER BY created_at, id, channel",
+                )
+                .map_err(backend)?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok(OutboxRow {
+                        id: r.get(0)?,
+                        channel: r.get(1)?,
+                        incident_id: r.get(2)?,
+                        payload: r.get(3)?,
+                        status: r.get(4)?,
+                        attempts: r.get(5)?,
+                        next_attempt_at: r.get(6)?,
+                        last_error: r.get(7)?,
+                        created_at: r.get(8)?,
+                        updated_at: r.get(9)?,
+                    })
+                })
+                .map_err(backend)?;
+            rows.map(|r| r.map_err(backend)).collect()
+        })
+        .await
+    }
+
+    async fn import(&self, batch: ImportBatch) -> Result<(), StoreError> {
+        self.submit(move |conn| {
+            for inc in &batch.incidents {
+                save_incident(conn, inc, true)?;
+            }
+            if !batch.events.is_empty() {
+                let mut head: (i64, String) = conn
+                    .query_row("SELECT seq, hash FROM chain_head WHERE id = 1", [], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                    .optional()
+                    .map_err(backend)?
+                    .unwrap_or((0, crate::domain::audit::GENESIS_HASH.to_string()));
+                let mut ins = conn
+                    .prepare_cached(
+                        "INSERT INTO events (seq, incident_id, at, actor, data, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    )
+                    .map_err(backend)?;
+                for e in &batch.events {
+                    check_link(&head, e)?;
+                    let at_s = crate::domain::audit::hash_time(&e.at);
+                    ins.execute(params![
+                        e.seq,
+                        e.incident_id.as_str(),
+                        at_s,
+                        e.actor,
+                        e.data,
+                        e.prev_hash,
+                        e.hash
+                    ])
+                    .map_err(backend)?;
+                    let kind: EventKind = serde_json::from_str(&e.data).map_err(|err| {
+                        StoreError::Domain(crate::domain::incident::DomainError::Invalid {
+                            field: "event",
+                            message: format!("event {} data is not an event ({err})", e.seq),
+                        })
+                    })?;
+                    side_tables(conn, &e.incident_id, &e.at, &kind, &e.data)?;
+                    head = (e.seq, e.hash.clone());
+                }
+                conn.execute(
+                    "INSERT INTO chain_head (id, seq, hash) VALUES (1, ?1, ?2)
+                     ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+                    params![head.0, head.1],
+                )
+                .map_err(backend)?;
+            }
+            for o in &batch.outbox {
+                conn.prepare_cached(
+                    "INSERT INTO outbox (id, channel, incident_id, payload, status, attempts, next_attempt_at, last_error, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                     ON CONFLICT (id, channel) DO UPDATE SET incident_id = excluded.incident_id,
+                        payload = excluded.payload, status = excluded.status, attempts = excluded.attempts,
+                        next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error,
+                        created_at = excluded.created_at, updated_at = excluded.updated_at,
+                        lease_owner = NULL, lease_until = NULL",
+                )
+                .and_then(|mut st| {
+                    st.execute(params![
+                        o.id,
+                        o.channel,
+                        o.incident_id,
+                        o.payload,
+                        o.status,
+                        o.attempts,
+                        o.next_attempt_at,
+                        o.last_error,
+                        o.created_at,
+                        o.updated_at
+                    ])
+                })
+                .map_err(backend)?;
+            }
+            Ok(())
         })
         .await
     }

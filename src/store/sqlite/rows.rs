@@ -4,14 +4,10 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::backend;
 use crate::domain::audit;
-use crate::domain::incident::{Event, EventKind, Incident, IncidentId};
-use crate::store::{OutboxItem, StoreError};
-
-pub(super) fn micros(t: &DateTime<Utc>) -> i64 {
-    t.timestamp_micros()
-}
+use crate::domain::incident::{EventKind, Incident, IncidentId};
+use crate::store::StoreError;
+use crate::store::records::{EventRow, backend, micros};
 
 pub(super) fn save_incident(
     conn: &Connection,
@@ -147,50 +143,7 @@ pub(super) fn side_tables(
     Ok(())
 }
 
-pub(super) fn from_micros(m: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(m).unwrap_or(DateTime::UNIX_EPOCH)
-}
-
-pub(super) fn outbox_item(
-    notification_id: String,
-    channel: String,
-    incident_id: String,
-    payload: String,
-    attempts: i64,
-    created_at: i64,
-) -> Result<OutboxItem, StoreError> {
-    let incident_id: IncidentId = incident_id
-        .parse()
-        .map_err(|e| backend(format!("outbox row {notification_id}: {e}")))?;
-    match serde_json::from_str::<EventKind>(&payload).map_err(backend)? {
-        EventKind::NotificationQueued {
-            event,
-            level,
-            severity,
-            title,
-            body,
-            ..
-        } => Ok(OutboxItem {
-            notification_id,
-            channel,
-            incident_id,
-            event,
-            level,
-            severity,
-            title,
-            body,
-            created_at: from_micros(created_at),
-            attempts: u32::try_from(attempts).unwrap_or(0),
-        }),
-        _ => Err(backend(format!(
-            "outbox row {notification_id} does not hold a queued notification"
-        ))),
-    }
-}
-
-pub(super) fn row_event(
-    r: &rusqlite::Row<'_>,
-) -> rusqlite::Result<(i64, String, String, String, String, String, String)> {
+pub(super) fn row_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
     Ok((
         r.get(0)?,
         r.get(1)?,
@@ -200,30 +153,4 @@ pub(super) fn row_event(
         r.get(5)?,
         r.get(6)?,
     ))
-}
-
-pub(super) fn to_event(
-    (seq, incident_id, at, actor, data, prev_hash, hash): (
-        i64,
-        String,
-        String,
-        String,
-        String,
-        String,
-        String,
-    ),
-) -> Result<Event, StoreError> {
-    Ok(Event {
-        seq,
-        incident_id: incident_id
-            .parse()
-            .map_err(|e| backend(format!("event {seq}: {e}")))?,
-        at: DateTime::parse_from_rfc3339(&at)
-            .map_err(|e| backend(format!("event {seq}: bad time: {e}")))?
-            .with_timezone(&Utc),
-        actor,
-        data,
-        prev_hash,
-        hash,
-    })
 }

@@ -117,7 +117,14 @@ CREATE TABLE containments (
 CREATE INDEX containments_active ON containments (subject_kind, subject) WHERE lifted_at IS NULL;
 "#;
 
-pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+/// The newest schema version this binary knows.
+fn latest() -> i64 {
+    MIGRATIONS.last().map_or(0, |(v, _)| *v)
+}
+
+/// Applies the pending migrations; returns the versions applied. Refuses a file whose schema
+/// is newer than this binary.
+pub(super) fn migrate(conn: &mut Connection) -> Result<Vec<i64>, StoreError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(backend)?;
@@ -132,6 +139,14 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             |r| r.get(0),
         )
         .map_err(backend)?;
+    if current > latest() {
+        return Err(backend(format!(
+            "the database schema is at version {current} but this binary knows versions up to {}: \
+             run a newer ai-incident-mcp against this file (or point --db at another one)",
+            latest()
+        )));
+    }
+    let mut applied = Vec::new();
     for (v, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
         tx.execute_batch(sql)
             .map_err(|e| backend(format!("migration {v}: {e}")))?;
@@ -140,6 +155,8 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             params![v, Utc::now().to_rfc3339()],
         )
         .map_err(backend)?;
+        applied.push(*v);
     }
-    tx.commit().map_err(backend)
+    tx.commit().map_err(backend)?;
+    Ok(applied)
 }
