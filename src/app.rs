@@ -31,6 +31,28 @@ pub fn open_store(db: &str) -> Result<Arc<dyn Store>, StoreError> {
     Ok(s)
 }
 
+/// `db` fit for logs and messages: a URL's password is replaced by `***`.
+///
+/// ```
+/// use ai_incident_mcp::app::display_db;
+/// assert_eq!(display_db("postgres://aim:s3cret@db:5432/aim"), "postgres://aim:***@db:5432/aim");
+/// assert_eq!(display_db("./ai-incident.db"), "./ai-incident.db");
+/// ```
+pub fn display_db(db: &str) -> String {
+    let Some(scheme_end) = db.find("://").map(|i| i + 3) else {
+        return db.to_string();
+    };
+    let rest = &db[scheme_end..];
+    let auth_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let Some(at) = rest[..auth_end].rfind('@') else {
+        return db.to_string();
+    };
+    match rest[..at].find(':') {
+        Some(colon) => format!("{}{}:***{}", &db[..scheme_end], &rest[..colon], &rest[at..]),
+        None => db.to_string(),
+    }
+}
+
 /// Applies pending migrations to the store at `db` (what opening it does anyway) and returns
 /// the versions applied, empty when it was up to date.
 ///
@@ -88,7 +110,8 @@ pub fn build_service_with(
         max_prompt_bytes: config.screening.max_prompt_bytes,
         ..Limits::default()
     };
-    let store = open_store(db).map_err(|e| format!("cannot open the store at {db}: {e}"))?;
+    let store =
+        open_store(db).map_err(|e| format!("cannot open the store at {}: {e}", display_db(db)))?;
     let engine = build_engine(&config)?;
     let prober = crate::probe::NetProber::new()?;
     Ok(Arc::new(

@@ -336,7 +336,7 @@ async fn main() -> Result<()> {
             let monitor = ai_incident_mcp::monitor::spawn(svc.clone(), ct.clone());
             let handler = IncidentMcp::new(svc);
             if stdio {
-                tracing::info!(db = %cli.db, "serving MCP on stdio");
+                tracing::info!(db = %app::display_db(&cli.db), "serving MCP on stdio");
                 let r = ai_incident_mcp::mcp::stdio::serve_process_stdio(handler).await;
                 ct.cancel();
                 let _ = monitor.await;
@@ -376,7 +376,7 @@ async fn main() -> Result<()> {
                  Attach a client, e.g.:  npx @modelcontextprotocol/inspector --cli http://{local}/mcp --method tools/list\n\
                  Stop with Ctrl-C.",
                 env!("CARGO_PKG_VERSION"),
-                cli.db
+                app::display_db(&cli.db)
             );
             let _ = tokio::signal::ctrl_c().await;
             tracing::info!("shutting down");
@@ -497,7 +497,9 @@ async fn store_command(cmd: &Cmd, db: &str) -> Option<Result<()>> {
     use ai_incident_mcp::store::transfer;
     let r = match cmd {
         Cmd::Migrate => app::migrate_store(db)
-            .map_err(|e| anyhow::anyhow!("cannot migrate the store at {db}: {e}"))
+            .map_err(|e| {
+                anyhow::anyhow!("cannot migrate the store at {}: {e}", app::display_db(db))
+            })
             .and_then(|applied| {
                 print_json(&serde_json::json!({ "applied": applied, "up_to_date": true }))
             }),
