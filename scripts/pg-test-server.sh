@@ -6,6 +6,7 @@
 # Sourced:   . scripts/pg-test-server.sh; pg_test_start; ...; pg_test_stop
 #            (pg_test_start exports AI_INCIDENT_TEST_PG and PG_TEST_DIR)
 # Executed:  scripts/pg-test-server.sh start   -> prints `export ...` lines (eval them)
+#            scripts/pg-test-server.sh restart DIR [PAUSE]
 #            scripts/pg-test-server.sh stop DIR
 # Needs the Debian package `postgresql` (binaries in /usr/lib/postgresql/*/bin).
 
@@ -50,13 +51,25 @@ pg_test_start() {
     cat "$dir/initdb.log" >&2; return 1; }
   rm -f "$dir/pwfile"
   # fsync off: a test cluster need not survive power loss, and tests run faster.
+  echo "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=400 -c synchronous_commit=off" >"$dir/options"
   pg_test_as_owner "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=400 -c synchronous_commit=off" \
-    start >/dev/null || { cat "$dir/server.log" >&2; return 1; }
+    -o "$(cat "$dir/options")" start >/dev/null || { cat "$dir/server.log" >&2; return 1; }
   PG_TEST_DIR=$dir
   PG_TEST_BINDIR=$bindir
   AI_INCIDENT_TEST_PG="postgres://aim:${pw}@127.0.0.1:${port}/postgres"
   export PG_TEST_DIR PG_TEST_BINDIR AI_INCIDENT_TEST_PG
+}
+
+# Stops the server (fast shutdown: open connections are cut) and starts it again on the same
+# port, after PAUSE seconds (default 1).
+pg_test_restart() {
+  local dir=${1:-${PG_TEST_DIR:-}} pause=${2:-1} bindir
+  bindir=${PG_TEST_BINDIR:-$(pg_test_bindir)} || return 1
+  PG_TEST_OWNER=${PG_TEST_OWNER:-$(stat -c %U "$dir")}
+  pg_test_as_owner "$bindir/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null || return 1
+  sleep "$pause"
+  pg_test_as_owner "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+    -o "$(cat "$dir/options")" start >/dev/null
 }
 
 pg_test_stop() {
@@ -77,11 +90,14 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
       echo "export PG_TEST_DIR='$PG_TEST_DIR'"
       echo "# stop with: $0 stop $PG_TEST_DIR"
       ;;
+    restart)
+      pg_test_restart "${2:?usage: $0 restart DIR [PAUSE]}" "${3:-1}"
+      ;;
     stop)
       pg_test_stop "${2:?usage: $0 stop DIR}"
       ;;
     *)
-      echo "usage: $0 start | stop DIR" >&2
+      echo "usage: $0 start | restart DIR [PAUSE] | stop DIR" >&2
       exit 2
       ;;
   esac

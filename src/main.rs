@@ -33,7 +33,8 @@ or this CLI. Every change is on an append-only, SHA-256 hash-chained timeline.\n
 Start with `ai-incident-mcp serve` (HTTP on 127.0.0.1:8080) or let an MCP client launch `ai-incident-mcp serve --stdio`."
 )]
 struct Cli {
-    /// Store: a SQLite file path (created if missing). Env AI_INCIDENT_DB.
+    /// Store: a SQLite file path (created if missing), or a postgres:// URL (see
+    /// docs/deployment.md). Env AI_INCIDENT_DB.
     #[arg(
         long,
         global = true,

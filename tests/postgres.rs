@@ -410,3 +410,138 @@ async fn export_from_sqlite_import_into_postgres_keeps_the_chain() {
         "{err}"
     );
 }
+
+/// A server of its own (restarting the shared one would disturb other tests), from the script.
+struct OwnServer {
+    url: String,
+    dir: String,
+}
+
+impl OwnServer {
+    fn start() -> OwnServer {
+        let script = repo_path("scripts/pg-test-server.sh");
+        let out = std::process::Command::new("bash")
+            .arg(&script)
+            .arg("start")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let val = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("export {name}='")))
+                .map(|v| v.trim_end_matches('\'').to_string())
+                .unwrap_or_else(|| panic!("no {name} in {text}"))
+        };
+        OwnServer {
+            url: val("AI_INCIDENT_TEST_PG"),
+            dir: val("PG_TEST_DIR"),
+        }
+    }
+}
+
+/// Stops the server in `dir` and starts it again after `pause_secs`.
+fn restart_server(dir: &str, pause_secs: u32) {
+    let script = repo_path("scripts/pg-test-server.sh");
+    let st = std::process::Command::new("bash")
+        .arg(&script)
+        .args(["restart", dir, &pause_secs.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        let script = repo_path("scripts/pg-test-server.sh");
+        let _ = std::process::Command::new("bash")
+            .arg(&script)
+            .args(["stop", &self.dir])
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_restart_under_load_fails_calls_clearly_then_recovers() {
+    if backends::pg_admin_url().is_none() {
+        return;
+    }
+    let pg = OwnServer::start();
+    let (mut child, url) = http_server(&pg.url, &[]).await;
+    let api = format!("{url}/api/v1");
+    let http = reqwest::Client::new();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Load: reports back to back; record which were acknowledged (201) and which failed.
+    let load = {
+        let (http, api, stop) = (http.clone(), api.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut acked, mut failed, mut n) = (Vec::new(), 0u32, 0u32);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let r = http
+                    .post(format!("{api}/incidents/report"))
+                    .json(&serde_json::json!({
+                        "incident_type": "security",
+                        "description": format!("restart load {n}"),
+                        "reporter_email": "oncall@example.com"
+                    }))
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status() == 201 => {
+                        let v: Value = r.json().await.unwrap();
+                        acked.push(v["incident_id"].as_str().unwrap().to_string());
+                    }
+                    Ok(r) => {
+                        assert!(r.status().is_server_error(), "{}", r.status());
+                        failed += 1;
+                    }
+                    Err(e) => panic!("the server itself must keep answering: {e}"),
+                }
+            }
+            (acked, failed)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Down for 2 s while reports keep coming.
+    tokio::task::spawn_blocking({
+        let dir = pg.dir.clone();
+        move || restart_server(&dir, 2)
+    })
+    .await
+    .unwrap();
+    // Back up: the same server process recovers without a restart of its own.
+    wait_until(20, "a report to succeed after the restart", || async {
+        http.get(format!("{api}/incidents?limit=1"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (acked, failed) = load.await.unwrap();
+    assert!(failed > 0, "no call failed: the server was not really down");
+    assert!(
+        acked.len() > 2,
+        "too few reports went through: {}",
+        acked.len()
+    );
+    // Nothing acknowledged was lost; the chain is intact.
+    for id in &acked {
+        let r = http
+            .get(format!("{api}/incidents/{id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "acknowledged incident {id} is missing");
+    }
+    let (code, out, _) = run_cli(&pg.url, &["verify-audit"]).await;
+    assert_eq!(code, 0, "{out}");
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+}
