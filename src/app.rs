@@ -11,20 +11,59 @@ use crate::detect::{Engine, Thresholds};
 use crate::domain::clock::{Clock, SystemClock};
 use crate::notify::{ChannelNotifier, Notifier};
 use crate::service::{IncidentService, Limits};
+use crate::store::postgres::{PgStore, is_postgres_url};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 
-/// Where the store lives: a SQLite file path (the default), or a
-/// `postgres://` URL (not available in this build).
+/// Where the store lives: a SQLite file path (the default, `sqlite://` optional), or a
+/// `postgres://` / `postgresql://` URL. Pending migrations are applied on open.
+///
+/// # Errors
+/// [`StoreError::Backend`] saying what to fix (an unreachable server, refused credentials, a
+/// schema newer than this binary, a file that cannot be opened).
 pub fn open_store(db: &str) -> Result<Arc<dyn Store>, StoreError> {
-    if db.starts_with("postgres://") || db.starts_with("postgresql://") {
-        return Err(StoreError::Backend(
-            "PostgreSQL is not available in this build yet; use a SQLite file path".into(),
-        ));
+    if is_postgres_url(db) {
+        let s: Arc<dyn Store> = PgStore::open(db)?;
+        return Ok(s);
     }
     let path = db.strip_prefix("sqlite://").unwrap_or(db);
     let s: Arc<dyn Store> = SqliteStore::open(path)?;
     Ok(s)
+}
+
+/// `db` fit for logs and messages: a URL's password is replaced by `***`.
+///
+/// ```
+/// use ai_incident_mcp::app::display_db;
+/// assert_eq!(display_db("postgres://aim:s3cret@db:5432/aim"), "postgres://aim:***@db:5432/aim");
+/// assert_eq!(display_db("./ai-incident.db"), "./ai-incident.db");
+/// ```
+pub fn display_db(db: &str) -> String {
+    let Some(scheme_end) = db.find("://").map(|i| i + 3) else {
+        return db.to_string();
+    };
+    let rest = &db[scheme_end..];
+    let auth_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let Some(at) = rest[..auth_end].rfind('@') else {
+        return db.to_string();
+    };
+    match rest[..at].find(':') {
+        Some(colon) => format!("{}{}:***{}", &db[..scheme_end], &rest[..colon], &rest[at..]),
+        None => db.to_string(),
+    }
+}
+
+/// Applies pending migrations to the store at `db` (what opening it does anyway) and returns
+/// the versions applied, empty when it was up to date.
+///
+/// # Errors
+/// As [`open_store`].
+pub fn migrate_store(db: &str) -> Result<Vec<i64>, StoreError> {
+    if is_postgres_url(db) {
+        return crate::store::postgres::migrate(db);
+    }
+    let path = db.strip_prefix("sqlite://").unwrap_or(db);
+    crate::store::sqlite::migrate_file(path)
 }
 
 /// Builds the service over `db` with the built-in rules and the real clock.
@@ -71,7 +110,8 @@ pub fn build_service_with(
         max_prompt_bytes: config.screening.max_prompt_bytes,
         ..Limits::default()
     };
-    let store = open_store(db).map_err(|e| format!("cannot open the store at {db}: {e}"))?;
+    let store =
+        open_store(db).map_err(|e| format!("cannot open the store at {}: {e}", display_db(db)))?;
     let engine = build_engine(&config)?;
     let prober = crate::probe::NetProber::new()?;
     Ok(Arc::new(

@@ -33,7 +33,8 @@ or this CLI. Every change is on an append-only, SHA-256 hash-chained timeline.\n
 Start with `ai-incident-mcp serve` (HTTP on 127.0.0.1:8080) or let an MCP client launch `ai-incident-mcp serve --stdio`."
 )]
 struct Cli {
-    /// Store: a SQLite file path (created if missing). Env AI_INCIDENT_DB.
+    /// Store: a SQLite file path (created if missing), or a postgres:// URL (see
+    /// docs/deployment.md). Env AI_INCIDENT_DB.
     #[arg(
         long,
         global = true,
@@ -149,6 +150,22 @@ enum Cmd {
     /// Run the data-quality checks once (data files, tool catalogs, tool pins) and print the
     /// findings as JSON; each finding opens or updates an incident. Exits 1 when there are findings.
     CheckData,
+    /// Apply pending database migrations to --db and exit (the server also applies them when it
+    /// starts). Refuses a database whose schema is newer than this binary.
+    Migrate,
+    /// Write the whole database (incidents, timeline events in chain order, outbox rows) as JSON
+    /// lines, to move it to another backend with `import`. Export from a quiet database.
+    Export {
+        /// Where to write (default: stdout).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Read an `export` file into --db, which must be empty: every event must continue the
+    /// chain exactly, and the audit log must verify at the end (exit 1 otherwise).
+    Import {
+        /// The export file; `-` reads stdin.
+        file: PathBuf,
+    },
     /// Show or check the configuration.
     Config {
         /// Print the full default configuration file, with comments.
@@ -263,9 +280,13 @@ async fn main() -> Result<()> {
             config.monitor.catalog_dir = d.clone();
         }
     }
+    if let Some(r) = store_command(&cli.cmd, &cli.db).await {
+        return r;
+    }
     let config = Arc::new(config);
     let max_prompt_bytes = config.screening.max_prompt_bytes;
     match cli.cmd {
+        Cmd::Migrate | Cmd::Export { .. } | Cmd::Import { .. } => Ok(()),
         Cmd::Config { .. } => Ok(()),
         Cmd::Screen {
             jsonl,
@@ -316,7 +337,7 @@ async fn main() -> Result<()> {
             let monitor = ai_incident_mcp::monitor::spawn(svc.clone(), ct.clone());
             let handler = IncidentMcp::new(svc);
             if stdio {
-                tracing::info!(db = %cli.db, "serving MCP on stdio");
+                tracing::info!(db = %app::display_db(&cli.db), "serving MCP on stdio");
                 let r = ai_incident_mcp::mcp::stdio::serve_process_stdio(handler).await;
                 ct.cancel();
                 let _ = monitor.await;
@@ -356,7 +377,7 @@ async fn main() -> Result<()> {
                  Attach a client, e.g.:  npx @modelcontextprotocol/inspector --cli http://{local}/mcp --method tools/list\n\
                  Stop with Ctrl-C.",
                 env!("CARGO_PKG_VERSION"),
-                cli.db
+                app::display_db(&cli.db)
             );
             let _ = tokio::signal::ctrl_c().await;
             tracing::info!("shutting down");
@@ -470,6 +491,58 @@ async fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `migrate`, `export` and `import`: store commands that need no service (`None`: another command).
+async fn store_command(cmd: &Cmd, db: &str) -> Option<Result<()>> {
+    use ai_incident_mcp::store::transfer;
+    let r = match cmd {
+        Cmd::Migrate => app::migrate_store(db)
+            .map_err(|e| {
+                anyhow::anyhow!("cannot migrate the store at {}: {e}", app::display_db(db))
+            })
+            .and_then(|applied| {
+                print_json(&serde_json::json!({ "applied": applied, "up_to_date": true }))
+            }),
+        Cmd::Export { out } => {
+            async {
+                let store = app::open_store(db)
+                    .with_context(|| format!("cannot open the store at {db}"))?;
+                let counts = match out {
+                    Some(p) => {
+                        let f = std::fs::File::create(p)
+                            .with_context(|| format!("cannot create {}", p.display()))?;
+                        let mut w = std::io::BufWriter::new(f);
+                        transfer::export(&*store, &mut w).await?
+                    }
+                    None => {
+                        let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+                        transfer::export(&*store, &mut w).await?
+                    }
+                };
+                tracing::info!(?counts, "exported");
+                Ok(())
+            }
+            .await
+        }
+        Cmd::Import { file } => {
+            async {
+                let store = app::open_store(db)
+                    .with_context(|| format!("cannot open the store at {db}"))?;
+                let counts = if file.as_os_str() == "-" {
+                    transfer::import(&*store, std::io::stdin().lock()).await?
+                } else {
+                    let f = std::fs::File::open(file)
+                        .with_context(|| format!("cannot open {}", file.display()))?;
+                    transfer::import(&*store, std::io::BufReader::new(f)).await?
+                };
+                print_json(&serde_json::json!({ "imported": counts, "verified": true }))
+            }
+            .await
+        }
+        _ => return None,
+    };
+    Some(r)
 }
 
 fn keygen(out: &std::path::Path) -> Result<()> {

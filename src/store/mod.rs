@@ -1,12 +1,16 @@
 //! The storage port: what the service needs from a database, as a trait.
-//! SQLite ([`sqlite::SqliteStore`]) is the embedded default; a PostgreSQL
-//! adapter implements the same trait with the same schema.
+//! SQLite ([`sqlite::SqliteStore`]) is the embedded default; PostgreSQL
+//! ([`postgres::PgStore`]) implements the same trait with the same schema, for several
+//! instances on one database. [`transfer`] moves a database between them.
 //!
 //! Every write appends its events to the hash-chained timeline in the same
 //! transaction, and returns only after the transaction is committed.
 //! May import: `crate::domain::incident`, `crate::domain::audit`, std, async-trait, chrono.
 
+pub mod postgres;
+pub(crate) mod records;
 pub mod sqlite;
+pub mod transfer;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -195,6 +199,45 @@ pub struct ActiveContainment {
     pub since: DateTime<Utc>,
 }
 
+/// One outbox row with its delivery state, as [`Store::export_outbox`] reads it and
+/// [`Store::import`] writes it (times in microseconds since the epoch; leases are not moved).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct OutboxRow {
+    /// Notification id.
+    pub id: String,
+    pub channel: String,
+    pub incident_id: String,
+    /// The `notification_queued` event's data.
+    pub payload: String,
+    /// `pending`, `retrying`, `sent` or `failed`.
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Rows for [`Store::import`]: incidents as stored, events that continue the chain exactly
+/// (their own sequence numbers and hashes), and outbox rows.
+#[derive(Debug, Clone, Default)]
+pub struct ImportBatch {
+    pub incidents: Vec<Incident>,
+    pub events: Vec<Event>,
+    pub outbox: Vec<OutboxRow>,
+}
+
+impl ImportBatch {
+    /// Rows in the batch.
+    pub fn len(&self) -> usize {
+        self.incidents.len() + self.events.len() + self.outbox.len()
+    }
+    /// No rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// The outcome of [`Store::verified_head`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum HeadCheck {
@@ -347,4 +390,23 @@ pub trait Store: Send + Sync {
         subject: Option<String>,
         incident: Option<IncidentId>,
     ) -> Result<Vec<ActiveContainment>, StoreError>;
+
+    /// Up to `limit` incidents with ids after `after` (in id order), for export.
+    async fn export_incidents(
+        &self,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<Incident>, StoreError>;
+
+    /// Up to `limit` events with `seq > after_seq`, in chain order, for export.
+    async fn export_events(&self, after_seq: i64, limit: u32) -> Result<Vec<Event>, StoreError>;
+
+    /// Every outbox row, for export.
+    async fn export_outbox(&self) -> Result<Vec<OutboxRow>, StoreError>;
+
+    /// Writes exported rows as they were, in one transaction: incidents, then events, each of
+    /// which must continue the stored chain (next `seq`, linked `prev_hash`, a `hash` that
+    /// matches its content; else [`DomainError::Invalid`] and nothing is written) and brings
+    /// its containment rows, then outbox rows (replacing the pending rows the events queued).
+    async fn import(&self, batch: ImportBatch) -> Result<(), StoreError>;
 }

@@ -1,6 +1,8 @@
 #![allow(dead_code)]
 //! Shared helpers: spawn the real binary, temp databases, MCP client calls.
 
+pub mod backends;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 

@@ -7,12 +7,9 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{backend, from_micros};
 use crate::domain::audit::{AuditReport, ChainVerifier, Pins};
-use crate::domain::incident::{Event, EventKind};
-use crate::domain::projection::{
-    self, ContainmentFold, Projector, StoredBody, StoredContainment, StoredIncident,
-};
+use crate::domain::projection::{self, Projector, StoredContainment, StoredIncident};
+use crate::store::records::{EventRow, audit_event, backend, implied_containments, stored_body};
 use crate::store::{ActiveContainment, HeadCheck, StoreError};
 
 /// Migration 5: finds the `contained` / `containment_lifted` events of a subject without a
@@ -22,9 +19,7 @@ CREATE INDEX IF NOT EXISTS events_containment_subject ON events (json_extract(da
     WHERE json_extract(data, '$.kind') IN ('contained', 'containment_lifted');
 ";
 
-type Row = (i64, String, String, String, String, String, String);
-
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
     Ok((
         r.get(0)?,
         r.get(1)?,
@@ -34,27 +29,6 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         r.get(5)?,
         r.get(6)?,
     ))
-}
-
-/// The event, or why it cannot be read (an edited time or incident id).
-fn event((seq, incident_id, at, actor, data, prev_hash, hash): Row) -> Result<Event, String> {
-    Ok(Event {
-        seq,
-        incident_id: incident_id
-            .parse()
-            .map_err(|_| format!("incident id '{}' is not valid", trunc(&incident_id)))?,
-        at: chrono::DateTime::parse_from_rfc3339(&at)
-            .map_err(|_| format!("time '{}' is not an RFC 3339 timestamp", trunc(&at)))?
-            .with_timezone(&chrono::Utc),
-        actor,
-        data,
-        prev_hash,
-        hash,
-    })
-}
-
-fn trunc(s: &str) -> String {
-    crate::domain::incident::truncate_chars(s, 40)
 }
 
 fn head(conn: &Connection) -> Result<Option<(i64, String)>, StoreError> {
@@ -95,7 +69,7 @@ pub(super) fn verify(conn: &Connection, pins: Pins) -> Result<AuditReport, Store
             p.push(r.0, &r.1, &write, &r.4);
             if intact {
                 let seq = r.0;
-                intact = match event(r) {
+                intact = match audit_event(r) {
                     Ok(e) => v.push(&e),
                     Err(why) => v.push_unreadable(seq, &why),
                 };
@@ -127,19 +101,7 @@ fn stored_state(
     let mut incidents = Vec::new();
     for r in rows {
         let (id, status, severity, level, body) = r.map_err(backend)?;
-        let body = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .filter(|b| b.is_object())
-            .map(|b| {
-                let s = |k: &str| b.get(k).and_then(|v| v.as_str()).map(String::from);
-                StoredBody {
-                    status: s("status"),
-                    severity: s("severity"),
-                    level: b.get("escalation_level").and_then(|v| v.as_i64()),
-                    owner: s("owner"),
-                    resolution: s("resolution"),
-                }
-            });
+        let body = stored_body(&body);
         incidents.push(StoredIncident {
             id,
             status_column: status,
@@ -205,7 +167,7 @@ pub(super) fn verified_head(
         for r in rows {
             let r = r.map_err(backend)?;
             let seq = r.0;
-            let ok = match event(r) {
+            let ok = match audit_event(r) {
                 Ok(e) => v.push(&e),
                 Err(why) => v.push_unreadable(seq, &why),
             };
@@ -249,72 +211,11 @@ pub(super) fn active_containments(
             ))
         })
         .map_err(backend)?;
-    let mut fold = ContainmentFold::default();
-    let mut bodies = std::collections::BTreeMap::new();
-    for r in rows {
-        let (seq, inc, at, data) = r.map_err(backend)?;
-        let wanted = match serde_json::from_str::<EventKind>(&data) {
-            Ok(EventKind::Contained {
-                subject_kind,
-                subject,
-                ..
-            })
-            | Ok(EventKind::ContainmentLifted {
-                subject_kind,
-                subject,
-                ..
-            }) => {
-                (subject_kind == "user" && Some(&subject) == user.as_ref())
-                    || (subject_kind == "session" && Some(&subject) == session.as_ref())
-            }
-            _ => false,
-        };
-        if wanted {
-            fold.push(seq, &inc, &data);
-            bodies.insert(seq, (at, data));
-        }
-    }
-    let mut out = Vec::new();
-    for (inc, kind, subject, seq) in fold.in_force() {
-        let Some((at, data)) = bodies.get(&seq) else {
-            continue;
-        };
-        let Ok(EventKind::Contained { action, reason, .. }) = serde_json::from_str(data) else {
-            continue;
-        };
-        let since = chrono::DateTime::parse_from_rfc3339(at)
-            .map(|t| t.with_timezone(&chrono::Utc))
-            .unwrap_or_else(|_| from_micros(0));
-        out.push(ActiveContainment {
-            incident_id: inc
-                .parse()
-                .map_err(|e| backend(format!("containment event {seq}: {e}")))?,
-            subject_kind: kind,
-            subject,
-            action,
-            reason,
-            since,
-        });
-    }
+    let events = rows
+        .map(|r| r.map_err(backend))
+        .collect::<Result<Vec<_>, _>>()?;
     let rows = containment_rows(conn, &user, &session)?;
-    let implied: std::collections::BTreeSet<_> = out
-        .iter()
-        .map(|c| {
-            (
-                c.incident_id.as_str().to_string(),
-                c.subject_kind.clone(),
-                c.subject.clone(),
-            )
-        })
-        .collect();
-    if rows != implied {
-        tracing::warn!(
-            implied = implied.len(),
-            rows = rows.len(),
-            "the containments table disagrees with the timeline; screening follows the timeline (run verify-audit)"
-        );
-    }
-    Ok(out)
+    implied_containments(events, &user, &session, &rows)
 }
 
 fn containment_rows(

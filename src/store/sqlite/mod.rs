@@ -15,177 +15,28 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::{
-    ActiveContainment, Cursor, ListQuery, Mutation, OutboxItem, OutboxUpdate, Page, Store,
-    StoreError, Upserted,
+    ActiveContainment, Cursor, ImportBatch, ListQuery, Mutation, OutboxItem, OutboxRow,
+    OutboxUpdate, Page, Store, StoreError, Upserted,
 };
-use crate::domain::audit::{self, AuditReport, Pins};
+use crate::domain::audit::{AuditReport, Pins};
 
-mod audit_queries;
 use crate::domain::incident::{Event, EventKind, Incident, IncidentId};
 
-/// Versioned migrations; each runs once, in order, in its own transaction.
-const MIGRATIONS: &[(i64, &str)] = &[
-    (
-        1,
-        r#"
-CREATE TABLE incidents (
-    id            TEXT PRIMARY KEY,
-    incident_type TEXT NOT NULL,
-    severity      TEXT NOT NULL,
-    status        TEXT NOT NULL,
-    step          TEXT NOT NULL,
-    level         INTEGER NOT NULL,
-    dedup_key     TEXT,
-    created_at    INTEGER NOT NULL,
-    updated_at    INTEGER NOT NULL,
-    body          TEXT NOT NULL
-);
-CREATE INDEX incidents_created ON incidents (created_at DESC, id DESC);
-CREATE INDEX incidents_status ON incidents (status, created_at DESC);
-CREATE INDEX incidents_dedup_open ON incidents (dedup_key)
-    WHERE dedup_key IS NOT NULL AND status NOT IN ('resolved', 'closed');
-CREATE TABLE events (
-    seq         INTEGER PRIMARY KEY,
-    incident_id TEXT NOT NULL,
-    at          TEXT NOT NULL,
-    actor       TEXT NOT NULL,
-    data        TEXT NOT NULL,
-    prev_hash   TEXT NOT NULL,
-    hash        TEXT NOT NULL
-);
-CREATE INDEX events_incident ON events (incident_id, seq);
-CREATE TABLE chain_head (
-    id   INTEGER PRIMARY KEY CHECK (id = 1),
-    seq  INTEGER NOT NULL,
-    hash TEXT NOT NULL
-);
-"#,
-    ),
-    (2, MIGRATION_2_LIFECYCLE),
-    (
-        3,
-        r#"
-CREATE TABLE screen_activity (
-    id          INTEGER PRIMARY KEY,
-    at          INTEGER NOT NULL,
-    user_id     TEXT,
-    session_id  TEXT,
-    source      TEXT NOT NULL,
-    verdict     TEXT NOT NULL,
-    categories  TEXT NOT NULL,
-    risk        REAL NOT NULL,
-    incident_id TEXT
-);
-CREATE INDEX screen_activity_user ON screen_activity (user_id, at);
-CREATE INDEX screen_activity_session ON screen_activity (session_id, at);
-"#,
-    ),
-    // Every rewrite of an incident bumps its version, so the writer thread can tell
-    // whether the copy it last wrote is still current (see `WRITE_CACHE`).
-    (
-        4,
-        "ALTER TABLE incidents ADD COLUMN version INTEGER NOT NULL DEFAULT 0;",
-    ),
-    // Issue #10: `Idempotency-Key` of REST reports -> the incident the first request opened.
-    (
-        5,
-        r#"
-CREATE TABLE idempotency_keys (
-    key         TEXT PRIMARY KEY,
-    fingerprint TEXT NOT NULL,
-    incident_id TEXT NOT NULL,
-    created_at  INTEGER NOT NULL
-);
-"#,
-    ),
-    (6, audit_queries::MIGRATION_6_CONTAINMENT_EVENTS),
-];
+mod audit_queries;
+mod rows;
+mod schema;
+mod writer;
 
-thread_local! {
-    /// Writer thread only (jobs run there): incidents as this thread last wrote them, by
-    /// id, with the `version` they were written at. A repeat detection on an incident whose
-    /// stored version still matches skips re-reading and re-parsing its body. Any other
-    /// writer (another process, a lifecycle update) bumps the version, so a stale copy is
-    /// never used; a failed job or batch clears the cache.
-    static WRITE_CACHE: std::cell::RefCell<std::collections::HashMap<String, (i64, Incident)>> =
-        std::cell::RefCell::new(std::collections::HashMap::new());
-}
-
-/// Most incidents kept in [`WRITE_CACHE`].
-const WRITE_CACHE_MAX: usize = 256;
-
-fn cache_put(id: &str, version: i64, inc: &Incident) {
-    WRITE_CACHE.with(|c| {
-        let mut c = c.borrow_mut();
-        if c.len() >= WRITE_CACHE_MAX && !c.contains_key(id) {
-            c.clear();
-        }
-        c.insert(id.to_owned(), (version, inc.clone()));
-    });
-}
-
-fn cache_take(id: &str, version: i64) -> Option<Incident> {
-    let hit = WRITE_CACHE.with(|c| {
-        c.borrow_mut()
-            .remove(id)
-            .filter(|(v, _)| *v == version)
-            .map(|(_, inc)| inc)
-    });
-    #[cfg(test)]
-    if hit.is_some() {
-        CACHE_HITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-    hit
-}
-
+use crate::store::records::{backend, check_link, from_micros, micros, outbox_item, to_event};
+use rows::{append_events, load_incident, row_event, save_incident, side_tables};
+use schema::migrate;
 #[cfg(test)]
-static CACHE_HITS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-fn cache_clear() {
-    WRITE_CACHE.with(|c| c.borrow_mut().clear());
-}
-
-/// Migration 2 (issue #4): the notification outbox and containments. Rows are written by
-/// [`append_events`] in the transaction of the event that causes them.
-const MIGRATION_2_LIFECYCLE: &str = r#"
-CREATE TABLE outbox (
-    id              TEXT NOT NULL,
-    channel         TEXT NOT NULL,
-    incident_id     TEXT NOT NULL,
-    payload         TEXT NOT NULL,
-    status          TEXT NOT NULL,
-    attempts        INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at INTEGER NOT NULL,
-    lease_owner     TEXT,
-    lease_until     INTEGER,
-    last_error      TEXT,
-    created_at      INTEGER NOT NULL,
-    updated_at      INTEGER NOT NULL,
-    PRIMARY KEY (id, channel)
-);
-CREATE INDEX outbox_due ON outbox (status, next_attempt_at);
-CREATE TABLE containments (
-    id           INTEGER PRIMARY KEY,
-    incident_id  TEXT NOT NULL,
-    subject_kind TEXT NOT NULL,
-    subject      TEXT NOT NULL,
-    action       TEXT NOT NULL,
-    reason       TEXT NOT NULL,
-    created_at   INTEGER NOT NULL,
-    lifted_at    INTEGER
-);
-CREATE INDEX containments_active ON containments (subject_kind, subject) WHERE lifted_at IS NULL;
-"#;
-
-type Completer = Box<dyn FnOnce(Option<&StoreError>) + Send>;
-type Job = Box<dyn FnOnce(&Connection) -> Completer + Send>;
-
-/// Most jobs committed in one transaction.
-const MAX_BATCH: usize = 512;
+use writer::CACHE_HITS;
+use writer::{Job, cache_put, cache_take, in_savepoint, writer_loop};
 
 /// The SQLite store.
 pub struct SqliteStore {
@@ -193,10 +44,6 @@ pub struct SqliteStore {
     tx: Mutex<Option<mpsc::Sender<Job>>>,
     readers: Arc<Mutex<Vec<Connection>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
-}
-
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
 }
 
 fn configure(conn: &Connection) -> Result<(), rusqlite::Error> {
@@ -209,6 +56,24 @@ fn configure(conn: &Connection) -> Result<(), rusqlite::Error> {
         "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA foreign_keys=ON;"
     ))?;
     Ok(())
+}
+
+/// Applies pending migrations to the file at `path` (creating it if needed); returns the
+/// versions applied.
+///
+/// # Errors
+/// [`StoreError::Backend`] when the file cannot be opened or migrated, or its schema is newer
+/// than this binary.
+pub fn migrate_file(path: impl AsRef<Path>) -> Result<Vec<i64>, StoreError> {
+    let path = path.as_ref();
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| backend(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let mut conn = Connection::open(path)
+        .map_err(|e| backend(format!("cannot open {}: {e}", path.display())))?;
+    configure(&conn).map_err(backend)?;
+    migrate(&mut conn)
 }
 
 impl SqliteStore {
@@ -225,7 +90,10 @@ impl SqliteStore {
         let mut conn = Connection::open(&path)
             .map_err(|e| backend(format!("cannot open {}: {e}", path.display())))?;
         configure(&conn).map_err(backend)?;
-        migrate(&mut conn)?;
+        let applied = migrate(&mut conn)?;
+        if !applied.is_empty() {
+            tracing::info!(db = %path.display(), ?applied, "applied SQLite migrations");
+        }
         let (tx, rx) = mpsc::channel::<Job>();
         let handle = std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -347,327 +215,6 @@ impl Drop for SqliteStore {
     fn drop(&mut self) {
         self.close();
     }
-}
-
-fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(backend)?;
-    tx.execute_batch(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
-    )
-    .map_err(backend)?;
-    let current: i64 = tx
-        .query_row(
-            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(backend)?;
-    for (v, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
-        tx.execute_batch(sql)
-            .map_err(|e| backend(format!("migration {v}: {e}")))?;
-        tx.execute(
-            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
-            params![v, Utc::now().to_rfc3339()],
-        )
-        .map_err(backend)?;
-    }
-    tx.commit().map_err(backend)
-}
-
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(j) => batch.push(j),
-                Err(_) => break,
-            }
-        }
-        let began = begin_immediate(&conn);
-        let mut completers = Vec::with_capacity(batch.len());
-        let commit_err = match began {
-            Err(e) => Some(e),
-            Ok(()) => {
-                for job in batch.drain(..) {
-                    completers.push(job(&conn));
-                }
-                match exec_cached(&conn, "COMMIT") {
-                    Ok(()) => None,
-                    Err(e) => {
-                        let _ = conn.execute_batch("ROLLBACK");
-                        Some(backend(e))
-                    }
-                }
-            }
-        };
-        if let Some(e) = &commit_err {
-            cache_clear();
-            tracing::error!(error = %e, "sqlite batch failed; callers get an error and nothing is acknowledged");
-            // Jobs that never ran are dropped: their callers get an error.
-            batch.clear();
-        }
-        for c in completers {
-            c(commit_err.as_ref());
-        }
-    }
-}
-
-/// Runs a prepared, cached statement (savepoint and transaction control are
-/// parsed once per connection, not once per job).
-fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached(sql)
-        .and_then(|mut st| st.execute([]).map(|_| ()))
-}
-
-/// Runs `op` inside a savepoint of the batch transaction: an error rolls back
-/// only this job.
-fn in_savepoint<T>(
-    conn: &Connection,
-    op: impl FnOnce(&Connection) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    exec_cached(conn, "SAVEPOINT job").map_err(backend)?;
-    let r = op(conn);
-    let end = if r.is_ok() {
-        exec_cached(conn, "RELEASE job")
-    } else {
-        cache_clear();
-        exec_cached(conn, "ROLLBACK TO job").and_then(|()| exec_cached(conn, "RELEASE job"))
-    };
-    if end.is_err() {
-        cache_clear();
-    }
-    match end {
-        Ok(()) => r,
-        Err(e) => Err(backend(e)),
-    }
-}
-
-fn begin_immediate(conn: &Connection) -> Result<(), StoreError> {
-    let mut last = None;
-    for _ in 0..5 {
-        match exec_cached(conn, "BEGIN IMMEDIATE") {
-            Ok(()) => return Ok(()),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(backend(last.map(|e| e.to_string()).unwrap_or_default()))
-}
-
-fn micros(t: &DateTime<Utc>) -> i64 {
-    t.timestamp_micros()
-}
-
-fn save_incident(conn: &Connection, inc: &Incident, insert: bool) -> Result<(), StoreError> {
-    let body = serde_json::to_string(inc).map_err(backend)?;
-    let sql = if insert {
-        "INSERT INTO incidents (id, incident_type, severity, status, step, level, dedup_key, created_at, updated_at, body)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
-    } else {
-        "UPDATE incidents SET incident_type=?2, severity=?3, status=?4, step=?5, level=?6, dedup_key=?7,
-         created_at=?8, updated_at=?9, body=?10, version = version + 1 WHERE id=?1"
-    };
-    conn.prepare_cached(sql)
-        .and_then(|mut st| {
-            st.execute(params![
-                inc.id.as_str(),
-                inc.incident_type.as_str(),
-                inc.severity.as_str(),
-                inc.status.as_str(),
-                inc.step.as_str(),
-                inc.escalation_level,
-                inc.dedup_key,
-                micros(&inc.created_at),
-                micros(&inc.updated_at),
-                body
-            ])
-        })
-        .map_err(backend)?;
-    Ok(())
-}
-
-fn load_incident(conn: &Connection, id: &str) -> Result<Option<Incident>, StoreError> {
-    let body: Option<String> = conn
-        .prepare_cached("SELECT body FROM incidents WHERE id = ?1")
-        .and_then(|mut st| st.query_row([id], |r| r.get(0)).optional())
-        .map_err(backend)?;
-    body.map(|b| serde_json::from_str(&b).map_err(backend))
-        .transpose()
-}
-
-fn append_events(
-    conn: &Connection,
-    id: &IncidentId,
-    actor: &str,
-    at: &DateTime<Utc>,
-    events: &[EventKind],
-) -> Result<(), StoreError> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    let head: Option<(i64, String)> = conn
-        .prepare_cached("SELECT seq, hash FROM chain_head WHERE id = 1")
-        .and_then(|mut st| st.query_row([], |r| Ok((r.get(0)?, r.get(1)?))).optional())
-        .map_err(backend)?;
-    let (mut seq, mut prev) = head.unwrap_or((0, audit::GENESIS_HASH.to_string()));
-    let at_s = audit::hash_time(at);
-    let mut ins = conn
-        .prepare_cached(
-            "INSERT INTO events (seq, incident_id, at, actor, data, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )
-        .map_err(backend)?;
-    for ev in events {
-        seq += 1;
-        let data = serde_json::to_string(ev).map_err(backend)?;
-        let hash = audit::event_hash(seq, id.as_str(), &at_s, actor, &data, &prev);
-        ins.execute(params![seq, id.as_str(), at_s, actor, data, prev, hash])
-            .map_err(backend)?;
-        side_tables(conn, id, at, ev, &data)?;
-        prev = hash;
-    }
-    conn.prepare_cached(
-        "INSERT INTO chain_head (id, seq, hash) VALUES (1, ?1, ?2)
-         ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-    )
-    .and_then(|mut st| st.execute(params![seq, prev]))
-    .map_err(backend)?;
-    Ok(())
-}
-
-/// Outbox and containment rows that follow from an event (same transaction).
-fn side_tables(
-    conn: &Connection,
-    id: &IncidentId,
-    at: &DateTime<Utc>,
-    ev: &EventKind,
-    data: &str,
-) -> Result<(), StoreError> {
-    let t = micros(at);
-    match ev {
-        EventKind::NotificationQueued {
-            notification_id,
-            channel,
-            ..
-        } => {
-            conn.prepare_cached(
-                "INSERT OR IGNORE INTO outbox (id, channel, incident_id, payload, status, attempts, next_attempt_at, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, 'pending', 0, ?5, ?5, ?5)",
-            )
-            .and_then(|mut st| st.execute(params![notification_id, channel, id.as_str(), data, t]))
-            .map_err(backend)?;
-        }
-        EventKind::Contained {
-            action,
-            subject_kind,
-            subject,
-            reason,
-        } => {
-            conn.prepare_cached(
-                "INSERT INTO containments (incident_id, subject_kind, subject, action, reason, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )
-            .and_then(|mut st| {
-                st.execute(params![id.as_str(), subject_kind, subject, action, reason, t])
-            })
-            .map_err(backend)?;
-        }
-        EventKind::ContainmentLifted {
-            subject_kind,
-            subject,
-            ..
-        } => {
-            conn.prepare_cached(
-                "UPDATE containments SET lifted_at = ?4
-                 WHERE incident_id = ?1 AND subject_kind = ?2 AND subject = ?3 AND lifted_at IS NULL",
-            )
-            .and_then(|mut st| st.execute(params![id.as_str(), subject_kind, subject, t]))
-            .map_err(backend)?;
-        }
-        _ => {}
-    }
-    Ok(())
-}
-
-fn from_micros(m: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(m).unwrap_or(DateTime::UNIX_EPOCH)
-}
-
-fn outbox_item(
-    notification_id: String,
-    channel: String,
-    incident_id: String,
-    payload: String,
-    attempts: i64,
-    created_at: i64,
-) -> Result<OutboxItem, StoreError> {
-    let incident_id: IncidentId = incident_id
-        .parse()
-        .map_err(|e| backend(format!("outbox row {notification_id}: {e}")))?;
-    match serde_json::from_str::<EventKind>(&payload).map_err(backend)? {
-        EventKind::NotificationQueued {
-            event,
-            level,
-            severity,
-            title,
-            body,
-            ..
-        } => Ok(OutboxItem {
-            notification_id,
-            channel,
-            incident_id,
-            event,
-            level,
-            severity,
-            title,
-            body,
-            created_at: from_micros(created_at),
-            attempts: u32::try_from(attempts).unwrap_or(0),
-        }),
-        _ => Err(backend(format!(
-            "outbox row {notification_id} does not hold a queued notification"
-        ))),
-    }
-}
-
-fn row_event(
-    r: &rusqlite::Row<'_>,
-) -> rusqlite::Result<(i64, String, String, String, String, String, String)> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-    ))
-}
-
-fn to_event(
-    (seq, incident_id, at, actor, data, prev_hash, hash): (
-        i64,
-        String,
-        String,
-        String,
-        String,
-        String,
-        String,
-    ),
-) -> Result<Event, StoreError> {
-    Ok(Event {
-        seq,
-        incident_id: incident_id
-            .parse()
-            .map_err(|e| backend(format!("event {seq}: {e}")))?,
-        at: DateTime::parse_from_rfc3339(&at)
-            .map_err(|e| backend(format!("event {seq}: bad time: {e}")))?
-            .with_timezone(&Utc),
-        actor,
-        data,
-        prev_hash,
-        hash,
-    })
 }
 
 #[async_trait]
@@ -1147,6 +694,151 @@ impl Store for SqliteStore {
                 });
             }
             Ok(out)
+        })
+        .await
+    }
+
+    async fn export_incidents(
+        &self,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<Incident>, StoreError> {
+        self.read(move |conn| {
+            let mut st = conn
+                .prepare_cached(
+                    "SELECT body FROM incidents WHERE (?1 IS NULL OR id > ?1) ORDER BY id LIMIT ?2",
+                )
+                .map_err(backend)?;
+            let rows = st
+                .query_map(params![after, i64::from(limit)], |r| r.get::<_, String>(0))
+                .map_err(backend)?;
+            rows.map(|r| {
+                r.map_err(backend)
+                    .and_then(|b| serde_json::from_str(&b).map_err(backend))
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn export_events(&self, after_seq: i64, limit: u32) -> Result<Vec<Event>, StoreError> {
+        self.read(move |conn| {
+            let mut st = conn
+                .prepare_cached(
+                    "SELECT seq, incident_id, at, actor, data, prev_hash, hash FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                )
+                .map_err(backend)?;
+            let rows = st
+                .query_map(params![after_seq, i64::from(limit)], row_event)
+                .map_err(backend)?;
+            rows.map(|r| r.map_err(backend).and_then(to_event)).collect()
+        })
+        .await
+    }
+
+    async fn export_outbox(&self) -> Result<Vec<OutboxRow>, StoreError> {
+        self.read(move |conn| {
+            let mut st = conn
+                .prepare(
+                    "SELECT id, channel, incident_id, payload, status, attempts, next_attempt_at, last_error, created_at, updated_at
+                     FROM outbox ORDER BY created_at, id, channel",
+                )
+                .map_err(backend)?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok(OutboxRow {
+                        id: r.get(0)?,
+                        channel: r.get(1)?,
+                        incident_id: r.get(2)?,
+                        payload: r.get(3)?,
+                        status: r.get(4)?,
+                        attempts: r.get(5)?,
+                        next_attempt_at: r.get(6)?,
+                        last_error: r.get(7)?,
+                        created_at: r.get(8)?,
+                        updated_at: r.get(9)?,
+                    })
+                })
+                .map_err(backend)?;
+            rows.map(|r| r.map_err(backend)).collect()
+        })
+        .await
+    }
+
+    async fn import(&self, batch: ImportBatch) -> Result<(), StoreError> {
+        self.submit(move |conn| {
+            for inc in &batch.incidents {
+                save_incident(conn, inc, true)?;
+            }
+            if !batch.events.is_empty() {
+                let mut head: (i64, String) = conn
+                    .query_row("SELECT seq, hash FROM chain_head WHERE id = 1", [], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                    .optional()
+                    .map_err(backend)?
+                    .unwrap_or((0, crate::domain::audit::GENESIS_HASH.to_string()));
+                let mut ins = conn
+                    .prepare_cached(
+                        "INSERT INTO events (seq, incident_id, at, actor, data, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    )
+                    .map_err(backend)?;
+                for e in &batch.events {
+                    check_link(&head, e)?;
+                    let at_s = crate::domain::audit::hash_time(&e.at);
+                    ins.execute(params![
+                        e.seq,
+                        e.incident_id.as_str(),
+                        at_s,
+                        e.actor,
+                        e.data,
+                        e.prev_hash,
+                        e.hash
+                    ])
+                    .map_err(backend)?;
+                    let kind: EventKind = serde_json::from_str(&e.data).map_err(|err| {
+                        StoreError::Domain(crate::domain::incident::DomainError::Invalid {
+                            field: "event",
+                            message: format!("event {} data is not an event ({err})", e.seq),
+                        })
+                    })?;
+                    side_tables(conn, &e.incident_id, &e.at, &kind, &e.data)?;
+                    head = (e.seq, e.hash.clone());
+                }
+                conn.execute(
+                    "INSERT INTO chain_head (id, seq, hash) VALUES (1, ?1, ?2)
+                     ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+                    params![head.0, head.1],
+                )
+                .map_err(backend)?;
+            }
+            for o in &batch.outbox {
+                conn.prepare_cached(
+                    "INSERT INTO outbox (id, channel, incident_id, payload, status, attempts, next_attempt_at, last_error, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                     ON CONFLICT (id, channel) DO UPDATE SET incident_id = excluded.incident_id,
+                        payload = excluded.payload, status = excluded.status, attempts = excluded.attempts,
+                        next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error,
+                        created_at = excluded.created_at, updated_at = excluded.updated_at,
+                        lease_owner = NULL, lease_until = NULL",
+                )
+                .and_then(|mut st| {
+                    st.execute(params![
+                        o.id,
+                        o.channel,
+                        o.incident_id,
+                        o.payload,
+                        o.status,
+                        o.attempts,
+                        o.next_attempt_at,
+                        o.last_error,
+                        o.created_at,
+                        o.updated_at
+                    ])
+                })
+                .map_err(backend)?;
+            }
+            Ok(())
         })
         .await
     }

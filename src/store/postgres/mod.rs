@@ -1,0 +1,1130 @@
+//! PostgreSQL adapter of [`Store`], for several server instances on one shared database.
+//!
+//! Selected by a `postgres://` or `postgresql://` URL. A connection pool (deadpool) serves
+//! every call; TLS (native-tls, the system's trust store plus `AI_INCIDENT_PG_CA_FILE`) is used
+//! when the URL says `sslmode=require` (or `prefer`). The schema is the SQLite one, applied
+//! by versioned migrations on open (and by `ai-incident-mcp migrate`).
+//!
+//! Concurrency across instances: every change to an incident loads it `FOR UPDATE` in the
+//! transaction that saves it; appends to the hash chain take a transaction-scoped advisory
+//! lock, so the chain stays one chain and its order is commit order; a detection's dedup key
+//! and a REST idempotency key take their own advisory locks, so two instances never open two
+//! incidents for one key; an escalation step is claimed by a conditional `UPDATE` (level still
+//! `from_level`), and outbox rows by `FOR UPDATE SKIP LOCKED` with a lease. Each call is one
+//! transaction and returns after its commit.
+//!
+//! May import: `crate::domain`, `crate::store`.
+
+mod audit;
+mod schema;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Transaction};
+use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Config, NoTls};
+
+use crate::domain::audit::{self as chain, AuditReport, Pins};
+use crate::domain::incident::{DomainError, Event, EventKind, Incident, IncidentId};
+use crate::store::records::{backend, check_link, from_micros, micros, outbox_item, to_event};
+use crate::store::{
+    ActiveContainment, Cursor, HeadCheck, ImportBatch, ListQuery, Mutation, NewDetection,
+    OutboxItem, OutboxRow, OutboxUpdate, Page, Store, StoreError, Upserted,
+};
+
+/// First key of this program's advisory locks (`pg_advisory_xact_lock(LOCK_NS, n)`): "AIM".
+pub(super) const LOCK_NS: i32 = 0x0041_494d;
+/// Second key of the hash-chain lock.
+const CHAIN_LOCK: i32 = 1;
+/// First keys of the per-key locks (the second key is `hashtext(key)`).
+const DEDUP_NS: i32 = LOCK_NS + 1;
+const IDEMPOTENCY_NS: i32 = LOCK_NS + 2;
+
+/// Most connections one instance opens.
+const POOL_SIZE: usize = 16;
+
+/// Does `db` name a PostgreSQL database?
+pub fn is_postgres_url(db: &str) -> bool {
+    db.starts_with("postgres://") || db.starts_with("postgresql://")
+}
+
+/// The PostgreSQL store.
+pub struct PgStore {
+    pool: Pool,
+    /// `host:port/dbname`, for messages (never the password).
+    target: String,
+}
+
+/// The connector the URL asks for.
+#[derive(Clone)]
+enum Tls {
+    None,
+    Native(postgres_native_tls::MakeTlsConnector),
+}
+
+fn tls_for(cfg: &Config) -> Result<Tls, StoreError> {
+    if cfg.get_ssl_mode() == SslMode::Disable {
+        return Ok(Tls::None);
+    }
+    let mut b = native_tls::TlsConnector::builder();
+    if let Ok(path) = std::env::var("AI_INCIDENT_PG_CA_FILE") {
+        let pem = std::fs::read(&path).map_err(|e| {
+            backend(format!(
+                "cannot read AI_INCIDENT_PG_CA_FILE {path}: {e}; point it at the PEM file of the CA that signed the server's certificate"
+            ))
+        })?;
+        let cert = native_tls::Certificate::from_pem(&pem).map_err(|e| {
+            backend(format!(
+                "AI_INCIDENT_PG_CA_FILE {path} is not a PEM certificate: {e}"
+            ))
+        })?;
+        b.add_root_certificate(cert);
+    }
+    let c = b
+        .build()
+        .map_err(|e| backend(format!("cannot set up TLS for PostgreSQL: {e}")))?;
+    Ok(Tls::Native(postgres_native_tls::MakeTlsConnector::new(c)))
+}
+
+/// `host:port/dbname` of a config (no credentials).
+fn describe(cfg: &Config) -> String {
+    let host = match cfg.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        #[cfg(unix)]
+        Some(Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = cfg.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{port}/{}", cfg.get_dbname().unwrap_or("(default)"))
+}
+
+fn parse_url(url: &str) -> Result<Config, StoreError> {
+    let mut cfg: Config = url.parse().map_err(|e| {
+        backend(format!(
+            "the PostgreSQL URL is not valid ({e}); write it as postgres://USER:PASSWORD@HOST:PORT/DBNAME?sslmode=require"
+        ))
+    })?;
+    if cfg.get_connect_timeout().is_none() {
+        cfg.connect_timeout(Duration::from_secs(5));
+    }
+    if cfg.get_application_name().is_none() {
+        cfg.application_name("ai-incident-mcp");
+    }
+    Ok(cfg)
+}
+
+/// A PostgreSQL error as a sentence: the server's message (with its SQLSTATE) or the client's.
+pub(super) fn pg_error(e: tokio_postgres::Error) -> StoreError {
+    match e.as_db_error() {
+        Some(db) => backend(format!(
+            "PostgreSQL: {} (SQLSTATE {})",
+            db.message(),
+            db.code().code()
+        )),
+        None => backend(format!("PostgreSQL: {e}")),
+    }
+}
+
+/// A failed connection attempt as a sentence saying what to fix.
+fn connect_error(e: &tokio_postgres::Error, cfg: &Config) -> StoreError {
+    let target = describe(cfg);
+    let user = cfg.get_user().unwrap_or("(default)");
+    if let Some(db) = e.as_db_error() {
+        let code = db.code();
+        if *code == SqlState::INVALID_PASSWORD
+            || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+        {
+            return backend(format!(
+                "PostgreSQL at {target} refused the credentials of user '{user}' ({}); check the user name and password in the URL",
+                db.message()
+            ));
+        }
+        if *code == SqlState::INVALID_CATALOG_NAME {
+            return backend(format!(
+                "PostgreSQL at {target}: {}; create the database first (createdb) or fix its name in the URL",
+                db.message()
+            ));
+        }
+        return backend(format!(
+            "PostgreSQL at {target} refused the connection: {} (SQLSTATE {})",
+            db.message(),
+            code.code()
+        ));
+    }
+    let mut cause = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        cause = s.to_string();
+        src = s.source();
+    }
+    backend(format!(
+        "cannot reach PostgreSQL at {target} ({cause}); is the server running, and are the host, port and sslmode in the URL right?"
+    ))
+}
+
+async fn connect_direct(cfg: &Config, tls: &Tls) -> Result<tokio_postgres::Client, StoreError> {
+    match tls {
+        Tls::None => {
+            let (client, conn) = cfg
+                .connect(NoTls)
+                .await
+                .map_err(|e| connect_error(&e, cfg))?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            Ok(client)
+        }
+        Tls::Native(t) => {
+            let (client, conn) = cfg
+                .connect(t.clone())
+                .await
+                .map_err(|e| connect_error(&e, cfg))?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            Ok(client)
+        }
+    }
+}
+
+/// Runs `f` on a runtime of its own on another thread, so a synchronous caller (inside or
+/// outside a runtime) can wait for it.
+fn block_on_own_runtime<T: Send + 'static>(
+    f: impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
+) -> Result<T, StoreError> {
+    std::thread::Builder::new()
+        .name("pg-open".into())
+        .spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(backend)?
+                .block_on(f)
+        })
+        .map_err(backend)?
+        .join()
+        .map_err(|_| backend("the PostgreSQL migration thread failed"))?
+}
+
+/// Applies the pending migrations to the database at `url`; returns the versions applied
+/// (empty when it was up to date).
+///
+/// # Errors
+/// [`StoreError::Backend`] saying what to fix: an unreachable server, refused credentials, a
+/// missing database, or a schema newer than this binary.
+pub fn migrate(url: &str) -> Result<Vec<i64>, StoreError> {
+    let cfg = parse_url(url)?;
+    let tls = tls_for(&cfg)?;
+    block_on_own_runtime(async move {
+        let mut client = connect_direct(&cfg, &tls).await?;
+        schema::migrate(&mut client).await
+    })
+}
+
+impl PgStore {
+    /// Connects to `url`, applies pending migrations and returns the store (its pool opens
+    /// connections as calls need them).
+    ///
+    /// # Errors
+    /// As [`migrate`].
+    pub fn open(url: &str) -> Result<Arc<PgStore>, StoreError> {
+        let applied = migrate(url)?;
+        let cfg = parse_url(url)?;
+        let target = describe(&cfg);
+        if !applied.is_empty() {
+            tracing::info!(db = %target, ?applied, "applied PostgreSQL migrations");
+        }
+        let mc = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let mgr = match tls_for(&cfg)? {
+            Tls::None => Manager::from_config(cfg, NoTls, mc),
+            Tls::Native(t) => Manager::from_config(cfg, t, mc),
+        };
+        let pool = Pool::builder(mgr)
+            .max_size(POOL_SIZE)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(10)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .recycle_timeout(Some(Duration::from_secs(5)))
+            .build()
+            .map_err(backend)?;
+        Ok(Arc::new(PgStore { pool, target }))
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(|e| {
+            let cause = match &e {
+                deadpool_postgres::PoolError::Backend(pe) => match pe.as_db_error() {
+                    Some(db) => db.message().to_string(),
+                    None => {
+                        let mut c = pe.to_string();
+                        let mut s = std::error::Error::source(pe);
+                        while let Some(x) = s {
+                            c = x.to_string();
+                            s = x.source();
+                        }
+                        c
+                    }
+                },
+                other => other.to_string(),
+            };
+            backend(format!(
+                "PostgreSQL at {} is unavailable ({cause}); the call was not applied, try again",
+                self.target
+            ))
+        })
+    }
+}
+
+type Params<'a> = [&'a (dyn ToSql + Sync)];
+
+async fn exec(tx: &Transaction<'_>, sql: &str, p: &Params<'_>) -> Result<u64, StoreError> {
+    let st = tx.prepare_cached(sql).await.map_err(pg_error)?;
+    tx.execute(&st, p).await.map_err(pg_error)
+}
+
+async fn query(
+    tx: &Transaction<'_>,
+    sql: &str,
+    p: &Params<'_>,
+) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+    let st = tx.prepare_cached(sql).await.map_err(pg_error)?;
+    tx.query(&st, p).await.map_err(pg_error)
+}
+
+async fn query_opt(
+    tx: &Transaction<'_>,
+    sql: &str,
+    p: &Params<'_>,
+) -> Result<Option<tokio_postgres::Row>, StoreError> {
+    let st = tx.prepare_cached(sql).await.map_err(pg_error)?;
+    tx.query_opt(&st, p).await.map_err(pg_error)
+}
+
+fn parse_body(body: &str) -> Result<Incident, StoreError> {
+    serde_json::from_str(body).map_err(backend)
+}
+
+/// Loads an incident, locking its row until the transaction ends when `lock`.
+async fn load_incident(
+    tx: &Transaction<'_>,
+    id: &str,
+    lock: bool,
+) -> Result<Option<Incident>, StoreError> {
+    let sql = if lock {
+        "SELECT body FROM incidents WHERE id = $1 FOR UPDATE"
+    } else {
+        "SELECT body FROM incidents WHERE id = $1"
+    };
+    query_opt(tx, sql, &[&id])
+        .await?
+        .map(|r| parse_body(r.get::<_, &str>(0)))
+        .transpose()
+}
+
+async fn save_incident(
+    tx: &Transaction<'_>,
+    inc: &Incident,
+    insert: bool,
+) -> Result<(), StoreError> {
+    let body = serde_json::to_string(inc).map_err(backend)?;
+    let sql = if insert {
+        "INSERT INTO incidents (id, incident_type, severity, status, step, level, dedup_key, created_at, updated_at, body)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+    } else {
+        "UPDATE incidents SET incident_type=$2, severity=$3, status=$4, step=$5, level=$6, dedup_key=$7,
+         created_at=$8, updated_at=$9, body=$10, version = version + 1 WHERE id=$1"
+    };
+    exec(
+        tx,
+        sql,
+        &[
+            &inc.id.as_str(),
+            &inc.incident_type.as_str(),
+            &inc.severity.as_str(),
+            &inc.status.as_str(),
+            &inc.step.as_str(),
+            &i32::from(inc.escalation_level),
+            &inc.dedup_key,
+            &micros(&inc.created_at),
+            &micros(&inc.updated_at),
+            &body,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Appends `events` to the chain under the chain lock (held until the transaction ends), with
+/// the side tables that follow from them.
+async fn append_events(
+    tx: &Transaction<'_>,
+    id: &IncidentId,
+    actor: &str,
+    at: &DateTime<Utc>,
+    events: &[EventKind],
+) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    exec(
+        tx,
+        "SELECT pg_advisory_xact_lock($1, $2)::TEXT",
+        &[&LOCK_NS, &CHAIN_LOCK],
+    )
+    .await?;
+    let head = query_opt(tx, "SELECT seq, hash FROM chain_head WHERE id = 1", &[]).await?;
+    let (mut seq, mut prev) = head
+        .map(|r| (r.get::<_, i64>(0), r.get::<_, String>(1)))
+        .unwrap_or((0, chain::GENESIS_HASH.to_string()));
+    let at_s = chain::hash_time(at);
+    let ins = tx
+        .prepare_cached(
+            "INSERT INTO events (seq, incident_id, at, actor, data, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .await
+        .map_err(pg_error)?;
+    for ev in events {
+        seq += 1;
+        let data = serde_json::to_string(ev).map_err(backend)?;
+        let hash = chain::event_hash(seq, id.as_str(), &at_s, actor, &data, &prev);
+        tx.execute(
+            &ins,
+            &[&seq, &id.as_str(), &at_s, &actor, &data, &prev, &hash],
+        )
+        .await
+        .map_err(pg_error)?;
+        side_tables(tx, id, at, ev, &data).await?;
+        prev = hash;
+    }
+    exec(
+        tx,
+        "INSERT INTO chain_head (id, seq, hash) VALUES (1, $1, $2)
+         ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+        &[&seq, &prev],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Outbox and containment rows that follow from an event (same transaction).
+async fn side_tables(
+    tx: &Transaction<'_>,
+    id: &IncidentId,
+    at: &DateTime<Utc>,
+    ev: &EventKind,
+    data: &str,
+) -> Result<(), StoreError> {
+    let t = micros(at);
+    match ev {
+        EventKind::NotificationQueued {
+            notification_id,
+            channel,
+            ..
+        } => {
+            exec(
+                tx,
+                "INSERT INTO outbox (id, channel, incident_id, payload, status, attempts, next_attempt_at, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5, $5) ON CONFLICT DO NOTHING",
+                &[notification_id, channel, &id.as_str(), &data, &t],
+            )
+            .await?;
+        }
+        EventKind::Contained {
+            action,
+            subject_kind,
+            subject,
+            reason,
+        } => {
+            exec(
+                tx,
+                "INSERT INTO containments (incident_id, subject_kind, subject, action, reason, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[&id.as_str(), subject_kind, subject, action, reason, &t],
+            )
+            .await?;
+        }
+        EventKind::ContainmentLifted {
+            subject_kind,
+            subject,
+            ..
+        } => {
+            exec(
+                tx,
+                "UPDATE containments SET lifted_at = $4
+                 WHERE incident_id = $1 AND subject_kind = $2 AND subject = $3 AND lifted_at IS NULL",
+                &[&id.as_str(), subject_kind, subject, &t],
+            )
+            .await?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn event_of(r: &tokio_postgres::Row) -> crate::store::records::EventRow {
+    (
+        r.get(0),
+        r.get(1),
+        r.get(2),
+        r.get(3),
+        r.get(4),
+        r.get(5),
+        r.get(6),
+    )
+}
+
+/// Runs a transaction body: `$body` is an async block using `tx`; commits when it returns
+/// `Ok`, rolls back otherwise.
+macro_rules! in_tx {
+    ($self:ident, |$tx:ident| $body:expr) => {{
+        let mut client = $self.client().await?;
+        let $tx = client.transaction().await.map_err(pg_error)?;
+        let out = $body;
+        match out {
+            Ok(v) => {
+                $tx.commit().await.map_err(pg_error)?;
+                Ok(v)
+            }
+            Err(e) => {
+                let _ = $tx.rollback().await;
+                Err(e)
+            }
+        }
+    }};
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn insert(
+        &self,
+        incident: Incident,
+        events: Vec<EventKind>,
+        actor: String,
+        now: DateTime<Utc>,
+    ) -> Result<Incident, StoreError> {
+        in_tx!(self, |tx| async {
+            save_incident(&tx, &incident, true).await?;
+            append_events(&tx, &incident.id, &actor, &now, &events).await?;
+            Ok::<_, StoreError>(())
+        }
+        .await)?;
+        Ok(incident)
+    }
+
+    async fn insert_idempotent(
+        &self,
+        key: String,
+        fingerprint: String,
+        incident: Incident,
+        events: Vec<EventKind>,
+        actor: String,
+        now: DateTime<Utc>,
+    ) -> Result<Upserted, StoreError> {
+        in_tx!(self, |tx| {
+            async {
+            exec(
+                &tx,
+                "SELECT pg_advisory_xact_lock($1, hashtext($2))::TEXT",
+                &[&IDEMPOTENCY_NS, &key],
+            )
+            .await?;
+            let seen = query_opt(
+                &tx,
+                "SELECT fingerprint, incident_id FROM idempotency_keys WHERE key = $1",
+                &[&key],
+            )
+            .await?;
+            if let Some(r) = seen {
+                let (fp, id): (String, String) = (r.get(0), r.get(1));
+                if fp != fingerprint {
+                    return Err(StoreError::Domain(DomainError::Invalid {
+                        field: "Idempotency-Key",
+                        message: format!(
+                            "was already used for a different report (incident {id}); send a new key for a new report"
+                        ),
+                    }));
+                }
+                let inc = load_incident(&tx, &id, false).await?.ok_or_else(|| {
+                    backend(format!("incident {id} of an idempotency key vanished"))
+                })?;
+                return Ok(Upserted {
+                    incident: inc,
+                    created: false,
+                });
+            }
+            save_incident(&tx, &incident, true).await?;
+            append_events(&tx, &incident.id, &actor, &now, &events).await?;
+            exec(
+                &tx,
+                "INSERT INTO idempotency_keys (key, fingerprint, incident_id, created_at) VALUES ($1, $2, $3, $4)",
+                &[&key, &fingerprint, &incident.id.as_str(), &micros(&now)],
+            )
+            .await?;
+            Ok(Upserted {
+                incident: incident.clone(),
+                created: true,
+            })
+        }
+        .await
+        })
+    }
+
+    async fn get(&self, id: &IncidentId) -> Result<Option<Incident>, StoreError> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached("SELECT body FROM incidents WHERE id = $1")
+            .await
+            .map_err(pg_error)?;
+        c.query_opt(&st, &[&id.as_str()])
+            .await
+            .map_err(pg_error)?
+            .map(|r| parse_body(r.get::<_, &str>(0)))
+            .transpose()
+    }
+
+    async fn timeline(&self, id: &IncidentId) -> Result<Vec<Event>, StoreError> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT seq, incident_id, at, actor, data, prev_hash, hash FROM events WHERE incident_id = $1 ORDER BY seq",
+            )
+            .await
+            .map_err(pg_error)?;
+        c.query(&st, &[&id.as_str()])
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(|r| to_event(event_of(r)))
+            .collect()
+    }
+
+    async fn list(&self, q: ListQuery) -> Result<Page, StoreError> {
+        let mut sql = String::from("SELECT body, created_at, id FROM incidents WHERE TRUE");
+        let mut args: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+        let mut arg = |sql: &mut String, frag: &str, v: Box<dyn ToSql + Sync + Send>| {
+            args.push(v);
+            sql.push_str(&frag.replace('?', &format!("${}", args.len())));
+        };
+        if let Some(s) = q.status {
+            arg(
+                &mut sql,
+                " AND status = ?",
+                Box::new(s.as_str().to_string()),
+            );
+        }
+        if q.open_only {
+            sql.push_str(" AND status NOT IN ('resolved', 'closed')");
+        }
+        if let Some(s) = q.severity {
+            arg(
+                &mut sql,
+                " AND severity = ?",
+                Box::new(s.as_str().to_string()),
+            );
+        }
+        if let Some(t) = q.incident_type {
+            arg(
+                &mut sql,
+                " AND incident_type = ?",
+                Box::new(t.as_str().to_string()),
+            );
+        }
+        if let Some(since) = q.since {
+            arg(&mut sql, " AND created_at >= ?", Box::new(micros(&since)));
+        }
+        if let Some(c) = &q.cursor {
+            arg(
+                &mut sql,
+                " AND (created_at, id) < (?",
+                Box::new(c.created_at_micros),
+            );
+            arg(&mut sql, ", ?)", Box::new(c.id.clone()));
+        }
+        let limit = i64::from(q.limit.max(1));
+        arg(
+            &mut sql,
+            " ORDER BY created_at DESC, id DESC LIMIT ?",
+            Box::new(limit + 1),
+        );
+        let c = self.client().await?;
+        let st = c.prepare_cached(&sql).await.map_err(pg_error)?;
+        let refs: Vec<&(dyn ToSql + Sync)> = args
+            .iter()
+            .map(|a| a.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        let rows = c.query(&st, &refs).await.map_err(pg_error)?;
+        let mut items = Vec::new();
+        let mut last = None;
+        let mut more = false;
+        for r in rows {
+            if items.len() as i64 == limit {
+                more = true;
+                break;
+            }
+            items.push(parse_body(r.get::<_, &str>(0))?);
+            last = Some(Cursor {
+                created_at_micros: r.get(1),
+                id: r.get(2),
+            });
+        }
+        Ok(Page {
+            items,
+            next_cursor: if more { last } else { None },
+        })
+    }
+
+    async fn update(
+        &self,
+        id: &IncidentId,
+        actor: String,
+        now: DateTime<Utc>,
+        f: Mutation,
+    ) -> Result<Incident, StoreError> {
+        in_tx!(self, |tx| async {
+            let mut inc = load_incident(&tx, id.as_str(), true)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(id.clone()))?;
+            let events = f(&mut inc)?;
+            save_incident(&tx, &inc, false).await?;
+            append_events(&tx, &inc.id, &actor, &now, &events).await?;
+            Ok(inc)
+        }
+        .await)
+    }
+
+    async fn upsert_detection(
+        &self,
+        dedup_key: String,
+        new: NewDetection,
+        on_repeat: Mutation,
+        actor: String,
+        now: DateTime<Utc>,
+    ) -> Result<Upserted, StoreError> {
+        in_tx!(self, |tx| {
+            async {
+            // One opener per key across instances: the lock ends with the transaction.
+            exec(
+                &tx,
+                "SELECT pg_advisory_xact_lock($1, hashtext($2))::TEXT",
+                &[&DEDUP_NS, &dedup_key],
+            )
+            .await?;
+            let existing = query_opt(
+                &tx,
+                "SELECT body FROM incidents WHERE dedup_key = $1 AND status NOT IN ('resolved', 'closed')
+                 ORDER BY created_at DESC LIMIT 1 FOR UPDATE",
+                &[&dedup_key],
+            )
+            .await?;
+            match existing {
+                Some(r) => {
+                    let mut inc = parse_body(r.get::<_, &str>(0))?;
+                    let events = on_repeat(&mut inc)?;
+                    save_incident(&tx, &inc, false).await?;
+                    append_events(&tx, &inc.id, &actor, &now, &events).await?;
+                    Ok(Upserted {
+                        incident: inc,
+                        created: false,
+                    })
+                }
+                None => {
+                    let (inc, events) = new();
+                    save_incident(&tx, &inc, true).await?;
+                    append_events(&tx, &inc.id, &actor, &now, &events).await?;
+                    Ok(Upserted {
+                        incident: inc,
+                        created: true,
+                    })
+                }
+            }
+        }
+        .await
+        })
+    }
+
+    async fn record_activity(&self, a: crate::store::Activity) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "INSERT INTO screen_activity (at, user_id, session_id, source, verdict, categories, risk, incident_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .await
+            .map_err(pg_error)?;
+        c.execute(
+            &st,
+            &[
+                &micros(&a.at),
+                &a.user_id,
+                &a.session_id,
+                &a.source,
+                &a.verdict,
+                &a.categories.join(","),
+                &a.risk,
+                &a.incident_id,
+            ],
+        )
+        .await
+        .map_err(pg_error)?;
+        Ok(())
+    }
+
+    async fn activity_count(
+        &self,
+        user_id: Option<String>,
+        session_id: Option<String>,
+        flagged_only: bool,
+        since: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let flagged = if flagged_only {
+            " AND verdict <> 'allow'"
+        } else {
+            ""
+        };
+        let (col, v) = match (user_id, session_id) {
+            (Some(u), _) => ("user_id", u),
+            (None, Some(s)) => ("session_id", s),
+            (None, None) => return Ok(0),
+        };
+        let sql =
+            format!("SELECT COUNT(*) FROM screen_activity WHERE {col} = $1 AND at >= $2{flagged}");
+        let c = self.client().await?;
+        let st = c.prepare_cached(&sql).await.map_err(pg_error)?;
+        let n: i64 = c
+            .query_one(&st, &[&v, &micros(&since)])
+            .await
+            .map_err(pg_error)?
+            .get(0);
+        Ok(n.max(0) as u64)
+    }
+
+    async fn find_open_by_dedup(&self, dedup_key: &str) -> Result<Option<Incident>, StoreError> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT body FROM incidents WHERE dedup_key = $1 AND status NOT IN ('resolved', 'closed')
+                 ORDER BY created_at DESC LIMIT 1",
+            )
+            .await
+            .map_err(pg_error)?;
+        c.query_opt(&st, &[&dedup_key])
+            .await
+            .map_err(pg_error)?
+            .map(|r| parse_body(r.get::<_, &str>(0)))
+            .transpose()
+    }
+
+    async fn verify_audit_log(&self, pins: Pins) -> Result<AuditReport, StoreError> {
+        let mut c = self.client().await?;
+        audit::verify(&mut c, pins).await
+    }
+
+    async fn verified_head(&self, after: Option<(i64, String)>) -> Result<HeadCheck, StoreError> {
+        let mut c = self.client().await?;
+        audit::verified_head(&mut c, after).await
+    }
+
+    async fn claim_escalation(
+        &self,
+        id: &IncidentId,
+        from_level: u8,
+        actor: String,
+        now: DateTime<Utc>,
+        f: Mutation,
+    ) -> Result<Option<Incident>, StoreError> {
+        in_tx!(self, |tx| async {
+            // The claim: only one transaction can move the level away from `from_level`
+            // (a concurrent one waits for the row, then finds the level changed).
+            let claimed = exec(
+                &tx,
+                "UPDATE incidents SET level = level + 1
+                 WHERE id = $1 AND level = $2 AND status NOT IN ('resolved', 'closed')",
+                &[&id.as_str(), &i32::from(from_level)],
+            )
+            .await?;
+            if claimed != 1 {
+                return Ok(None);
+            }
+            let mut inc = load_incident(&tx, id.as_str(), true)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(id.clone()))?;
+            let events = f(&mut inc)?;
+            if inc.escalation_level <= from_level {
+                return Err(StoreError::Backend(format!(
+                    "escalation claim on {id} did not raise the level"
+                )));
+            }
+            save_incident(&tx, &inc, false).await?;
+            append_events(&tx, &inc.id, &actor, &now, &events).await?;
+            Ok(Some(inc))
+        }
+        .await)
+    }
+
+    async fn claim_outbox(
+        &self,
+        owner: String,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        let t = micros(&now);
+        let until = t.saturating_add(i64::try_from(lease.as_micros()).unwrap_or(i64::MAX / 2));
+        in_tx!(self, |tx| async {
+            let rows = query(
+                &tx,
+                "UPDATE outbox SET lease_owner = $1, lease_until = $2, updated_at = $3
+                 WHERE (id, channel) IN (
+                    SELECT id, channel FROM outbox
+                    WHERE status IN ('pending', 'retrying') AND next_attempt_at <= $3
+                      AND (lease_until IS NULL OR lease_until < $3)
+                    ORDER BY next_attempt_at LIMIT $4
+                    FOR UPDATE SKIP LOCKED)
+                 RETURNING id, channel, incident_id, payload, attempts, created_at",
+                &[&owner, &until, &t, &i64::from(limit)],
+            )
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    outbox_item(
+                        r.get(0),
+                        r.get(1),
+                        r.get(2),
+                        r.get(3),
+                        i64::from(r.get::<_, i32>(4)),
+                        r.get(5),
+                    )
+                })
+                .collect::<Result<Vec<_>, _>>()
+        }
+        .await)
+    }
+
+    async fn finish_outbox(
+        &self,
+        item: &OutboxItem,
+        owner: String,
+        update: OutboxUpdate,
+        now: DateTime<Utc>,
+        f: Mutation,
+    ) -> Result<Option<Incident>, StoreError> {
+        let t = micros(&now);
+        let attempts = i32::try_from(update.attempts).unwrap_or(i32::MAX);
+        let next = update.next_attempt_at.as_ref().map(micros).unwrap_or(t);
+        in_tx!(self, |tx| {
+            async {
+            let changed = exec(
+                &tx,
+                "UPDATE outbox SET status = $4, attempts = $5, next_attempt_at = $6, last_error = $7,
+                    lease_owner = NULL, lease_until = NULL, updated_at = $8
+                 WHERE id = $1 AND channel = $2 AND lease_owner = $3 AND status IN ('pending', 'retrying')",
+                &[
+                    &item.notification_id,
+                    &item.channel,
+                    &owner,
+                    &update.status.as_str(),
+                    &attempts,
+                    &next,
+                    &update.last_error,
+                    &t,
+                ],
+            )
+            .await?;
+            if changed != 1 {
+                return Ok(None);
+            }
+            let id = &item.incident_id;
+            let mut inc = load_incident(&tx, id.as_str(), true)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(id.clone()))?;
+            let events = f(&mut inc)?;
+            save_incident(&tx, &inc, false).await?;
+            append_events(&tx, &inc.id, "notifier", &now, &events).await?;
+            Ok(Some(inc))
+        }
+        .await
+        })
+    }
+
+    async fn active_containments(
+        &self,
+        user: Option<String>,
+        session: Option<String>,
+    ) -> Result<Vec<ActiveContainment>, StoreError> {
+        let c = self.client().await?;
+        audit::active_containments(&c, user, session).await
+    }
+
+    async fn active_containments_where(
+        &self,
+        subject_kind: Option<String>,
+        subject: Option<String>,
+        incident: Option<IncidentId>,
+    ) -> Result<Vec<ActiveContainment>, StoreError> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT incident_id, subject_kind, subject, action, reason, created_at FROM containments
+                 WHERE lifted_at IS NULL AND ($1::TEXT IS NULL OR subject_kind = $1)
+                    AND ($2::TEXT IS NULL OR subject = $2) AND ($3::TEXT IS NULL OR incident_id = $3)
+                 ORDER BY created_at",
+            )
+            .await
+            .map_err(pg_error)?;
+        let inc = incident.as_ref().map(|i| i.as_str().to_string());
+        let rows = c
+            .query(&st, &[&subject_kind, &subject, &inc])
+            .await
+            .map_err(pg_error)?;
+        rows.iter()
+            .map(|r| {
+                Ok(ActiveContainment {
+                    incident_id: r
+                        .get::<_, String>(0)
+                        .parse()
+                        .map_err(|e| backend(format!("containment: {e}")))?,
+                    subject_kind: r.get(1),
+                    subject: r.get(2),
+                    action: r.get(3),
+                    reason: r.get(4),
+                    since: from_micros(r.get(5)),
+                })
+            })
+            .collect()
+    }
+
+    async fn export_incidents(
+        &self,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<Incident>, StoreError> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT body FROM incidents WHERE ($1::TEXT IS NULL OR id > $1) ORDER BY id LIMIT $2",
+            )
+            .await
+            .map_err(pg_error)?;
+        c.query(&st, &[&after, &i64::from(limit)])
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(|r| parse_body(r.get::<_, &str>(0)))
+            .collect()
+    }
+
+    async fn export_events(&self, after_seq: i64, limit: u32) -> Result<Vec<Event>, StoreError> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT seq, incident_id, at, actor, data, prev_hash, hash FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+            )
+            .await
+            .map_err(pg_error)?;
+        c.query(&st, &[&after_seq, &i64::from(limit)])
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(|r| to_event(event_of(r)))
+            .collect()
+    }
+
+    async fn export_outbox(&self) -> Result<Vec<OutboxRow>, StoreError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT id, channel, incident_id, payload, status, attempts, next_attempt_at, last_error, created_at, updated_at
+                 FROM outbox ORDER BY created_at, id, channel",
+                &[],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(rows
+            .iter()
+            .map(|r| OutboxRow {
+                id: r.get(0),
+                channel: r.get(1),
+                incident_id: r.get(2),
+                payload: r.get(3),
+                status: r.get(4),
+                attempts: i64::from(r.get::<_, i32>(5)),
+                next_attempt_at: r.get(6),
+                last_error: r.get(7),
+                created_at: r.get(8),
+                updated_at: r.get(9),
+            })
+            .collect())
+    }
+
+    async fn import(&self, batch: ImportBatch) -> Result<(), StoreError> {
+        in_tx!(self, |tx| {
+            async {
+            for inc in &batch.incidents {
+                save_incident(&tx, inc, true).await?;
+            }
+            if !batch.events.is_empty() {
+                exec(
+                    &tx,
+                    "SELECT pg_advisory_xact_lock($1, $2)::TEXT",
+                    &[&LOCK_NS, &CHAIN_LOCK],
+                )
+                .await?;
+                let mut head = query_opt(&tx, "SELECT seq, hash FROM chain_head WHERE id = 1", &[])
+                    .await?
+                    .map(|r| (r.get::<_, i64>(0), r.get::<_, String>(1)))
+                    .unwrap_or((0, chain::GENESIS_HASH.to_string()));
+                for e in &batch.events {
+                    check_link(&head, e)?;
+                    let at_s = chain::hash_time(&e.at);
+                    exec(
+                        &tx,
+                        "INSERT INTO events (seq, incident_id, at, actor, data, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                        &[&e.seq, &e.incident_id.as_str(), &at_s, &e.actor, &e.data, &e.prev_hash, &e.hash],
+                    )
+                    .await?;
+                    let kind: EventKind = serde_json::from_str(&e.data).map_err(|err| {
+                        StoreError::Domain(DomainError::Invalid {
+                            field: "event",
+                            message: format!("event {} data is not an event ({err})", e.seq),
+                        })
+                    })?;
+                    side_tables(&tx, &e.incident_id, &e.at, &kind, &e.data).await?;
+                    head = (e.seq, e.hash.clone());
+                }
+                exec(
+                    &tx,
+                    "INSERT INTO chain_head (id, seq, hash) VALUES (1, $1, $2)
+                     ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+                    &[&head.0, &head.1],
+                )
+                .await?;
+            }
+            for o in &batch.outbox {
+                let attempts = i32::try_from(o.attempts).unwrap_or(i32::MAX);
+                exec(
+                    &tx,
+                    "INSERT INTO outbox (id, channel, incident_id, payload, status, attempts, next_attempt_at, last_error, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                     ON CONFLICT (id, channel) DO UPDATE SET incident_id = excluded.incident_id,
+                        payload = excluded.payload, status = excluded.status, attempts = excluded.attempts,
+                        next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error,
+                        created_at = excluded.created_at, updated_at = excluded.updated_at,
+                        lease_owner = NULL, lease_until = NULL",
+                    &[&o.id, &o.channel, &o.incident_id, &o.payload, &o.status, &attempts,
+                      &o.next_attempt_at, &o.last_error, &o.created_at, &o.updated_at],
+                )
+                .await?;
+            }
+            Ok(())
+        }
+        .await
+        })
+    }
+}

@@ -1,0 +1,179 @@
+//! The PostgreSQL schema: the same tables and columns as SQLite's (times as microseconds,
+//! event data as the exact text that was hashed), as versioned migrations applied once, in
+//! order, in one transaction under an advisory lock, so instances starting together migrate
+//! once.
+
+use tokio_postgres::Client;
+
+use super::{LOCK_NS, pg_error};
+use crate::store::StoreError;
+
+/// Versioned migrations. Version numbers follow SQLite's where a step exists in both, so a
+/// `schema_migrations` row means the same thing on either backend.
+pub(super) const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r#"
+CREATE TABLE incidents (
+    id            TEXT PRIMARY KEY,
+    incident_type TEXT NOT NULL,
+    severity      TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    step          TEXT NOT NULL,
+    level         INTEGER NOT NULL,
+    dedup_key     TEXT,
+    created_at    BIGINT NOT NULL,
+    updated_at    BIGINT NOT NULL,
+    body          TEXT NOT NULL
+);
+CREATE INDEX incidents_created ON incidents (created_at DESC, id DESC);
+CREATE INDEX incidents_status ON incidents (status, created_at DESC);
+CREATE INDEX incidents_dedup_open ON incidents (dedup_key)
+    WHERE dedup_key IS NOT NULL AND status NOT IN ('resolved', 'closed');
+CREATE TABLE events (
+    seq         BIGINT PRIMARY KEY,
+    incident_id TEXT NOT NULL,
+    at          TEXT NOT NULL,
+    actor       TEXT NOT NULL,
+    data        TEXT NOT NULL,
+    prev_hash   TEXT NOT NULL,
+    hash        TEXT NOT NULL
+);
+CREATE INDEX events_incident ON events (incident_id, seq);
+CREATE TABLE chain_head (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    seq  BIGINT NOT NULL,
+    hash TEXT NOT NULL
+);
+"#,
+    ),
+    (
+        2,
+        r#"
+CREATE TABLE outbox (
+    id              TEXT NOT NULL,
+    channel         TEXT NOT NULL,
+    incident_id     TEXT NOT NULL,
+    payload         TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at BIGINT NOT NULL,
+    lease_owner     TEXT,
+    lease_until     BIGINT,
+    last_error      TEXT,
+    created_at      BIGINT NOT NULL,
+    updated_at      BIGINT NOT NULL,
+    PRIMARY KEY (id, channel)
+);
+CREATE INDEX outbox_due ON outbox (status, next_attempt_at);
+CREATE TABLE containments (
+    id           BIGSERIAL PRIMARY KEY,
+    incident_id  TEXT NOT NULL,
+    subject_kind TEXT NOT NULL,
+    subject      TEXT NOT NULL,
+    action       TEXT NOT NULL,
+    reason       TEXT NOT NULL,
+    created_at   BIGINT NOT NULL,
+    lifted_at    BIGINT
+);
+CREATE INDEX containments_active ON containments (subject_kind, subject) WHERE lifted_at IS NULL;
+"#,
+    ),
+    (
+        3,
+        r#"
+CREATE TABLE screen_activity (
+    id          BIGSERIAL PRIMARY KEY,
+    at          BIGINT NOT NULL,
+    user_id     TEXT,
+    session_id  TEXT,
+    source      TEXT NOT NULL,
+    verdict     TEXT NOT NULL,
+    categories  TEXT NOT NULL,
+    risk        REAL NOT NULL,
+    incident_id TEXT
+);
+CREATE INDEX screen_activity_user ON screen_activity (user_id, at);
+CREATE INDEX screen_activity_session ON screen_activity (session_id, at);
+"#,
+    ),
+    (
+        4,
+        "ALTER TABLE incidents ADD COLUMN version BIGINT NOT NULL DEFAULT 0;",
+    ),
+    (
+        5,
+        r#"
+CREATE TABLE idempotency_keys (
+    key         TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    incident_id TEXT NOT NULL,
+    created_at  BIGINT NOT NULL
+);
+"#,
+    ),
+    (
+        6,
+        r#"
+CREATE INDEX events_containment_subject ON events (((data::jsonb) ->> 'subject'))
+    WHERE ((data::jsonb) ->> 'kind') IN ('contained', 'containment_lifted');
+"#,
+    ),
+];
+
+/// The newest schema version this binary knows.
+pub(super) fn latest() -> i64 {
+    MIGRATIONS.last().map_or(0, |(v, _)| *v)
+}
+
+/// Applies the pending migrations; returns the versions applied. Refuses a database whose
+/// schema is newer than this binary.
+pub(super) async fn migrate(client: &mut Client) -> Result<Vec<i64>, StoreError> {
+    let tx = client.transaction().await.map_err(pg_error)?;
+    // One migrator at a time across instances; the lock ends with the transaction.
+    tx.execute("SELECT pg_advisory_xact_lock($1, 0)", &[&LOCK_NS])
+        .await
+        .map_err(pg_error)?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TEXT NOT NULL)",
+    )
+    .await
+    .map_err(pg_error)?;
+    let current: i64 = tx
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_migrations",
+            &[],
+        )
+        .await
+        .map_err(pg_error)?
+        .get(0);
+    if current > latest() {
+        return Err(StoreError::Backend(format!(
+            "the database schema is at version {current} but this binary knows versions up to {}: \
+             run a newer ai-incident-mcp against this database (or point --db at another one)",
+            latest()
+        )));
+    }
+    let mut applied = Vec::new();
+    for (v, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        tx.batch_execute(sql)
+            .await
+            .map_err(|e| StoreError::Backend(format!("migration {v}: {}", pg_message(&e))))?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
+            &[v, &chrono::Utc::now().to_rfc3339()],
+        )
+        .await
+        .map_err(pg_error)?;
+        applied.push(*v);
+    }
+    tx.commit().await.map_err(pg_error)?;
+    Ok(applied)
+}
+
+fn pg_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => db.message().to_string(),
+        None => e.to_string(),
+    }
+}

@@ -1,0 +1,224 @@
+//! Backend-neutral mapping of stored text to values, shared by the SQLite and PostgreSQL
+//! adapters so both read rows the same way: times as microseconds, event rows, outbox payloads,
+//! incident bodies for the projection check, and containments as the events imply them.
+//!
+//! May import: `crate::domain`, `crate::store`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::incident::{Event, EventKind, IncidentId};
+use crate::domain::projection::{ContainmentFold, StoredBody};
+use crate::store::{ActiveContainment, OutboxItem, StoreError};
+
+/// A database failure as a [`StoreError::Backend`].
+pub(crate) fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+/// An instant as stored: microseconds since the epoch.
+pub(crate) fn micros(t: &DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+/// The inverse of [`micros`] (the epoch for a value out of range).
+pub(crate) fn from_micros(m: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(m).unwrap_or(DateTime::UNIX_EPOCH)
+}
+
+/// One stored event row: `(seq, incident_id, at, actor, data, prev_hash, hash)`.
+pub(crate) type EventRow = (i64, String, String, String, String, String, String);
+
+/// An event row as an [`Event`]; a row that cannot be read is a backend error.
+pub(crate) fn to_event(row: EventRow) -> Result<Event, StoreError> {
+    let seq = row.0;
+    audit_event(row).map_err(|why| backend(format!("event {seq}: {why}")))
+}
+
+/// An event row as an [`Event`], or why it cannot be read (an edited time or incident id):
+/// the audit reports that as a broken chain rather than failing.
+pub(crate) fn audit_event(
+    (seq, incident_id, at, actor, data, prev_hash, hash): EventRow,
+) -> Result<Event, String> {
+    Ok(Event {
+        seq,
+        incident_id: incident_id
+            .parse()
+            .map_err(|_| format!("incident id '{}' is not valid", trunc(&incident_id)))?,
+        at: DateTime::parse_from_rfc3339(&at)
+            .map_err(|_| format!("time '{}' is not an RFC 3339 timestamp", trunc(&at)))?
+            .with_timezone(&Utc),
+        actor,
+        data,
+        prev_hash,
+        hash,
+    })
+}
+
+fn trunc(s: &str) -> String {
+    crate::domain::incident::truncate_chars(s, 40)
+}
+
+/// An outbox row (its payload is the `notification_queued` event) as an [`OutboxItem`].
+pub(crate) fn outbox_item(
+    notification_id: String,
+    channel: String,
+    incident_id: String,
+    payload: String,
+    attempts: i64,
+    created_at: i64,
+) -> Result<OutboxItem, StoreError> {
+    let incident_id: IncidentId = incident_id
+        .parse()
+        .map_err(|e| backend(format!("outbox row {notification_id}: {e}")))?;
+    match serde_json::from_str::<EventKind>(&payload).map_err(backend)? {
+        EventKind::NotificationQueued {
+            event,
+            level,
+            severity,
+            title,
+            body,
+            ..
+        } => Ok(OutboxItem {
+            notification_id,
+            channel,
+            incident_id,
+            event,
+            level,
+            severity,
+            title,
+            body,
+            created_at: from_micros(created_at),
+            attempts: u32::try_from(attempts).unwrap_or(0),
+        }),
+        _ => Err(backend(format!(
+            "outbox row {notification_id} does not hold a queued notification"
+        ))),
+    }
+}
+
+/// The fields of a stored incident body the projection check compares (`None`: not an object).
+pub(crate) fn stored_body(body: &str) -> Option<StoredBody> {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .filter(|b| b.is_object())
+        .map(|b| {
+            let s = |k: &str| b.get(k).and_then(|v| v.as_str()).map(String::from);
+            StoredBody {
+                status: s("status"),
+                severity: s("severity"),
+                level: b.get("escalation_level").and_then(|v| v.as_i64()),
+                owner: s("owner"),
+                resolution: s("resolution"),
+            }
+        })
+}
+
+/// Containments in force for a user or session, folded from their `contained` /
+/// `containment_lifted` event rows `(seq, incident_id, at, data)` in `seq` order. `rows` is the
+/// `containments` table's view of the same subjects: a disagreement is logged (screening follows
+/// the events; `verify_audit_log` reports it).
+pub(crate) fn implied_containments(
+    events: Vec<(i64, String, String, String)>,
+    user: &Option<String>,
+    session: &Option<String>,
+    rows: &BTreeSet<(String, String, String)>,
+) -> Result<Vec<ActiveContainment>, StoreError> {
+    let mut fold = ContainmentFold::default();
+    let mut bodies = BTreeMap::new();
+    for (seq, inc, at, data) in events {
+        let wanted = match serde_json::from_str::<EventKind>(&data) {
+            Ok(EventKind::Contained {
+                subject_kind,
+                subject,
+                ..
+            })
+            | Ok(EventKind::ContainmentLifted {
+                subject_kind,
+                subject,
+                ..
+            }) => {
+                (subject_kind == "user" && Some(&subject) == user.as_ref())
+                    || (subject_kind == "session" && Some(&subject) == session.as_ref())
+            }
+            _ => false,
+        };
+        if wanted {
+            fold.push(seq, &inc, &data);
+            bodies.insert(seq, (at, data));
+        }
+    }
+    let mut out = Vec::new();
+    for (inc, kind, subject, seq) in fold.in_force() {
+        let Some((at, data)) = bodies.get(&seq) else {
+            continue;
+        };
+        let Ok(EventKind::Contained { action, reason, .. }) = serde_json::from_str(data) else {
+            continue;
+        };
+        let since = DateTime::parse_from_rfc3339(at)
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_else(|_| from_micros(0));
+        out.push(ActiveContainment {
+            incident_id: inc
+                .parse()
+                .map_err(|e| backend(format!("containment event {seq}: {e}")))?,
+            subject_kind: kind,
+            subject,
+            action,
+            reason,
+            since,
+        });
+    }
+    let implied: BTreeSet<_> = out
+        .iter()
+        .map(|c| {
+            (
+                c.incident_id.as_str().to_string(),
+                c.subject_kind.clone(),
+                c.subject.clone(),
+            )
+        })
+        .collect();
+    if *rows != implied {
+        tracing::warn!(
+            implied = implied.len(),
+            rows = rows.len(),
+            "the containments table disagrees with the timeline; screening follows the timeline (run verify-audit)"
+        );
+    }
+    Ok(out)
+}
+
+/// Checks that an imported event continues the chain whose head is `(seq, hash)`.
+pub(crate) fn check_link(head: &(i64, String), e: &Event) -> Result<(), StoreError> {
+    let bad = |why: String| {
+        StoreError::Domain(crate::domain::incident::DomainError::Invalid {
+            field: "event",
+            message: format!(
+                "event {} {why}; import a complete export, in its order",
+                e.seq
+            ),
+        })
+    };
+    if e.seq != head.0 + 1 {
+        return Err(bad(format!("does not follow event {}", head.0)));
+    }
+    if e.prev_hash != head.1 {
+        return Err(bad("does not link to the event before it".into()));
+    }
+    let at = crate::domain::audit::hash_time(&e.at);
+    let h = crate::domain::audit::event_hash(
+        e.seq,
+        e.incident_id.as_str(),
+        &at,
+        &e.actor,
+        &e.data,
+        &e.prev_hash,
+    );
+    if h != e.hash {
+        return Err(bad("does not match its hash (it was edited)".into()));
+    }
+    Ok(())
+}
