@@ -793,26 +793,17 @@ mod claims {
 
     fn new_incident(now: chrono::DateTime<Utc>) -> (Incident, Vec<EventKind>) {
         let (inc, mut ev) = Incident::open(
-            NewIncident {
-                incident_type: IncidentType::Security,
-                category: None,
-                severity: Severity::High,
-                title: "t".into(),
-                description: "d".into(),
-                reporter: None,
-                affected_system: None,
-                affected_user: None,
-                affected_session: None,
-                detection_method: DetectionMethod::ManualReport,
-                confidence: None,
-                evidence: vec![],
-                tags: vec![],
-                dedup_key: None,
-            },
+            NewIncident::new(
+                IncidentType::Security,
+                Severity::High,
+                DetectionMethod::ManualReport,
+                "t",
+                "d",
+            ),
             now,
         );
         ev.push(EventKind::NotificationQueued {
-            notification_id: format!("{}:opened:L1", inc.id),
+            notification_id: format!("{}:opened:L1", inc.id()),
             channel: "hook".into(),
             event: "opened".into(),
             level: 1,
@@ -831,7 +822,12 @@ mod claims {
         let b = SqliteStore::open(&path).unwrap();
         let now = Utc.with_ymd_and_hms(2026, 11, 26, 10, 0, 0).unwrap();
         let (inc, ev) = new_incident(now);
-        let id = a.insert(inc, ev, "t".into(), now).await.unwrap().id;
+        let id = a
+            .insert(inc, ev, "t".into(), now)
+            .await
+            .unwrap()
+            .id()
+            .clone();
         // both processes saw level 1 and decided "1 → 2"
         let esc = |by: &'static str| -> ai_incident_mcp::store::Mutation {
             Box::new(move |i: &mut Incident| Ok(vec![i.escalate("timeout", by, now)?]))
@@ -840,16 +836,16 @@ mod claims {
             .claim_escalation(&id, 1, "a".into(), now, esc("a"))
             .await
             .unwrap();
-        assert_eq!(first.map(|i| i.escalation_level), Some(2));
+        assert_eq!(first.map(|i| i.escalation_level()), Some(2));
         let second = b
             .claim_escalation(&id, 1, "b".into(), now, esc("b"))
             .await
             .unwrap();
         assert!(second.is_none(), "the stale 1 → 2 decision escalated again");
         let inc = b.get(&id).await.unwrap().unwrap();
-        assert_eq!(inc.escalation_level, 2);
-        assert_eq!(inc.escalation_history.len(), 1);
-        assert_eq!(inc.escalation_history[0].by, "a");
+        assert_eq!(inc.escalation_level(), 2);
+        assert_eq!(inc.escalation_history().len(), 1);
+        assert_eq!(inc.escalation_history()[0].by, "a");
         // resolved incidents cannot be claimed
         b.update(
             &id,
@@ -1000,7 +996,7 @@ async fn approaching_report_deadline_escalates_once_with_a_fake_clock() {
         })
         .await
         .unwrap();
-    let id = inc.id.to_string();
+    let id = inc.id().to_string();
     svc.acknowledge(&id, "erin").await.unwrap();
     let st = svc
         .update_incident(
@@ -1013,7 +1009,7 @@ async fn approaching_report_deadline_escalates_once_with_a_fake_clock() {
         )
         .await
         .unwrap();
-    assert_eq!(st.serious.as_ref().unwrap().rule, "general");
+    assert_eq!(st.serious().as_ref().unwrap().rule, "general");
     // acknowledged, so only the deadline can escalate it; 15-day window: nothing in the first three quarters
     clock.advance(chrono::Duration::days(11));
     assert_eq!(svc.escalation_sweep().await.unwrap(), 0);
@@ -1021,13 +1017,13 @@ async fn approaching_report_deadline_escalates_once_with_a_fake_clock() {
     assert_eq!(svc.escalation_sweep().await.unwrap(), 1);
     assert_eq!(svc.escalation_sweep().await.unwrap(), 0, "escalates once");
     let (inc, _) = svc.get(&id).await.unwrap();
-    assert_eq!(inc.escalation_level, 2);
+    assert_eq!(inc.escalation_level(), 2);
     assert!(
-        inc.escalation_history[0]
+        inc.escalation_history()[0]
             .reason
             .contains("regulatory report"),
         "{:?}",
-        inc.escalation_history
+        inc.escalation_history()
     );
     assert!(svc.verify_audit_log().await.unwrap().ok);
 }

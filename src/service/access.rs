@@ -130,7 +130,7 @@ impl IncidentService {
             return Ok(out);
         }
         let up = self.open_access_incident(&a, &findings, now).await?;
-        out.incident_id = Some(up.incident.id.to_string());
+        out.incident_id = Some(up.incident.id().to_string());
         out.incident_created = up.created;
         Ok(out)
     }
@@ -208,33 +208,31 @@ impl IncidentService {
         ];
         tags.extend(rules.iter().map(|r| format!("rule:{r}")));
         let new = NewIncident {
-            incident_type: IncidentType::Security,
-            category: None,
-            // The default `data_breach → critical` override sets the severity; reported as
-            // high so the override is what makes it critical (and says so on the timeline).
-            severity: Severity::High,
-            title: format!(
-                "Possible data breach by {} ({})",
-                a.principal,
-                rules.join(", ")
-            ),
-            description: format!(
-                "{access}. {}",
-                findings
-                    .iter()
-                    .map(|f| f.detail.as_str())
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ),
-            reporter: None,
             affected_system: Some(a.resource.clone()),
             affected_user: Some(a.principal.clone()),
-            affected_session: None,
-            detection_method: DetectionMethod::Monitoring,
-            confidence: None,
             evidence: evidence.clone(),
             tags,
             dedup_key: Some(key.clone()),
+            // The default `data_breach → critical` override sets the severity; reported as
+            // high so the override is what makes it critical (and says so on the timeline).
+            ..NewIncident::new(
+                IncidentType::Security,
+                Severity::High,
+                DetectionMethod::Monitoring,
+                format!(
+                    "Possible data breach by {} ({})",
+                    a.principal,
+                    rules.join(", ")
+                ),
+                format!(
+                    "{access}. {}",
+                    findings
+                        .iter()
+                        .map(|f| f.detail.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            )
         };
         self.open_or_repeat_full(
             key,

@@ -194,20 +194,17 @@ impl IncidentService {
             excerpt: v.message.clone(),
         }];
         let new = NewIncident {
-            incident_type: IncidentType::Performance,
-            category: None,
-            severity: v.severity,
-            title: format!("{} threshold violated on {}", v.metric.as_str(), v.source),
-            description: v.message.clone(),
-            reporter: None,
             affected_system: Some(v.source.clone()),
-            affected_user: None,
-            affected_session: None,
-            detection_method: DetectionMethod::Monitoring,
-            confidence: None,
             evidence: evidence.clone(),
             tags: vec![format!("metric:{}", v.metric.as_str())],
             dedup_key: Some(key.clone()),
+            ..NewIncident::new(
+                IncidentType::Performance,
+                v.severity,
+                DetectionMethod::Monitoring,
+                format!("{} threshold violated on {}", v.metric.as_str(), v.source),
+                v.message.clone(),
+            )
         };
         self.open_or_repeat(
             key,
@@ -237,7 +234,8 @@ impl IncidentService {
             .open_or_repeat_full(key, new, kind, evidence, actor, now)
             .await?
             .incident
-            .id)
+            .id()
+            .clone())
     }
 
     /// As [`Self::open_or_repeat`], returning the incident and whether it was opened now.
@@ -305,12 +303,12 @@ impl IncidentService {
             );
             self.store
                 .update(
-                    &inc.id,
+                    inc.id(),
                     "performance-monitor".into(),
                     now,
                     Box::new(move |inc| {
                         let mut ev = vec![EventKind::Recovered { detail }];
-                        if auto && inc.status.allowed_next().contains(&Status::Resolved) {
+                        if auto && inc.status().allowed_next().contains(&Status::Resolved) {
                             ev.extend(nb.resolve(
                                 inc,
                                 "metric recovered (auto-resolved by policy)".into(),
@@ -318,7 +316,7 @@ impl IncidentService {
                                 now,
                             )?);
                         }
-                        inc.updated_at = now;
+                        inc.touch(now);
                         Ok(ev)
                     }),
                 )
@@ -455,20 +453,17 @@ impl IncidentService {
             ),
         }];
         let new = NewIncident {
-            incident_type,
-            category: None,
-            severity,
-            title: title.trim().to_string(),
-            description: f.message.clone(),
-            reporter: None,
             affected_system: Some(f.file.clone()),
-            affected_user: None,
-            affected_session: None,
-            detection_method: DetectionMethod::Monitoring,
-            confidence: None,
             evidence: evidence.clone(),
             tags,
             dedup_key: Some(key.clone()),
+            ..NewIncident::new(
+                incident_type,
+                severity,
+                DetectionMethod::Monitoring,
+                title.trim(),
+                f.message.clone(),
+            )
         };
         self.open_or_repeat(key, new, kind, evidence, "data-quality-monitor", now)
             .await
@@ -552,7 +547,7 @@ impl IncidentService {
         let inc = self
             .store
             .update(
-                &inc.id,
+                inc.id(),
                 approver.to_string(),
                 now,
                 Box::new(move |inc| {

@@ -124,26 +124,26 @@ impl IncidentService {
         };
         let rules: Vec<&str> = screening.matches.iter().map(|m| m.rule.as_str()).collect();
         let new = NewIncident {
-            incident_type: IncidentType::Security,
             category: Some(top),
-            severity,
-            title: format!("{} detected in {source}", human_category(top.as_str())),
-            description: format!(
-                "screen_prompt returned {:?} (risk {:.2}) for {} bytes of {source} from {who}; rules: {}",
-                screening.verdict,
-                screening.risk_score,
-                input.text.len(),
-                rules.join(", ")
-            ),
-            reporter: None,
-            affected_system: None,
             affected_user: input.user_id.clone(),
             affected_session: input.session_id.clone(),
-            detection_method: DetectionMethod::Screening,
             confidence: Some(screening.risk_score),
             evidence: evidence.clone(),
             tags,
             dedup_key: Some(dedup_key.clone()),
+            ..NewIncident::new(
+                IncidentType::Security,
+                severity,
+                DetectionMethod::Screening,
+                format!("{} detected in {source}", human_category(top.as_str())),
+                format!(
+                    "screen_prompt returned {:?} (risk {:.2}) for {} bytes of {source} from {who}; rules: {}",
+                    screening.verdict,
+                    screening.risk_score,
+                    input.text.len(),
+                    rules.join(", ")
+                ),
+            )
         };
         // Repeated attempts by one user (or session) raise the severity, once per incident.
         let window = chrono::Duration::from_std(self.config.screening.repeat_window)
@@ -177,7 +177,7 @@ impl IncidentService {
         let new: crate::store::NewDetection = Box::new(move || {
             let (mut inc, mut events) = Incident::open(new, now);
             if repeated {
-                inc.tags.push(TAG.into());
+                inc.add_tag(TAG);
                 if let Some(ev) = inc.raise_severity(&open_reason, now) {
                     events.push(ev);
                 }
@@ -192,8 +192,7 @@ impl IncidentService {
                 new,
                 Box::new(move |inc| {
                     let mut ev = vec![inc.record_repeat(evidence, now)];
-                    if repeated && !inc.tags.iter().any(|t| t == TAG) {
-                        inc.tags.push(TAG.into());
+                    if repeated && inc.add_tag(TAG) {
                         ev.extend(inc.raise_severity(&reason, now));
                     }
                     Ok(ev)
@@ -204,7 +203,7 @@ impl IncidentService {
             .await?;
         Ok(ScreenOutcome {
             screening,
-            incident_id: Some(up.incident.id),
+            incident_id: Some(up.incident.id().clone()),
             incident_created: up.created,
             repeat_threshold_reached: repeated,
             flag_threshold: self.config.screening.flag_threshold as f32,

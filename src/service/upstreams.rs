@@ -249,23 +249,20 @@ impl IncidentService {
             UpstreamKind::Mcp => "MCP server",
         };
         let new = NewIncident {
-            incident_type: IncidentType::Performance,
-            category: None,
-            severity,
-            title: format!("{what} {} failing: {}", u.name, failure.as_str()),
-            description: format!("probe of {what} {} failed: {detail}", u.name),
-            reporter: None,
             affected_system: Some(u.name.clone()),
-            affected_user: None,
-            affected_session: None,
-            detection_method: DetectionMethod::Monitoring,
-            confidence: None,
             evidence: evidence.clone(),
             tags: vec![
                 format!("upstream:{}", u.name),
                 format!("failure:{}", failure.as_str()),
             ],
             dedup_key: Some(key.clone()),
+            ..NewIncident::new(
+                IncidentType::Performance,
+                severity,
+                DetectionMethod::Monitoring,
+                format!("{what} {} failing: {}", u.name, failure.as_str()),
+                format!("probe of {what} {} failed: {detail}", u.name),
+            )
         };
         self.open_or_repeat(key, new, kind, evidence, "upstream-monitor", now)
             .await?;
@@ -288,19 +285,19 @@ impl IncidentService {
         );
         self.store
             .update(
-                &inc.id,
+                inc.id(),
                 "upstream-monitor".into(),
                 now,
                 Box::new(move |inc| {
-                    inc.updated_at = now;
+                    inc.touch(now);
                     Ok(vec![EventKind::Recovered { detail }])
                 }),
             )
             .await?;
-        if u.auto_resolve && inc.status.allowed_next().contains(&Status::Resolved) {
+        if u.auto_resolve && inc.status().allowed_next().contains(&Status::Resolved) {
             match self
                 .resolve(
-                    inc.id.as_str(),
+                    inc.id().as_str(),
                     "upstream recovered (auto-resolved by policy)",
                     &format!("{} was unavailable or failing its probe", u.name),
                     "upstream-monitor",
@@ -375,23 +372,7 @@ impl IncidentService {
             ),
         }];
         let new = NewIncident {
-            incident_type: IncidentType::Security,
-            category: None,
-            severity: Severity::High,
-            title: format!(
-                "Live tool list of MCP server {} drifted from its pins",
-                u.name
-            ),
-            description: format!(
-                "tools/list of {} differs from the pinned definitions: {detail}",
-                u.name
-            ),
-            reporter: None,
             affected_system: Some(u.name.clone()),
-            affected_user: None,
-            affected_session: None,
-            detection_method: DetectionMethod::Monitoring,
-            confidence: None,
             evidence: evidence.clone(),
             tags: vec![
                 format!("upstream:{}", u.name),
@@ -399,6 +380,19 @@ impl IncidentService {
                 "LLM03:2025".into(),
             ],
             dedup_key: Some(key.clone()),
+            ..NewIncident::new(
+                IncidentType::Security,
+                Severity::High,
+                DetectionMethod::Monitoring,
+                format!(
+                    "Live tool list of MCP server {} drifted from its pins",
+                    u.name
+                ),
+                format!(
+                    "tools/list of {} differs from the pinned definitions: {detail}",
+                    u.name
+                ),
+            )
         };
         self.open_or_repeat(
             key,

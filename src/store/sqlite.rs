@@ -471,15 +471,15 @@ fn save_incident(conn: &Connection, inc: &Incident, insert: bool) -> Result<(), 
     conn.prepare_cached(sql)
         .and_then(|mut st| {
             st.execute(params![
-                inc.id.as_str(),
-                inc.incident_type.as_str(),
-                inc.severity.as_str(),
-                inc.status.as_str(),
-                inc.step.as_str(),
-                inc.escalation_level,
-                inc.dedup_key,
-                micros(&inc.created_at),
-                micros(&inc.updated_at),
+                inc.id().as_str(),
+                inc.incident_type().as_str(),
+                inc.severity().as_str(),
+                inc.status().as_str(),
+                inc.step().as_str(),
+                inc.escalation_level(),
+                inc.dedup_key(),
+                micros(&inc.created_at()),
+                micros(&inc.updated_at()),
                 body
             ])
         })
@@ -681,7 +681,7 @@ impl Store for SqliteStore {
     ) -> Result<Incident, StoreError> {
         self.submit(move |conn| {
             save_incident(conn, &incident, true)?;
-            append_events(conn, &incident.id, &actor, &now, &events)?;
+            append_events(conn, incident.id(), &actor, &now, &events)?;
             Ok(incident)
         })
         .await
@@ -721,11 +721,11 @@ impl Store for SqliteStore {
                 });
             }
             save_incident(conn, &incident, true)?;
-            append_events(conn, &incident.id, &actor, &now, &events)?;
+            append_events(conn, incident.id(), &actor, &now, &events)?;
             conn.prepare_cached(
                 "INSERT INTO idempotency_keys (key, fingerprint, incident_id, created_at) VALUES (?1, ?2, ?3, ?4)",
             )
-            .and_then(|mut st| st.execute(params![key, fingerprint, incident.id.as_str(), micros(&now)]))
+            .and_then(|mut st| st.execute(params![key, fingerprint, incident.id().as_str(), micros(&now)]))
             .map_err(backend)?;
             Ok(Upserted {
                 incident,
@@ -832,7 +832,7 @@ impl Store for SqliteStore {
                 .ok_or_else(|| StoreError::NotFound(id.clone()))?;
             let events = f(&mut inc)?;
             save_incident(conn, &inc, false)?;
-            append_events(conn, &inc.id, &actor, &now, &events)?;
+            append_events(conn, inc.id(), &actor, &now, &events)?;
             Ok(inc)
         })
         .await
@@ -866,7 +866,7 @@ impl Store for SqliteStore {
                     };
                     let events = on_repeat(&mut inc)?;
                     save_incident(conn, &inc, false)?;
-                    append_events(conn, &inc.id, &actor, &now, &events)?;
+                    append_events(conn, inc.id(), &actor, &now, &events)?;
                     cache_put(&id, version + 1, &inc);
                     Ok(Upserted {
                         incident: inc,
@@ -876,8 +876,8 @@ impl Store for SqliteStore {
                 None => {
                     let (inc, events) = new();
                     save_incident(conn, &inc, true)?;
-                    append_events(conn, &inc.id, &actor, &now, &events)?;
-                    cache_put(inc.id.as_str(), 0, &inc);
+                    append_events(conn, inc.id(), &actor, &now, &events)?;
+                    cache_put(inc.id().as_str(), 0, &inc);
                     Ok(Upserted {
                         incident: inc,
                         created: true,
@@ -996,13 +996,13 @@ impl Store for SqliteStore {
             let mut inc = load_incident(conn, id.as_str())?
                 .ok_or_else(|| StoreError::NotFound(id.clone()))?;
             let events = f(&mut inc)?;
-            if inc.escalation_level <= from_level {
+            if inc.escalation_level() <= from_level {
                 return Err(StoreError::Backend(format!(
                     "escalation claim on {id} did not raise the level"
                 )));
             }
             save_incident(conn, &inc, false)?;
-            append_events(conn, &inc.id, &actor, &now, &events)?;
+            append_events(conn, inc.id(), &actor, &now, &events)?;
             Ok(Some(inc))
         })
         .await
@@ -1092,7 +1092,7 @@ impl Store for SqliteStore {
                 .ok_or_else(|| StoreError::NotFound(id.clone()))?;
             let events = f(&mut inc)?;
             save_incident(conn, &inc, false)?;
-            append_events(conn, &inc.id, "notifier", &now, &events)?;
+            append_events(conn, inc.id(), "notifier", &now, &events)?;
             Ok(Some(inc))
         })
         .await
@@ -1221,11 +1221,11 @@ mod tests {
         let hits_before = CACHE_HITS.load(std::sync::atomic::Ordering::Relaxed);
         let first = up(store.clone()).await;
         assert!(first.created);
-        let id = first.incident.id.clone();
+        let id = first.incident.id().clone();
         for n in 2..=4u32 {
             let r = up(store.clone()).await;
             assert!(!r.created);
-            assert_eq!(r.incident.occurrences, n);
+            assert_eq!(r.incident.occurrences(), n);
             let stored = store.get(&id).await.unwrap().unwrap();
             assert_eq!(
                 stored, r.incident,
@@ -1243,7 +1243,7 @@ mod tests {
                 "someone".into(),
                 now,
                 Box::new(|inc| {
-                    inc.tags.push("changed-elsewhere".into());
+                    inc.add_tag("changed-elsewhere");
                     Ok(Vec::new())
                 }),
             )
@@ -1251,8 +1251,8 @@ mod tests {
             .unwrap();
         // ... and the next repeat starts from that change, not from the writer's copy.
         let r = up(store.clone()).await;
-        assert!(r.incident.tags.iter().any(|t| t == "changed-elsewhere"));
-        assert_eq!(r.incident.occurrences, 5);
+        assert!(r.incident.tags().iter().any(|t| t == "changed-elsewhere"));
+        assert_eq!(r.incident.occurrences(), 5);
         store.close();
         let _ = std::fs::remove_dir_all(&dir);
     }
