@@ -276,6 +276,21 @@ pub struct Evidence {
     pub excerpt: String,
 }
 
+impl Evidence {
+    /// Evidence of a finding that has no place in a screened text (a monitor's or detector's
+    /// finding): `rule` and `category` as given, no span, the detail capped at
+    /// [`EXCERPT_MAX_CHARS`].
+    pub fn finding(rule: impl Into<String>, category: impl Into<String>, detail: &str) -> Self {
+        Evidence {
+            rule: rule.into(),
+            category: category.into(),
+            start: 0,
+            end: 0,
+            excerpt: truncate_chars(detail, EXCERPT_MAX_CHARS),
+        }
+    }
+}
+
 /// Longest excerpt of a prompt kept as evidence.
 pub const EXCERPT_MAX_CHARS: usize = 160;
 
@@ -1245,11 +1260,25 @@ pub struct Event {
     pub hash: String,
 }
 
-/// Cuts `s` to at most `n` characters (on a char boundary), adding `…` when cut.
+/// At most `n` characters of `s` (cut on a char boundary); a cut string ends in `…`, which
+/// counts in `n`, so the result always fits a limit of `n` characters. The one copy: error
+/// messages, evidence excerpts and notification texts all use it.
+///
+/// ```
+/// use ai_incident_mcp::domain::incident::truncate_chars;
+/// assert_eq!(truncate_chars("héllo", 3), "hé…");
+/// assert_eq!(truncate_chars("héllo", 5), "héllo");
+/// ```
 pub fn truncate_chars(s: &str, n: usize) -> String {
     match s.char_indices().nth(n) {
         None => s.to_string(),
-        Some((i, _)) => format!("{}…", s.get(..i).unwrap_or("")),
+        Some(_) => {
+            let keep = s
+                .char_indices()
+                .nth(n.saturating_sub(1))
+                .map_or(s.len(), |(i, _)| i);
+            format!("{}…", s.get(..keep).unwrap_or(""))
+        }
     }
 }
 
@@ -1510,8 +1539,104 @@ mod tests {
     }
 
     #[test]
+    fn new_incident_constructor_leaves_everything_else_empty() {
+        let n = NewIncident::new(
+            IncidentType::Other,
+            Severity::Low,
+            DetectionMethod::Monitoring,
+            "t",
+            "d",
+        );
+        assert_eq!(
+            (n.incident_type, n.severity, n.detection_method),
+            (
+                IncidentType::Other,
+                Severity::Low,
+                DetectionMethod::Monitoring
+            )
+        );
+        assert_eq!((n.title.as_str(), n.description.as_str()), ("t", "d"));
+        assert!(n.category.is_none() && n.reporter.is_none() && n.affected_system.is_none());
+        assert!(n.affected_user.is_none() && n.affected_session.is_none());
+        assert!(n.confidence.is_none() && n.dedup_key.is_none());
+        assert!(n.evidence.is_empty() && n.tags.is_empty());
+    }
+
+    #[test]
+    fn acknowledge_once_and_only_while_open() {
+        let mut i = new_inc();
+        let ev = i.acknowledge("ann", t0()).unwrap();
+        assert_eq!(ev.len(), 2, "{ev:?}");
+        assert_eq!(i.status(), Status::Acknowledged);
+        assert_eq!(i.owner(), Some("ann"), "the responder becomes the owner");
+        let again = i.acknowledge("bob", t0()).unwrap_err().to_string();
+        assert!(again.contains("already acknowledged by ann"), "{again}");
+        assert_eq!(i.acknowledged_by(), Some("ann"));
+
+        let mut r = new_inc();
+        r.resolve("fixed".into(), None, t0()).unwrap();
+        assert!(r.acknowledge("ann", t0()).is_err());
+        assert_eq!(r.acknowledged_at(), None);
+    }
+
+    #[test]
+    fn change_status_acknowledges_implicitly_and_enters_the_step() {
+        let mut i = new_inc();
+        let ev = i.change_status(Status::Contained, "ops", t0()).unwrap();
+        let names: Vec<&str> = ev.iter().map(EventKind::name).collect();
+        assert_eq!(names, ["status_changed", "acknowledged", "step_entered"]);
+        assert_eq!(i.acknowledged_by(), Some("ops"));
+        assert_eq!(i.step(), WorkflowStep::Containment);
+        // an illegal transition changes nothing
+        let before = i.clone();
+        assert!(i.change_status(Status::Closed, "ops", t0()).is_err());
+        assert_eq!(i, before);
+    }
+
+    #[test]
+    fn serious_marking_keeps_awareness_and_reporting_needs_a_marking() {
+        let mut i = new_inc();
+        assert!(i.record_regulatory_report(t0()).is_err());
+        let mark = |due| SeriousMarking {
+            category: "health_harm".into(),
+            article_point: "3(49)(a)".into(),
+            widespread: false,
+            report_due_at: due,
+            rule: "general".into(),
+        };
+        let later = t0() + chrono::Duration::days(1);
+        i.mark_serious(mark(later), t0());
+        i.record_regulatory_report(later).unwrap();
+        assert_eq!(i.serious().unwrap().reported_at, Some(later));
+        // re-marking keeps the first awareness instant and starts the reporting afresh
+        i.mark_serious(mark(later), later);
+        let s = i.serious().unwrap();
+        assert_eq!((s.aware_at, s.reported_at), (t0(), None));
+        assert_eq!(i.aware_at(later), t0());
+    }
+
+    #[test]
+    fn tags_are_added_once_and_severity_changes_only_when_different() {
+        let mut i = new_inc();
+        assert!(i.add_tag("x"));
+        assert!(!i.add_tag("x"));
+        assert_eq!(i.tags(), ["x".to_string()]);
+        assert!(i.set_severity(Severity::High, t0()).is_none());
+        assert!(i.set_severity(Severity::Low, t0()).is_some());
+        assert_eq!(i.severity(), Severity::Low);
+    }
+
+    #[test]
     fn truncate_is_char_safe() {
-        assert_eq!(truncate_chars("héllo", 2), "hé…");
+        assert_eq!(truncate_chars("héllo", 3), "hé…");
+        assert_eq!(truncate_chars("héllo", 5), "héllo");
         assert_eq!(truncate_chars("hi", 5), "hi");
+        assert_eq!(truncate_chars("abc", 1), "…");
+        assert_eq!(truncate_chars("abc", 0), "…");
+        assert_eq!(truncate_chars("", 0), "");
+        for n in 0..8 {
+            let t = truncate_chars("aé😀bcdéf", n);
+            assert!(t.chars().count() <= n.max(1), "{n}: {t}");
+        }
     }
 }

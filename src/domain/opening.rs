@@ -65,12 +65,6 @@ pub fn fmt_dur(d: Duration) -> String {
     humantime_serde::re::humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
 }
 
-pub fn level_name(cfg: Rules<'_>, level: u8) -> String {
-    cfg.escalation
-        .level(level)
-        .map_or_else(|| format!("level {level}"), |l| l.name.clone())
-}
-
 /// What opening an incident entails: classification (severity, SLA, starting escalation
 /// level), the classification step, and notifications to the severity's and the level's
 /// channels (except `exclude_channel`).
@@ -136,7 +130,7 @@ pub fn notifications_for(
         sev = inc.severity(),
         status = inc.status(),
         lvl = inc.escalation_level(),
-        lname = level_name(cfg, inc.escalation_level()),
+        lname = cfg.escalation.level_name(inc.escalation_level()),
         det = inc.created_at().to_rfc3339(),
         sla = fmt_dur(sla),
     );

@@ -15,6 +15,7 @@ use crate::domain::incident::{
     self, Event, EventKind, Incident, IncidentType, SeriousIncident, Status,
 };
 use crate::domain::opening::fmt_dur;
+use crate::domain::policy;
 
 /// Response measurements computed from an incident's timeline.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
@@ -110,11 +111,14 @@ pub fn response_metrics(inc: &Incident, timeline: &[Event], now: DateTime<Utc>) 
     m.time_to_acknowledge_secs = ack.and_then(|a| secs(detected, a));
     m.time_to_resolve_secs = resolved.and_then(|r| secs(detected, r));
     m.time_to_contain_secs = contained.and_then(|c| secs(detected, c));
+    // Met when acknowledged within the SLA; missed when acknowledged late or still
+    // unacknowledged past it; unknown while the SLA is still running.
     m.sla_met = m.response_sla_secs.and_then(|sla| {
-        let sla = sla as f64;
-        match m.time_to_acknowledge_secs {
-            Some(t) => Some(t <= sla),
-            None => secs(detected, now).filter(|t| *t > sla).map(|_| false),
+        let ack = ack.filter(|a| *a >= detected);
+        let breached = policy::sla_breached(detected, ack, Duration::from_secs(sla), now);
+        match ack {
+            Some(_) => Some(!breached),
+            None => breached.then_some(false),
         }
     });
     m

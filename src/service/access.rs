@@ -190,15 +190,12 @@ impl IncidentService {
         );
         let evidence: Vec<Evidence> = findings
             .iter()
-            .map(|f| Evidence {
-                rule: f.kind.as_str().to_string(),
-                category: IncidentKind::DataBreach.as_str().to_string(),
-                start: 0,
-                end: 0,
-                excerpt: crate::domain::incident::truncate_chars(
+            .map(|f| {
+                Evidence::finding(
+                    f.kind.as_str(),
+                    IncidentKind::DataBreach.as_str(),
                     &format!("{access}: {}", f.detail),
-                    crate::domain::incident::EXCERPT_MAX_CHARS,
-                ),
+                )
             })
             .collect();
         let rules: Vec<&str> = findings.iter().map(|f| f.kind.as_str()).collect();

@@ -162,15 +162,12 @@ impl IncidentService {
         let key = format!("key|{}", u.key_id);
         let evidence: Vec<Evidence> = anomalies
             .iter()
-            .map(|a| Evidence {
-                rule: a.kind.as_str().to_string(),
-                category: IncidentKind::ApiKeyCompromise.as_str().to_string(),
-                start: 0,
-                end: 0,
-                excerpt: crate::domain::incident::truncate_chars(
+            .map(|a| {
+                Evidence::finding(
+                    a.kind.as_str(),
+                    IncidentKind::ApiKeyCompromise.as_str(),
                     &a.detail,
-                    crate::domain::incident::EXCERPT_MAX_CHARS,
-                ),
+                )
             })
             .collect();
         let rules: Vec<&str> = anomalies.iter().map(|a| a.kind.as_str()).collect();

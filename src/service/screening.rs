@@ -5,7 +5,7 @@
 //! May import: `crate::domain`, `crate::detect`, `crate::store`, `crate::service`.
 
 use crate::detect::secrets::{SecretFinding, redact};
-use crate::detect::{Category, Source, Verdict};
+use crate::detect::{Category, Verdict};
 use crate::domain::incident::{
     self, DetectionMethod, Evidence, Incident, IncidentType, NewIncident, Severity,
 };
@@ -78,7 +78,7 @@ impl IncidentService {
             format!(
                 "screen|{}|anonymous|{}|{}",
                 top.as_str(),
-                source_name(input.source),
+                input.source.as_str(),
                 now.timestamp().div_euclid(period)
             )
         } else {
@@ -117,11 +117,7 @@ impl IncidentService {
             Verdict::Block => Severity::High,
             _ => Severity::Medium,
         };
-        let source = match input.source {
-            Source::User => "user input",
-            Source::ToolOutput => "tool output",
-            Source::Document => "a document",
-        };
+        let source = input.source.describe();
         let rules: Vec<&str> = screening.matches.iter().map(|m| m.rule.as_str()).collect();
         let new = NewIncident {
             category: Some(top),
@@ -221,7 +217,7 @@ impl IncidentService {
         input: ScreenInput,
     ) -> Result<ScreenOutcome, ServiceError> {
         let (user_id, session_id) = (input.user_id.clone(), input.session_id.clone());
-        let source = source_name(input.source);
+        let source = input.source.as_str();
         let at = self.now();
         let out = self.screen_engine(input).await?;
         self.store
@@ -230,12 +226,7 @@ impl IncidentService {
                 user_id,
                 session_id,
                 source: source.into(),
-                verdict: match out.screening.verdict {
-                    Verdict::Allow => "allow",
-                    Verdict::Flag => "flag",
-                    Verdict::Block => "block",
-                }
-                .into(),
+                verdict: out.screening.verdict.as_str().into(),
                 categories: out
                     .screening
                     .categories
@@ -387,16 +378,6 @@ fn floor_char(s: &str, mut i: usize) -> usize {
         i -= 1;
     }
     i
-}
-
-/// The wire name of a source (`user`, `tool_output`, `document`), as recorded in activity and
-/// in anonymous dedup keys.
-pub(crate) fn source_name(s: Source) -> &'static str {
-    match s {
-        Source::User => "user",
-        Source::ToolOutput => "tool_output",
-        Source::Document => "document",
-    }
 }
 
 #[cfg(test)]

@@ -234,16 +234,11 @@ impl IncidentService {
     ) -> Result<(), ServiceError> {
         let (kind, severity) = Self::upstream_kind(u);
         let key = format!("upstream|{}", u.name);
-        let evidence = vec![Evidence {
-            rule: failure.as_str().to_string(),
-            category: kind.as_str().to_string(),
-            start: 0,
-            end: 0,
-            excerpt: crate::domain::incident::truncate_chars(
-                &format!("{detail} ({} ms)", latency.as_millis()),
-                crate::domain::incident::EXCERPT_MAX_CHARS,
-            ),
-        }];
+        let evidence = vec![Evidence::finding(
+            failure.as_str(),
+            kind.as_str(),
+            &format!("{detail} ({} ms)", latency.as_millis()),
+        )];
         let what = match u.kind {
             UpstreamKind::Http => "LLM API",
             UpstreamKind::Mcp => "MCP server",
@@ -361,16 +356,11 @@ impl IncidentService {
         }
         let key = format!("upstream-tools|{}", u.name);
         let detail = changes.join("; ");
-        let evidence = vec![Evidence {
-            rule: "live_tool_list_drift".into(),
-            category: IncidentKind::ToolPoisoning.as_str().into(),
-            start: 0,
-            end: 0,
-            excerpt: crate::domain::incident::truncate_chars(
-                &detail,
-                crate::domain::incident::EXCERPT_MAX_CHARS,
-            ),
-        }];
+        let evidence = vec![Evidence::finding(
+            "live_tool_list_drift",
+            IncidentKind::ToolPoisoning.as_str(),
+            &detail,
+        )];
         let new = NewIncident {
             affected_system: Some(u.name.clone()),
             evidence: evidence.clone(),
