@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use ai_incident_mcp::app;
 use ai_incident_mcp::config::Config;
-use ai_incident_mcp::detect::{Engine, Source, Verdict};
+use ai_incident_mcp::detect::{Engine, Source};
 use ai_incident_mcp::http::{self, HttpOptions};
 use ai_incident_mcp::mcp::IncidentMcp;
 use ai_incident_mcp::service::{ListInput, ReportInput, ServiceError};
@@ -611,17 +611,12 @@ fn screen_jsonl(engine: &Engine, path: &std::path::Path, max_bytes: usize) -> Re
                 .get("screen_source")
                 .or_else(|| v.get("source"))
                 .and_then(|s| s.as_str())
-                .and_then(|s| match s {
-                    "tool_output" => Some(Source::ToolOutput),
-                    "document" => Some(Source::Document),
-                    "user" => Some(Source::User),
-                    _ => None,
-                })
+                .and_then(Source::parse)
                 .unwrap_or(Source::User);
             let s = engine.screen(text, src);
             Ok(serde_json::json!({
                 "id": id,
-                "verdict": match s.verdict { Verdict::Allow => "allow", Verdict::Flag => "flag", Verdict::Block => "block" },
+                "verdict": s.verdict.as_str(),
                 "risk_score": s.risk_score,
                 "categories": s.categories.iter().map(|c| c.category.as_str()).collect::<Vec<_>>(),
             }))

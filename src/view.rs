@@ -35,16 +35,16 @@ impl ReportIncidentOutput {
     /// The view of a new incident; `response_sla` comes from the classification policy.
     pub fn new(i: &Incident, response_sla: std::time::Duration) -> Self {
         ReportIncidentOutput {
-            incident_id: i.id.to_string(),
-            incident_type: i.incident_type.to_string(),
-            kind: i.kind.map(|k| k.as_str().to_string()),
-            severity: i.severity.to_string(),
-            status: i.status.to_string(),
-            step: i.step.to_string(),
-            escalation_level: i.escalation_level,
+            incident_id: i.id().to_string(),
+            incident_type: i.incident_type().to_string(),
+            kind: i.kind().map(|k| k.as_str().to_string()),
+            severity: i.severity().to_string(),
+            status: i.status().to_string(),
+            step: i.step().to_string(),
+            escalation_level: i.escalation_level(),
             response_sla_minutes: (response_sla.as_secs() / 60) as i64,
-            title: i.title.clone(),
-            created_at: i.created_at,
+            title: i.title().to_string(),
+            created_at: i.created_at(),
         }
     }
 }
@@ -120,20 +120,20 @@ pub struct IncidentSummary {
 impl From<&Incident> for IncidentSummary {
     fn from(i: &Incident) -> Self {
         IncidentSummary {
-            incident_id: i.id.to_string(),
-            title: i.title.clone(),
-            incident_type: i.incident_type.to_string(),
-            category: i.category.map(|c| c.as_str().to_string()),
-            kind: i.kind.map(|k| k.as_str().to_string()),
-            severity: i.severity.to_string(),
-            status: i.status.to_string(),
-            step: i.step.to_string(),
-            escalation_level: i.escalation_level,
-            occurrences: i.occurrences,
-            created_at: i.created_at,
-            updated_at: i.updated_at,
+            incident_id: i.id().to_string(),
+            title: i.title().to_string(),
+            incident_type: i.incident_type().to_string(),
+            category: i.category().map(|c| c.as_str().to_string()),
+            kind: i.kind().map(|k| k.as_str().to_string()),
+            severity: i.severity().to_string(),
+            status: i.status().to_string(),
+            step: i.step().to_string(),
+            escalation_level: i.escalation_level(),
+            occurrences: i.occurrences(),
+            created_at: i.created_at(),
+            updated_at: i.updated_at(),
             report_due_at: i
-                .serious
+                .serious()
                 .as_ref()
                 .filter(|s| s.reported_at.is_none())
                 .map(|s| s.report_due_at),
@@ -184,10 +184,10 @@ pub struct EscalateOutput {
 impl From<&Incident> for EscalateOutput {
     fn from(i: &Incident) -> Self {
         EscalateOutput {
-            incident_id: i.id.to_string(),
-            escalation_level: i.escalation_level,
+            incident_id: i.id().to_string(),
+            escalation_level: i.escalation_level(),
             escalation_history: i
-                .escalation_history
+                .escalation_history()
                 .iter()
                 .map(|e| EscalationOut {
                     from: e.from,
@@ -234,27 +234,27 @@ pub struct IncidentStateOutput {
 impl From<&Incident> for IncidentStateOutput {
     fn from(i: &Incident) -> Self {
         IncidentStateOutput {
-            incident_id: i.id.to_string(),
-            status: i.status.to_string(),
-            severity: i.severity.to_string(),
-            step: i.step.to_string(),
+            incident_id: i.id().to_string(),
+            status: i.status().to_string(),
+            severity: i.severity().to_string(),
+            step: i.step().to_string(),
             steps: i
-                .steps
+                .steps()
                 .iter()
                 .map(|s| StepOut {
                     step: s.step.to_string(),
                     at: s.at,
                 })
                 .collect(),
-            escalation_level: i.escalation_level,
-            owner: i.owner.clone(),
-            acknowledged_by: i.acknowledged_by.clone(),
-            acknowledged_at: i.acknowledged_at,
-            resolved_at: i.resolved_at,
-            root_cause: i.root_cause.clone(),
-            resolution: i.resolution.clone(),
-            corrective_actions: i.corrective_actions.clone(),
-            report_due_at: i.serious.as_ref().map(|s| s.report_due_at),
+            escalation_level: i.escalation_level(),
+            owner: i.owner().map(str::to_string),
+            acknowledged_by: i.acknowledged_by().map(str::to_string),
+            acknowledged_at: i.acknowledged_at(),
+            resolved_at: i.resolved_at(),
+            root_cause: i.root_cause().map(str::to_string),
+            resolution: i.resolution().map(str::to_string),
+            corrective_actions: i.corrective_actions().to_vec(),
+            report_due_at: i.serious().map(|s| s.report_due_at),
         }
     }
 }

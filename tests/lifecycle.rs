@@ -855,7 +855,7 @@ async fn approaching_report_deadline_escalates_once_with_a_fake_clock() {
         })
         .await
         .unwrap();
-    let id = inc.id.to_string();
+    let id = inc.id().to_string();
     svc.acknowledge(&id, "erin").await.unwrap();
     let st = svc
         .update_incident(
@@ -868,7 +868,7 @@ async fn approaching_report_deadline_escalates_once_with_a_fake_clock() {
         )
         .await
         .unwrap();
-    assert_eq!(st.serious.as_ref().unwrap().rule, "general");
+    assert_eq!(st.serious().as_ref().unwrap().rule, "general");
     // acknowledged, so only the deadline can escalate it; 15-day window: nothing in the first three quarters
     clock.advance(chrono::Duration::days(11));
     assert_eq!(svc.escalation_sweep().await.unwrap(), 0);
@@ -876,13 +876,13 @@ async fn approaching_report_deadline_escalates_once_with_a_fake_clock() {
     assert_eq!(svc.escalation_sweep().await.unwrap(), 1);
     assert_eq!(svc.escalation_sweep().await.unwrap(), 0, "escalates once");
     let (inc, _) = svc.get(&id).await.unwrap();
-    assert_eq!(inc.escalation_level, 2);
+    assert_eq!(inc.escalation_level(), 2);
     assert!(
-        inc.escalation_history[0]
+        inc.escalation_history()[0]
             .reason
             .contains("regulatory report"),
         "{:?}",
-        inc.escalation_history
+        inc.escalation_history()
     );
     assert!(svc.verify_audit_log().await.unwrap().ok);
 }

@@ -57,7 +57,7 @@ async fn notification_step_is_entered_when_queued_even_if_contained_before_deliv
     let (id, _) = screen(&svc, Source::User, Some("u-9")).await;
     svc.contain(&id, "block_user", None, "test").await.unwrap();
     let (inc, tl) = svc.get(&id).await.unwrap();
-    let steps: Vec<WorkflowStep> = inc.steps.iter().map(|s| s.step).collect();
+    let steps: Vec<WorkflowStep> = inc.steps().iter().map(|s| s.step).collect();
     assert!(steps.contains(&WorkflowStep::Notification), "{steps:?}");
     assert!(
         !kinds(&tl)
@@ -68,7 +68,7 @@ async fn notification_step_is_entered_when_queued_even_if_contained_before_deliv
     // delivery later is an event of its own and does not move the workflow
     assert!(svc.drain_outbox().await.unwrap() >= 1);
     let (after, tl) = svc.get(&id).await.unwrap();
-    assert_eq!(after.steps, inc.steps);
+    assert_eq!(after.steps(), inc.steps());
     assert!(
         kinds(&tl).iter().any(
             |k| matches!(k, EventKind::NotificationDelivery { status, .. } if status == "sent")
@@ -90,7 +90,7 @@ async fn a_passed_regulatory_deadline_records_one_overdue_event() {
         })
         .await
         .unwrap();
-    let id = inc.id.to_string();
+    let id = inc.id().to_string();
     svc.acknowledge(&id, "erin").await.unwrap();
     let st = svc
         .update_incident(
@@ -103,7 +103,7 @@ async fn a_passed_regulatory_deadline_records_one_overdue_event() {
         )
         .await
         .unwrap();
-    let due = st.serious.unwrap().report_due_at;
+    let due = st.serious().unwrap().report_due_at;
     let overdue = |tl: &[ai_incident_mcp::domain::incident::Event]| {
         kinds(tl)
             .into_iter()
@@ -159,13 +159,13 @@ async fn slack_text_and_email_subject_show_the_severity_once() {
         id: "n-1".into(),
         incident_id: id.clone(),
         event: "opened".into(),
-        severity: inc.severity,
+        severity: inc.severity(),
         level: 1,
         title,
         body: "body".into(),
-        created_at: inc.created_at,
+        created_at: inc.created_at(),
     };
-    assert_eq!(inc.severity, Severity::High);
+    assert_eq!(inc.severity(), Severity::High);
     let slack = notify::slack_payload(&n)["text"]
         .as_str()
         .unwrap()
@@ -259,11 +259,13 @@ fn assert_resolved_like_resolve_incident(
     inc: &ai_incident_mcp::domain::incident::Incident,
     tl: &[ai_incident_mcp::domain::incident::Event],
 ) {
-    assert_eq!(inc.status.as_str(), "resolved");
+    assert_eq!(inc.status().as_str(), "resolved");
     assert!(
-        inc.steps.iter().any(|s| s.step == WorkflowStep::Resolution),
+        inc.steps()
+            .iter()
+            .any(|s| s.step == WorkflowStep::Resolution),
         "{:?}",
-        inc.steps
+        inc.steps()
     );
     let k = kinds(tl);
     assert!(
@@ -302,7 +304,7 @@ async fn performance_auto_resolve_goes_through_the_resolve_path() {
     let (inc, tl) = svc.get(&id).await.unwrap();
     assert_resolved_like_resolve_incident(&inc, &tl);
     assert_eq!(
-        inc.resolution.as_deref(),
+        inc.resolution(),
         Some("metric recovered (auto-resolved by policy)")
     );
 }
@@ -338,10 +340,7 @@ async fn approving_a_catalog_change_goes_through_the_resolve_path() {
         .await
         .unwrap()
         .expect("the tracking incident");
-    let (inc, tl) = svc.get(&inc.id.to_string()).await.unwrap();
+    let (inc, tl) = svc.get(&inc.id().to_string()).await.unwrap();
     assert_resolved_like_resolve_incident(&inc, &tl);
-    assert_eq!(
-        inc.resolution.as_deref(),
-        Some("tool definition change approved")
-    );
+    assert_eq!(inc.resolution(), Some("tool definition change approved"));
 }

@@ -156,7 +156,7 @@ mod claims {
             now,
         );
         ev.push(EventKind::NotificationQueued {
-            notification_id: format!("{}:opened:L1", inc.id),
+            notification_id: format!("{}:opened:L1", inc.id()),
             channel: "hook".into(),
             event: "opened".into(),
             level: 1,
@@ -173,7 +173,7 @@ mod claims {
         let b = open_store(db.url()).unwrap();
         let now = Utc.with_ymd_and_hms(2026, 11, 26, 10, 0, 0).unwrap();
         let (inc, ev) = new_incident(now);
-        let id = a.insert(inc, ev, "t".into(), now).await.unwrap().id;
+        let id = a.insert(inc, ev, "t".into(), now).await.unwrap().id().clone();
         // both processes saw level 1 and decided "1 → 2"
         let esc = |by: &'static str| -> ai_incident_mcp::store::Mutation {
             Box::new(move |i: &mut Incident| Ok(vec![i.escalate("timeout", by, now)?]))
@@ -182,16 +182,16 @@ mod claims {
             .claim_escalation(&id, 1, "a".into(), now, esc("a"))
             .await
             .unwrap();
-        assert_eq!(first.map(|i| i.escalation_level), Some(2));
+        assert_eq!(first.map(|i| i.escalation_level()), Some(2));
         let second = b
             .claim_escalation(&id, 1, "b".into(), now, esc("b"))
             .await
             .unwrap();
         assert!(second.is_none(), "the stale 1 → 2 decision escalated again");
         let inc = b.get(&id).await.unwrap().unwrap();
-        assert_eq!(inc.escalation_level, 2);
-        assert_eq!(inc.escalation_history.len(), 1);
-        assert_eq!(inc.escalation_history[0].by, "a");
+        assert_eq!(inc.escalation_level(), 2);
+        assert_eq!(inc.escalation_history().len(), 1);
+        assert_eq!(inc.escalation_history()[0].by, "a");
         // resolved incidents cannot be claimed
         b.update(
             &id,
@@ -308,10 +308,10 @@ mod port {
             let sev = if n % 2 == 1 { Severity::High } else { Severity::Low };
             let at = t0 + Duration::seconds(i64::from(n));
             let (inc, ev) = Incident::open(new(n, None, sev), at);
-            ids.push(s.insert(inc, ev, "t".into(), at).await.unwrap().id);
+            ids.push(s.insert(inc, ev, "t".into(), at).await.unwrap().id().clone());
         }
         let got = s.get(&ids[3]).await.unwrap().unwrap();
-        assert_eq!(got.title, "t3");
+        assert_eq!(got.title(), "t3");
         assert!(s.get(&IncidentId::generate(t0)).await.unwrap().is_none());
         // pages of 3, newest first, cursors continue exactly
         let mut seen = Vec::new();
@@ -321,7 +321,7 @@ mod port {
                 .list(ListQuery { limit: 3, cursor: cursor.clone(), ..Default::default() })
                 .await
                 .unwrap();
-            seen.extend(p.items.iter().map(|i| i.id.clone()));
+            seen.extend(p.items.iter().map(|i| i.id().clone()));
             match p.next_cursor {
                 Some(c) => cursor = Some(c),
                 None => break,
@@ -372,10 +372,10 @@ mod port {
                 .await
                 .unwrap();
             assert_eq!(up.created, k == 0);
-            assert_eq!(up.incident.occurrences, u32::try_from(k + 1).unwrap());
+            assert_eq!(up.incident.occurrences(), u32::try_from(k + 1).unwrap());
         }
         let found = s.find_open_by_dedup("key-1").await.unwrap().unwrap();
-        assert_eq!(found.occurrences, 3);
+        assert_eq!(found.occurrences(), 3);
         assert!(s.find_open_by_dedup("key-2").await.unwrap().is_none());
         // idempotency keys: same body → same incident, other body → refused
         let (inc, ev) = Incident::open(new(50, None, Severity::Low), t0);
@@ -384,7 +384,7 @@ mod port {
         let (inc, ev) = Incident::open(new(51, None, Severity::Low), t0);
         let again = s.insert_idempotent("k1".into(), "fp1".into(), inc, ev, "rest".into(), t0).await.unwrap();
         assert!(!again.created);
-        assert_eq!(again.incident.id, first.incident.id);
+        assert_eq!(again.incident.id(), first.incident.id());
         let (inc, ev) = Incident::open(new(52, None, Severity::Low), t0);
         assert!(matches!(
             s.insert_idempotent("k1".into(), "fp2".into(), inc, ev, "rest".into(), t0).await,

@@ -47,6 +47,33 @@ pub enum Source {
     Document,
 }
 
+impl Source {
+    /// snake_case name, as serialised (`user`, `tool_output`, `document`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Source::User => "user",
+            Source::ToolOutput => "tool_output",
+            Source::Document => "document",
+        }
+    }
+
+    /// The words for it in a sentence (`user input`, `tool output`, `a document`).
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Source::User => "user input",
+            Source::ToolOutput => "tool output",
+            Source::Document => "a document",
+        }
+    }
+
+    /// Parses the serialised name; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Source> {
+        [Source::User, Source::ToolOutput, Source::Document]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+}
+
 /// Outcome of a screening.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -54,6 +81,17 @@ pub enum Verdict {
     Allow,
     Flag,
     Block,
+}
+
+impl Verdict {
+    /// snake_case name, as serialised (`allow`, `flag`, `block`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Flag => "flag",
+            Verdict::Block => "block",
+        }
+    }
 }
 
 /// Attack category.

@@ -276,6 +276,21 @@ pub struct Evidence {
     pub excerpt: String,
 }
 
+impl Evidence {
+    /// Evidence of a finding that has no place in a screened text (a monitor's or detector's
+    /// finding): `rule` and `category` as given, no span, the detail capped at
+    /// [`EXCERPT_MAX_CHARS`].
+    pub fn finding(rule: impl Into<String>, category: impl Into<String>, detail: &str) -> Self {
+        Evidence {
+            rule: rule.into(),
+            category: category.into(),
+            start: 0,
+            end: 0,
+            excerpt: truncate_chars(detail, EXCERPT_MAX_CHARS),
+        }
+    }
+}
+
 /// Longest excerpt of a prompt kept as evidence.
 pub const EXCERPT_MAX_CHARS: usize = 160;
 
@@ -307,55 +322,59 @@ pub struct StepRecord {
 pub const MAX_LEVEL: u8 = 4;
 
 /// An AI incident.
+///
+/// Fields are private: every change goes through a method that checks the transition and
+/// returns the events to append to the timeline; readers use the accessors of the same names.
+/// The serde form is the storage body (and, until the views move to the edge, the tool output).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Incident {
-    pub id: IncidentId,
-    pub incident_type: IncidentType,
+    id: IncidentId,
+    incident_type: IncidentType,
     /// For security incidents: the attack category (prompt_injection, jailbreak, …).
-    pub category: Option<Category>,
-    pub severity: Severity,
-    pub status: Status,
-    pub step: WorkflowStep,
-    pub steps: Vec<StepRecord>,
-    pub escalation_level: u8,
-    pub escalation_history: Vec<EscalationRecord>,
-    pub title: String,
-    pub description: String,
-    pub reporter: Option<String>,
-    pub owner: Option<String>,
-    pub affected_system: Option<String>,
-    pub affected_user: Option<String>,
-    pub affected_session: Option<String>,
-    pub detection_method: DetectionMethod,
-    pub confidence: Option<f32>,
-    pub evidence: Vec<Evidence>,
-    pub tags: Vec<String>,
-    pub dedup_key: Option<String>,
-    pub occurrences: u32,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub last_seen_at: DateTime<Utc>,
-    pub acknowledged_at: Option<DateTime<Utc>>,
-    pub resolved_at: Option<DateTime<Utc>>,
-    pub root_cause: Option<String>,
-    pub resolution: Option<String>,
+    category: Option<Category>,
+    severity: Severity,
+    status: Status,
+    step: WorkflowStep,
+    steps: Vec<StepRecord>,
+    escalation_level: u8,
+    escalation_history: Vec<EscalationRecord>,
+    title: String,
+    description: String,
+    reporter: Option<String>,
+    owner: Option<String>,
+    affected_system: Option<String>,
+    affected_user: Option<String>,
+    affected_session: Option<String>,
+    detection_method: DetectionMethod,
+    confidence: Option<f32>,
+    evidence: Vec<Evidence>,
+    tags: Vec<String>,
+    dedup_key: Option<String>,
+    occurrences: u32,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    last_seen_at: DateTime<Utc>,
+    acknowledged_at: Option<DateTime<Utc>>,
+    resolved_at: Option<DateTime<Utc>>,
+    root_cause: Option<String>,
+    resolution: Option<String>,
     /// Who acknowledged the incident (stops the escalation clock).
     #[serde(default)]
-    pub acknowledged_by: Option<String>,
+    acknowledged_by: Option<String>,
     /// Corrective actions recorded during the response, oldest first.
     #[serde(default)]
-    pub corrective_actions: Vec<String>,
+    corrective_actions: Vec<String>,
     /// EU AI Act serious-incident block (Art. 3(49), Art. 73), when marked serious.
     #[serde(default)]
-    pub serious: Option<SeriousIncident>,
+    serious: Option<SeriousIncident>,
     /// The procedure's incident kind (§8.5.2), finer than `incident_type`; keys the per-kind
     /// response time and the classification overrides.
     #[serde(default)]
-    pub kind: Option<crate::domain::kind::IncidentKind>,
+    kind: Option<crate::domain::kind::IncidentKind>,
     /// When the timeline last recorded a `detected_again` for this incident (repeats in between
     /// only count; see [`Incident::record_repeat_throttled`]).
     #[serde(default)]
-    pub repeat_logged_at: Option<DateTime<Utc>>,
+    repeat_logged_at: Option<DateTime<Utc>>,
 }
 
 /// The regulatory block of an incident marked serious (EU AI Act Art. 3(49) / Art. 73).
@@ -404,6 +423,404 @@ pub struct NewIncident {
     pub evidence: Vec<Evidence>,
     pub tags: Vec<String>,
     pub dedup_key: Option<String>,
+}
+
+impl NewIncident {
+    /// A report of `incident_type` at `severity`, found by `detection_method`, with everything
+    /// else empty (no category, reporter, affected system/user/session, confidence, evidence,
+    /// tags or dedup key). Callers add what they know with struct update syntax:
+    /// `NewIncident { dedup_key: Some(k), ..NewIncident::new(..) }`.
+    pub fn new(
+        incident_type: IncidentType,
+        severity: Severity,
+        detection_method: DetectionMethod,
+        title: impl Into<String>,
+        description: impl Into<String>,
+    ) -> Self {
+        NewIncident {
+            incident_type,
+            category: None,
+            severity,
+            title: title.into(),
+            description: description.into(),
+            reporter: None,
+            affected_system: None,
+            affected_user: None,
+            affected_session: None,
+            detection_method,
+            confidence: None,
+            evidence: Vec::new(),
+            tags: Vec::new(),
+            dedup_key: None,
+        }
+    }
+}
+
+/// Read access to every field (the names of the stored body).
+impl Incident {
+    /// The incident id.
+    pub fn id(&self) -> &IncidentId {
+        &self.id
+    }
+    /// The report type.
+    pub fn incident_type(&self) -> IncidentType {
+        self.incident_type
+    }
+    /// For security incidents: the attack category.
+    pub fn category(&self) -> Option<Category> {
+        self.category
+    }
+    /// Current severity.
+    pub fn severity(&self) -> Severity {
+        self.severity
+    }
+    /// Current status.
+    pub fn status(&self) -> Status {
+        self.status
+    }
+    /// The workflow step entered last.
+    pub fn step(&self) -> WorkflowStep {
+        self.step
+    }
+    /// Every workflow step entered, in order.
+    pub fn steps(&self) -> &[StepRecord] {
+        &self.steps
+    }
+    /// Current escalation level (1 to [`MAX_LEVEL`]).
+    pub fn escalation_level(&self) -> u8 {
+        self.escalation_level
+    }
+    /// Every escalation, oldest first.
+    pub fn escalation_history(&self) -> &[EscalationRecord] {
+        &self.escalation_history
+    }
+    /// Short title.
+    pub fn title(&self) -> &str {
+        &self.title
+    }
+    /// Description as reported or generated.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+    /// The reporter's e-mail (manual reports).
+    pub fn reporter(&self) -> Option<&str> {
+        self.reporter.as_deref()
+    }
+    /// Who owns the response.
+    pub fn owner(&self) -> Option<&str> {
+        self.owner.as_deref()
+    }
+    /// The affected system (upstream, file, key, …).
+    pub fn affected_system(&self) -> Option<&str> {
+        self.affected_system.as_deref()
+    }
+    /// The affected user id.
+    pub fn affected_user(&self) -> Option<&str> {
+        self.affected_user.as_deref()
+    }
+    /// The affected session id.
+    pub fn affected_session(&self) -> Option<&str> {
+        self.affected_session.as_deref()
+    }
+    /// How it came to be known.
+    pub fn detection_method(&self) -> DetectionMethod {
+        self.detection_method
+    }
+    /// Detector confidence (screening).
+    pub fn confidence(&self) -> Option<f32> {
+        self.confidence
+    }
+    /// Evidence kept (at most [`MAX_EVIDENCE`]).
+    pub fn evidence(&self) -> &[Evidence] {
+        &self.evidence
+    }
+    /// Tags (OWASP LLM Top 10, MITRE ATLAS, rule names, …).
+    pub fn tags(&self) -> &[String] {
+        &self.tags
+    }
+    /// The deduplication key of detections.
+    pub fn dedup_key(&self) -> Option<&str> {
+        self.dedup_key.as_deref()
+    }
+    /// How many times it was detected.
+    pub fn occurrences(&self) -> u32 {
+        self.occurrences
+    }
+    /// When it was opened.
+    pub fn created_at(&self) -> DateTime<Utc> {
+        self.created_at
+    }
+    /// When it last changed.
+    pub fn updated_at(&self) -> DateTime<Utc> {
+        self.updated_at
+    }
+    /// When it was last detected.
+    pub fn last_seen_at(&self) -> DateTime<Utc> {
+        self.last_seen_at
+    }
+    /// When a responder acknowledged it.
+    pub fn acknowledged_at(&self) -> Option<DateTime<Utc>> {
+        self.acknowledged_at
+    }
+    /// When it was resolved (cleared when reopened).
+    pub fn resolved_at(&self) -> Option<DateTime<Utc>> {
+        self.resolved_at
+    }
+    /// The root cause, once known.
+    pub fn root_cause(&self) -> Option<&str> {
+        self.root_cause.as_deref()
+    }
+    /// The resolution, once resolved.
+    pub fn resolution(&self) -> Option<&str> {
+        self.resolution.as_deref()
+    }
+    /// Who acknowledged it.
+    pub fn acknowledged_by(&self) -> Option<&str> {
+        self.acknowledged_by.as_deref()
+    }
+    /// Corrective actions, oldest first.
+    pub fn corrective_actions(&self) -> &[String] {
+        &self.corrective_actions
+    }
+    /// The EU AI Act serious-incident block, when marked serious.
+    pub fn serious(&self) -> Option<&SeriousIncident> {
+        self.serious.as_ref()
+    }
+    /// The procedure's incident kind.
+    pub fn kind(&self) -> Option<crate::domain::kind::IncidentKind> {
+        self.kind
+    }
+    /// When the last `detected_again` was put on the timeline.
+    pub fn repeat_logged_at(&self) -> Option<DateTime<Utc>> {
+        self.repeat_logged_at
+    }
+}
+
+/// Changes made by the response workflow; each checks what it must and returns its events.
+impl Incident {
+    /// Marks the incident as changed at `now` (a change recorded by events of other objects,
+    /// such as a containment, a delivery or a note).
+    pub fn touch(&mut self, now: DateTime<Utc>) {
+        self.updated_at = now;
+    }
+
+    /// A responder takes the incident: from `new` it moves to `acknowledged`; from a later open
+    /// status only the acknowledgement is recorded. The responder becomes the owner when there
+    /// is none. Stops the escalation clock.
+    ///
+    /// # Errors
+    /// [`DomainError::Conflict`] when resolved/closed or already acknowledged.
+    pub fn acknowledge(
+        &mut self,
+        by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<EventKind>, DomainError> {
+        if self.status.is_terminal() {
+            return Err(DomainError::Conflict(format!(
+                "incident {} is {}; only open incidents can be acknowledged",
+                self.id, self.status
+            )));
+        }
+        if let Some(at) = self.acknowledged_at {
+            return Err(DomainError::Conflict(format!(
+                "incident {} was already acknowledged by {} at {}; the escalation clock is stopped",
+                self.id,
+                self.acknowledged_by.as_deref().unwrap_or("someone"),
+                at.to_rfc3339()
+            )));
+        }
+        let mut ev = Vec::new();
+        if self.status == Status::New {
+            ev.push(self.transition(Status::Acknowledged, now)?);
+        } else {
+            self.acknowledged_at = Some(now);
+            self.updated_at = now;
+        }
+        self.acknowledged_by = Some(by.to_string());
+        if self.owner.is_none() {
+            self.owner = Some(by.to_string());
+        }
+        ev.push(EventKind::Acknowledged { by: by.to_string() });
+        Ok(ev)
+    }
+
+    /// Moves to status `to` on a responder's request (`by`): the transition, an implicit
+    /// acknowledgement when nobody acknowledged an incident that stays open, and the workflow
+    /// step the status stands for (contained → containment, investigating → investigation).
+    ///
+    /// # Errors
+    /// [`DomainError::Conflict`] for an illegal transition (see [`Self::transition`]).
+    pub fn change_status(
+        &mut self,
+        to: Status,
+        by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<EventKind>, DomainError> {
+        let mut ev = vec![self.transition(to, now)?];
+        if self.acknowledged_at.is_none() && !to.is_terminal() {
+            self.acknowledged_at = Some(now);
+            self.acknowledged_by = Some(by.to_string());
+            ev.push(EventKind::Acknowledged { by: by.to_string() });
+        }
+        let step = match to {
+            Status::Contained => Some(WorkflowStep::Containment),
+            Status::Investigating => Some(WorkflowStep::Investigation),
+            _ => None,
+        };
+        ev.extend(step.and_then(|s| self.enter_step(s, now)));
+        Ok(ev)
+    }
+
+    /// Sets the severity a responder chose; `None` when it is already that.
+    pub fn set_severity(&mut self, to: Severity, now: DateTime<Utc>) -> Option<EventKind> {
+        if to == self.severity {
+            return None;
+        }
+        self.severity = to;
+        self.updated_at = now;
+        Some(EventKind::FieldUpdated {
+            field: "severity".into(),
+            value: to.to_string(),
+        })
+    }
+
+    /// Applies the classification policy's severity (the override of the reported one). The
+    /// `classified` event the caller builds records both.
+    pub fn apply_classified_severity(&mut self, severity: Severity) {
+        self.severity = severity;
+    }
+
+    /// Starts a freshly opened incident at the level its classification requires (never lower
+    /// than it is). Later raises go through [`Self::escalate`], which records history.
+    pub fn start_at_level(&mut self, level: u8) {
+        self.escalation_level = self.escalation_level.max(level.min(MAX_LEVEL));
+    }
+
+    /// Sets the owner.
+    pub fn set_owner(&mut self, owner: String, now: DateTime<Utc>) -> EventKind {
+        self.owner = Some(owner.clone());
+        self.updated_at = now;
+        EventKind::FieldUpdated {
+            field: "owner".into(),
+            value: owner,
+        }
+    }
+
+    /// Records the root cause (replacing an earlier one).
+    pub fn set_root_cause(&mut self, root_cause: String, now: DateTime<Utc>) -> EventKind {
+        self.root_cause = Some(root_cause.clone());
+        self.updated_at = now;
+        EventKind::FieldUpdated {
+            field: "root_cause".into(),
+            value: root_cause,
+        }
+    }
+
+    /// Appends a corrective action.
+    pub fn add_corrective_action(&mut self, action: String, now: DateTime<Utc>) -> EventKind {
+        self.corrective_actions.push(action.clone());
+        self.updated_at = now;
+        EventKind::FieldUpdated {
+            field: "corrective_action".into(),
+            value: action,
+        }
+    }
+
+    /// Adds `tag` unless present; true when added.
+    pub fn add_tag(&mut self, tag: &str) -> bool {
+        if self.tags.iter().any(|t| t == tag) {
+            return false;
+        }
+        self.tags.push(tag.to_string());
+        true
+    }
+
+    /// When the provider became aware of the incident for the regulatory clock: the instant it
+    /// was first marked serious, or `now` when it is not marked yet.
+    pub fn aware_at(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        self.serious.as_ref().map_or(now, |s| s.aware_at)
+    }
+
+    /// Marks the incident serious (or re-marks it with another category): the block's report
+    /// deadline and rule are the caller's policy decision; awareness keeps its first instant and
+    /// the reporting state starts afresh.
+    pub fn mark_serious(&mut self, block: SeriousMarking, now: DateTime<Utc>) -> EventKind {
+        let aware_at = self.aware_at(now);
+        self.serious = Some(SeriousIncident {
+            category: block.category.clone(),
+            article_point: block.article_point.clone(),
+            widespread: block.widespread,
+            aware_at,
+            report_due_at: block.report_due_at,
+            rule: block.rule.clone(),
+            reported_at: None,
+            deadline_escalated: false,
+            overdue_recorded: false,
+        });
+        self.updated_at = now;
+        EventKind::MarkedSerious {
+            category: block.category,
+            article_point: block.article_point,
+            widespread: block.widespread,
+            report_due_at: block.report_due_at,
+            rule: block.rule,
+        }
+    }
+
+    /// Records that the regulatory report was filed at `now`.
+    ///
+    /// # Errors
+    /// [`DomainError::Conflict`] when the incident is not marked serious.
+    pub fn record_regulatory_report(
+        &mut self,
+        now: DateTime<Utc>,
+    ) -> Result<EventKind, DomainError> {
+        let Some(s) = self.serious.as_mut() else {
+            return Err(DomainError::Conflict(format!(
+                "incident {} is not marked serious; mark_serious first",
+                self.id
+            )));
+        };
+        s.reported_at = Some(now);
+        self.updated_at = now;
+        Ok(EventKind::FieldUpdated {
+            field: "regulatory_reported_at".into(),
+            value: now.to_rfc3339(),
+        })
+    }
+
+    /// Escalates one level because the regulatory report deadline is near, and remembers that it
+    /// did (done once per incident).
+    ///
+    /// # Errors
+    /// As [`Self::escalate`].
+    pub fn escalate_for_deadline(
+        &mut self,
+        reason: &str,
+        by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<EventKind, DomainError> {
+        let ev = self.escalate(reason, by, now)?;
+        if let Some(s) = self.serious.as_mut() {
+            s.deadline_escalated = true;
+        }
+        Ok(ev)
+    }
+}
+
+/// What marking an incident serious sets (see [`Incident::mark_serious`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriousMarking {
+    /// Category name (`death`, `health_harm`, …).
+    pub category: String,
+    /// The Art. 3(49) point.
+    pub article_point: String,
+    /// Widespread infringement (Art. 3(61)).
+    pub widespread: bool,
+    /// Latest instant to report.
+    pub report_due_at: DateTime<Utc>,
+    /// The deadline rule that applied.
+    pub rule: String,
 }
 
 impl Incident {
@@ -843,11 +1260,25 @@ pub struct Event {
     pub hash: String,
 }
 
-/// Cuts `s` to at most `n` characters (on a char boundary), adding `…` when cut.
+/// At most `n` characters of `s` (cut on a char boundary); a cut string ends in `…`, which
+/// counts in `n`, so the result always fits a limit of `n` characters. The one copy: error
+/// messages, evidence excerpts and notification texts all use it.
+///
+/// ```
+/// use ai_incident_mcp::domain::incident::truncate_chars;
+/// assert_eq!(truncate_chars("héllo", 3), "hé…");
+/// assert_eq!(truncate_chars("héllo", 5), "héllo");
+/// ```
 pub fn truncate_chars(s: &str, n: usize) -> String {
     match s.char_indices().nth(n) {
         None => s.to_string(),
-        Some((i, _)) => format!("{}…", s.get(..i).unwrap_or("")),
+        Some(_) => {
+            let keep = s
+                .char_indices()
+                .nth(n.saturating_sub(1))
+                .map_or(s.len(), |(i, _)| i);
+            format!("{}…", s.get(..keep).unwrap_or(""))
+        }
     }
 }
 
@@ -993,22 +1424,13 @@ fn contains_words(words: &[&str], phrase: &str) -> bool {
 /// change the fields they care about with `NewIncident { .., ..sample_new_incident() }`.
 #[cfg(test)]
 pub(crate) fn sample_new_incident() -> NewIncident {
-    NewIncident {
-        incident_type: IncidentType::Security,
-        category: None,
-        severity: Severity::High,
-        title: "t".into(),
-        description: "d".into(),
-        reporter: None,
-        affected_system: None,
-        affected_user: None,
-        affected_session: None,
-        detection_method: DetectionMethod::ManualReport,
-        confidence: None,
-        evidence: vec![],
-        tags: vec![],
-        dedup_key: None,
-    }
+    NewIncident::new(
+        IncidentType::Security,
+        Severity::High,
+        DetectionMethod::ManualReport,
+        "t",
+        "d",
+    )
 }
 
 #[cfg(test)]
@@ -1117,8 +1539,104 @@ mod tests {
     }
 
     #[test]
+    fn new_incident_constructor_leaves_everything_else_empty() {
+        let n = NewIncident::new(
+            IncidentType::Other,
+            Severity::Low,
+            DetectionMethod::Monitoring,
+            "t",
+            "d",
+        );
+        assert_eq!(
+            (n.incident_type, n.severity, n.detection_method),
+            (
+                IncidentType::Other,
+                Severity::Low,
+                DetectionMethod::Monitoring
+            )
+        );
+        assert_eq!((n.title.as_str(), n.description.as_str()), ("t", "d"));
+        assert!(n.category.is_none() && n.reporter.is_none() && n.affected_system.is_none());
+        assert!(n.affected_user.is_none() && n.affected_session.is_none());
+        assert!(n.confidence.is_none() && n.dedup_key.is_none());
+        assert!(n.evidence.is_empty() && n.tags.is_empty());
+    }
+
+    #[test]
+    fn acknowledge_once_and_only_while_open() {
+        let mut i = new_inc();
+        let ev = i.acknowledge("ann", t0()).unwrap();
+        assert_eq!(ev.len(), 2, "{ev:?}");
+        assert_eq!(i.status(), Status::Acknowledged);
+        assert_eq!(i.owner(), Some("ann"), "the responder becomes the owner");
+        let again = i.acknowledge("bob", t0()).unwrap_err().to_string();
+        assert!(again.contains("already acknowledged by ann"), "{again}");
+        assert_eq!(i.acknowledged_by(), Some("ann"));
+
+        let mut r = new_inc();
+        r.resolve("fixed".into(), None, t0()).unwrap();
+        assert!(r.acknowledge("ann", t0()).is_err());
+        assert_eq!(r.acknowledged_at(), None);
+    }
+
+    #[test]
+    fn change_status_acknowledges_implicitly_and_enters_the_step() {
+        let mut i = new_inc();
+        let ev = i.change_status(Status::Contained, "ops", t0()).unwrap();
+        let names: Vec<&str> = ev.iter().map(EventKind::name).collect();
+        assert_eq!(names, ["status_changed", "acknowledged", "step_entered"]);
+        assert_eq!(i.acknowledged_by(), Some("ops"));
+        assert_eq!(i.step(), WorkflowStep::Containment);
+        // an illegal transition changes nothing
+        let before = i.clone();
+        assert!(i.change_status(Status::Closed, "ops", t0()).is_err());
+        assert_eq!(i, before);
+    }
+
+    #[test]
+    fn serious_marking_keeps_awareness_and_reporting_needs_a_marking() {
+        let mut i = new_inc();
+        assert!(i.record_regulatory_report(t0()).is_err());
+        let mark = |due| SeriousMarking {
+            category: "health_harm".into(),
+            article_point: "3(49)(a)".into(),
+            widespread: false,
+            report_due_at: due,
+            rule: "general".into(),
+        };
+        let later = t0() + chrono::Duration::days(1);
+        i.mark_serious(mark(later), t0());
+        i.record_regulatory_report(later).unwrap();
+        assert_eq!(i.serious().unwrap().reported_at, Some(later));
+        // re-marking keeps the first awareness instant and starts the reporting afresh
+        i.mark_serious(mark(later), later);
+        let s = i.serious().unwrap();
+        assert_eq!((s.aware_at, s.reported_at), (t0(), None));
+        assert_eq!(i.aware_at(later), t0());
+    }
+
+    #[test]
+    fn tags_are_added_once_and_severity_changes_only_when_different() {
+        let mut i = new_inc();
+        assert!(i.add_tag("x"));
+        assert!(!i.add_tag("x"));
+        assert_eq!(i.tags(), ["x".to_string()]);
+        assert!(i.set_severity(Severity::High, t0()).is_none());
+        assert!(i.set_severity(Severity::Low, t0()).is_some());
+        assert_eq!(i.severity(), Severity::Low);
+    }
+
+    #[test]
     fn truncate_is_char_safe() {
-        assert_eq!(truncate_chars("héllo", 2), "hé…");
+        assert_eq!(truncate_chars("héllo", 3), "hé…");
+        assert_eq!(truncate_chars("héllo", 5), "héllo");
         assert_eq!(truncate_chars("hi", 5), "hi");
+        assert_eq!(truncate_chars("abc", 1), "…");
+        assert_eq!(truncate_chars("abc", 0), "…");
+        assert_eq!(truncate_chars("", 0), "");
+        for n in 0..8 {
+            let t = truncate_chars("aé😀bcdéf", n);
+            assert!(t.chars().count() <= n.max(1), "{n}: {t}");
+        }
     }
 }

@@ -36,9 +36,9 @@ pub fn notification_id(incident_id: &str, event: &str, level: u8) -> String {
 /// (`prompt_injection`, `data_exfiltration`, …) first, then its type (`security`, …).
 fn override_kind(inc: &Incident, policy: &policy::ClassificationPolicy) -> String {
     let cands = [
-        inc.kind.map(|k| k.as_str().to_string()),
-        inc.category.map(|c| c.as_str().to_string()),
-        Some(inc.incident_type.as_str().to_string()),
+        inc.kind().map(|k| k.as_str().to_string()),
+        inc.category().map(|c| c.as_str().to_string()),
+        Some(inc.incident_type().as_str().to_string()),
     ];
     cands
         .iter()
@@ -57,18 +57,12 @@ fn override_kind(inc: &Incident, policy: &policy::ClassificationPolicy) -> Strin
 /// The acknowledge-by SLA of `inc`: the stricter of its severity's and its kind's response time.
 pub fn response_sla(cfg: Rules<'_>, inc: &Incident) -> Duration {
     cfg.classification
-        .response_time_for(inc.severity, inc.kind.map(|k| k.as_str()))
+        .response_time_for(inc.severity(), inc.kind().map(|k| k.as_str()))
 }
 
 /// A duration in whole seconds, human-readable (`5m`, `1h 30m`).
 pub fn fmt_dur(d: Duration) -> String {
     humantime_serde::re::humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
-}
-
-pub fn level_name(cfg: Rules<'_>, level: u8) -> String {
-    cfg.escalation
-        .level(level)
-        .map_or_else(|| format!("level {level}"), |l| l.name.clone())
 }
 
 /// What opening an incident entails: classification (severity, SLA, starting escalation
@@ -83,10 +77,10 @@ pub fn open_events(
 ) {
     let (ev, start) = classify_event(inc, cfg);
     events.push(ev);
-    inc.escalation_level = inc.escalation_level.max(start);
+    inc.start_at_level(start);
     events.extend(inc.enter_step(WorkflowStep::Classification, now));
-    let mut channels = cfg.classification.rule(inc.severity).channels.clone();
-    if let Some(l) = cfg.escalation.level(inc.escalation_level) {
+    let mut channels = cfg.classification.rule(inc.severity()).channels.clone();
+    if let Some(l) = cfg.escalation.level(inc.escalation_level()) {
         channels.extend(l.channels.iter().cloned());
     }
     channels.retain(|c| Some(c.as_str()) != exclude_channel);
@@ -118,7 +112,7 @@ pub fn notifications_for(
     channels: &[String],
     now: DateTime<Utc>,
 ) -> Vec<EventKind> {
-    let mut id = notification_id(inc.id.as_str(), event, inc.escalation_level);
+    let mut id = notification_id(inc.id().as_str(), event, inc.escalation_level());
     if !matches!(event, "opened" | "escalated" | "acknowledged") {
         id.push_str(&format!(":{}", now.timestamp_micros()));
     }
@@ -126,22 +120,22 @@ pub fn notifications_for(
     let body = format!(
         "Incident {id} {event}.\nTitle: {title}\nType: {ty}{cat}\nSeverity: {sev}\nStatus: {status}\n\
          Escalation level: {lvl} ({lname})\nDetected: {det}\nAcknowledge within: {sla}\nDetails: incident://{id}",
-        id = inc.id,
-        title = inc.title,
-        ty = inc.incident_type,
+        id = inc.id(),
+        title = inc.title(),
+        ty = inc.incident_type(),
         cat = inc
-            .category
+            .category()
             .map(|c| format!(" / {}", c.as_str()))
             .unwrap_or_default(),
-        sev = inc.severity,
-        status = inc.status,
-        lvl = inc.escalation_level,
-        lname = level_name(cfg, inc.escalation_level),
-        det = inc.created_at.to_rfc3339(),
+        sev = inc.severity(),
+        status = inc.status(),
+        lvl = inc.escalation_level(),
+        lname = cfg.escalation.level_name(inc.escalation_level()),
+        det = inc.created_at().to_rfc3339(),
         sla = fmt_dur(sla),
     );
     // No severity here: every channel shows it in its own way (Slack and e-mail prefix it).
-    let title = format!("{} {}: {}", inc.id, event, inc.title);
+    let title = format!("{} {}: {}", inc.id(), event, inc.title());
     let mut seen = BTreeSet::new();
     channels
         .iter()
@@ -150,8 +144,8 @@ pub fn notifications_for(
             notification_id: id.clone(),
             channel: c.clone(),
             event: event.to_string(),
-            level: inc.escalation_level,
-            severity: inc.severity,
+            level: inc.escalation_level(),
+            severity: inc.severity(),
             title: title.clone(),
             body: body.clone(),
         })
@@ -162,9 +156,9 @@ pub fn notifications_for(
 /// start level its severity requires.
 pub fn classify_event(inc: &mut Incident, cfg: Rules<'_>) -> (EventKind, u8) {
     let kind = override_kind(inc, cfg.classification);
-    let response_kind = inc.kind.map_or(kind.clone(), |k| k.as_str().to_string());
-    let c = policy::classify_with(inc.severity, &kind, &response_kind, cfg.classification);
-    inc.severity = c.severity;
+    let response_kind = inc.kind().map_or(kind.clone(), |k| k.as_str().to_string());
+    let c = policy::classify_with(inc.severity(), &kind, &response_kind, cfg.classification);
+    inc.apply_classified_severity(c.severity);
     let start = policy::initial_level(c.severity, cfg.escalation);
     (
         EventKind::Classified {
@@ -202,12 +196,12 @@ pub enum StepReason {
 /// The escalation step due for `inc` at `now`, if any: the policy's timeout / severity-floor
 /// decision, or a serious incident whose reporting deadline is within its last quarter.
 pub fn due_step(inc: &Incident, cfg: Rules<'_>, now: DateTime<Utc>) -> Option<(u8, StepReason)> {
-    let sev = inc.severity;
+    let sev = inc.severity();
     let state = EscalationState {
-        level: inc.escalation_level,
+        level: inc.escalation_level(),
         level_entered_at: inc.level_entered_at(),
-        acknowledged: inc.acknowledged_at.is_some(),
-        closed: inc.status.is_terminal(),
+        acknowledged: inc.acknowledged_at().is_some(),
+        closed: inc.status().is_terminal(),
         severity: sev,
         auto_escalation: cfg.classification.rule(sev).auto_escalation,
     };
@@ -216,14 +210,14 @@ pub fn due_step(inc: &Incident, cfg: Rules<'_>, now: DateTime<Utc>) -> Option<(u
     {
         return Some((step.from, StepReason::Timeout(step.reason)));
     }
-    let s = inc.serious.as_ref()?;
-    if s.reported_at.is_some() || s.deadline_escalated || inc.escalation_level >= MAX_LEVEL {
+    let s = inc.serious()?;
+    if s.reported_at.is_some() || s.deadline_escalated || inc.escalation_level() >= MAX_LEVEL {
         return None;
     }
     let window = s.report_due_at - s.aware_at;
     if now >= s.report_due_at - window / 4 {
         return Some((
-            inc.escalation_level,
+            inc.escalation_level(),
             StepReason::Deadline(format!(
                 "regulatory report ({} {}) due at {} is approaching",
                 s.category,

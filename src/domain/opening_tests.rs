@@ -1,7 +1,7 @@
 use super::*;
 use crate::config::Config;
 use crate::domain::incident::{DetectionMethod, NewIncident};
-use crate::domain::incident::{Event, IncidentType, SeriousIncident, Severity, Status};
+use crate::domain::incident::{Event, IncidentType, SeriousMarking, Severity, Status};
 use crate::domain::postmortem::*;
 use chrono::TimeZone;
 
@@ -42,7 +42,7 @@ fn classification_raises_prompt_injection_and_sets_start_level() {
     let mut inc = open(Severity::Medium);
     let (e, start) = classify_event(&mut inc, cfg.rules());
     assert_eq!(
-        inc.severity,
+        inc.severity(),
         Severity::High,
         "prompt_injection is at least high"
     );
@@ -103,23 +103,22 @@ fn approaching_regulatory_deadline_is_a_step() {
     let cfg = Config::load(None).unwrap();
     let mut inc = open(Severity::Low);
     inc.transition(Status::Acknowledged, t0()).unwrap();
-    inc.serious = Some(SeriousIncident {
-        category: "health_harm".into(),
-        article_point: "3(49)(a)".into(),
-        widespread: false,
-        aware_at: t0(),
-        report_due_at: t0() + chrono::Duration::days(8),
-        rule: "general".into(),
-        reported_at: None,
-        deadline_escalated: false,
-        overdue_recorded: false,
-    });
+    inc.mark_serious(
+        SeriousMarking {
+            category: "health_harm".into(),
+            article_point: "3(49)(a)".into(),
+            widespread: false,
+            report_due_at: t0() + chrono::Duration::days(8),
+            rule: "general".into(),
+        },
+        t0(),
+    );
     assert!(due_step(&inc, cfg.rules(), t0() + chrono::Duration::days(5)).is_none());
     assert!(matches!(
         due_step(&inc, cfg.rules(), t0() + chrono::Duration::days(6)),
         Some((1, StepReason::Deadline(_)))
     ));
-    inc.serious.as_mut().unwrap().reported_at = Some(t0());
+    inc.record_regulatory_report(t0()).unwrap();
     assert!(due_step(&inc, cfg.rules(), t0() + chrono::Duration::days(7)).is_none());
 }
 
@@ -254,5 +253,5 @@ fn steps_move_forward_only_once_each() {
     assert!(inc.enter_step(WorkflowStep::Classification, t0()).is_none());
     assert!(inc.enter_step(WorkflowStep::Investigation, t0()).is_some());
     assert!(inc.enter_step(WorkflowStep::Containment, t0()).is_none());
-    assert_eq!(inc.steps.len(), 3);
+    assert_eq!(inc.steps().len(), 3);
 }

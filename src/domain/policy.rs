@@ -10,8 +10,8 @@
 //! Fixes relative to the illustrative code in AIMS-IRP-001 §8.5.4–8.5.5:
 //! - level 1 auto-escalates like every other level (the spec disabled auto-escalation at level 1, so an
 //!   unacknowledged incident could sit there forever);
-//! - escalation decisions return an [`EscalationStep`] that the caller *appends* to its history
-//!   ([`EscalationStep::record`]); nothing here overwrites history;
+//! - escalation decisions return an [`EscalationStep`]; the incident *appends* it to its history
+//!   ([`crate::domain::incident::Incident::escalate`]); nothing here overwrites history;
 //! - one call decides one step — the 8-step workflow is not run here and nothing is marked resolved.
 
 use std::time::Duration;
@@ -19,8 +19,8 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
-/// Highest escalation level (executive).
-pub const MAX_LEVEL: u8 = 4;
+/// Highest escalation level (executive); one copy, in the incident module.
+pub use crate::domain::incident::MAX_LEVEL;
 /// Lowest escalation level (technical support).
 pub const MIN_LEVEL: u8 = 1;
 
@@ -73,11 +73,6 @@ pub fn add_duration(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
         .ok()
         .and_then(|delta| t.checked_add_signed(delta))
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
-}
-
-/// `later - earlier` as a std `Duration`, or `None` when `later` is before `earlier`.
-pub fn elapsed_between(earlier: DateTime<Utc>, later: DateTime<Utc>) -> Option<Duration> {
-    (later - earlier).to_std().ok()
 }
 
 /// Multiply a duration by a positive factor; non-finite or non-positive factors leave it unchanged.
@@ -346,11 +341,6 @@ pub fn classify_with(
     }
 }
 
-/// Instant by which an incident detected at `detected_at` must be acknowledged.
-pub fn response_due_at(detected_at: DateTime<Utc>, sla: Duration) -> DateTime<Utc> {
-    add_duration(detected_at, sla)
-}
-
 /// Whether the acknowledge-by SLA is breached: acknowledged late, or still unacknowledged after the deadline.
 pub fn sla_breached(
     detected_at: DateTime<Utc>,
@@ -358,7 +348,7 @@ pub fn sla_breached(
     sla: Duration,
     now: DateTime<Utc>,
 ) -> bool {
-    let due = response_due_at(detected_at, sla);
+    let due = add_duration(detected_at, sla);
     match acknowledged_at {
         Some(ack) => ack > due,
         None => now > due,
@@ -411,6 +401,12 @@ impl EscalationPolicy {
         self.levels.iter().find(|l| l.level == level)
     }
 
+    /// The configured name of `level` (`Technical Support`, …), or `level N` when unknown.
+    pub fn level_name(&self, level: u8) -> String {
+        self.level(level)
+            .map_or_else(|| format!("level {level}"), |l| l.name.clone())
+    }
+
     /// Effective time `level` has to respond for an incident of `severity` (respond_within × time_factor).
     pub fn window(&self, level: u8, severity: Severity) -> Option<Duration> {
         let base = self.level(level)?.respond_within;
@@ -433,34 +429,6 @@ pub struct EscalationState {
     pub severity: Severity,
     /// From [`Classification::auto_escalation`].
     pub auto_escalation: bool,
-}
-
-impl EscalationState {
-    /// State of a freshly opened incident: starts at [`initial_level`], unacknowledged.
-    pub fn opened(
-        severity: Severity,
-        auto_escalation: bool,
-        opened_at: DateTime<Utc>,
-        policy: &EscalationPolicy,
-    ) -> Self {
-        EscalationState {
-            level: initial_level(severity, policy),
-            level_entered_at: opened_at,
-            acknowledged: false,
-            closed: false,
-            severity,
-            auto_escalation,
-        }
-    }
-
-    /// Apply a step: move to `step.to`, entered at `at`. (The caller appends `step.record(at)` to history.)
-    ///
-    /// Pass `at = step.due_at` to replay missed steps deterministically after downtime, or the actual
-    /// notification time to give the new level its full window.
-    pub fn apply(&mut self, step: &EscalationStep, at: DateTime<Utc>) {
-        self.level = step.to.clamp(MIN_LEVEL, MAX_LEVEL);
-        self.level_entered_at = at;
-    }
 }
 
 /// Why an escalation step is due.
@@ -488,56 +456,6 @@ pub struct EscalationStep {
     pub due_at: DateTime<Utc>,
     /// What triggered it.
     pub trigger: EscalationTrigger,
-}
-
-/// An appended entry of escalation history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EscalationRecord {
-    /// Level before.
-    pub from: u8,
-    /// Level after.
-    pub to: u8,
-    /// Reason text.
-    pub reason: String,
-    /// What triggered it.
-    pub trigger: EscalationTrigger,
-    /// When the step became due.
-    pub due_at: DateTime<Utc>,
-    /// When it was applied.
-    pub escalated_at: DateTime<Utc>,
-}
-
-impl EscalationStep {
-    /// History entry for this step applied at `at`. Append it; never replace earlier entries.
-    pub fn record(&self, at: DateTime<Utc>) -> EscalationRecord {
-        EscalationRecord {
-            from: self.from,
-            to: self.to,
-            reason: self.reason.clone(),
-            trigger: self.trigger,
-            due_at: self.due_at,
-            escalated_at: at,
-        }
-    }
-}
-
-/// Errors of explicit (manual) escalation requests.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EscalationError {
-    /// Already at the executive level.
-    #[error("incident is already at the highest escalation level ({MAX_LEVEL})")]
-    AtTopLevel,
-    /// Closed incidents do not escalate.
-    #[error("incident is closed; reopen it before escalating")]
-    Closed,
-    /// Target level is not above the current one or beyond 4.
-    #[error("cannot escalate from level {from} to level {to}; choose a level between {} and {MAX_LEVEL}", from + 1)]
-    InvalidTarget {
-        /// Current level.
-        from: u8,
-        /// Requested level.
-        to: u8,
-    },
 }
 
 /// The level a new incident of `severity` starts at (policy `start_level`, clamped to 1..=4).
@@ -579,7 +497,7 @@ pub fn next_deadline(state: &EscalationState, policy: &EscalationPolicy) -> Opti
 }
 
 /// Decide whether an escalation step is due at `now`. Returns at most one step; call again after
-/// applying it ([`EscalationState::apply`]) to catch up on several missed windows.
+/// raising the level to catch up on several missed windows.
 ///
 /// ```
 /// use chrono::{TimeZone, Utc, Duration};
@@ -587,7 +505,10 @@ pub fn next_deadline(state: &EscalationState, policy: &EscalationPolicy) -> Opti
 /// use ai_incident_mcp::domain::policy::{escalation_due, EscalationState, Severity};
 /// let p = Config::load(None).unwrap().escalation;
 /// let t0 = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap();
-/// let s = EscalationState::opened(Severity::High, true, t0, &p);
+/// let s = EscalationState {
+///     level: 1, level_entered_at: t0, acknowledged: false, closed: false,
+///     severity: Severity::High, auto_escalation: true,
+/// };
 /// assert!(escalation_due(&s, &p, t0 + Duration::minutes(14)).is_none());
 /// let step = escalation_due(&s, &p, t0 + Duration::minutes(15)).unwrap();
 /// assert_eq!((step.from, step.to), (1, 2));
@@ -610,7 +531,7 @@ pub fn escalation_due(
             reason: format!(
                 "{} severity requires at least level {floor} ({})",
                 state.severity,
-                level_name(policy, floor)
+                policy.level_name(floor)
             ),
             due_at,
             trigger: EscalationTrigger::SeverityFloor,
@@ -627,78 +548,11 @@ pub fn escalation_due(
         reason: format!(
             "not acknowledged within {} at level {from} ({})",
             humantime_serde::re::humantime::format_duration(window),
-            level_name(policy, from)
+            policy.level_name(from)
         ),
         due_at,
         trigger: EscalationTrigger::Timeout,
     })
-}
-
-/// All steps due at `now`, chained as if each was applied at its `due_at` (catch-up after downtime).
-/// Never more than three steps; never past level 4.
-pub fn escalations_due(
-    state: &EscalationState,
-    policy: &EscalationPolicy,
-    now: DateTime<Utc>,
-) -> Vec<EscalationStep> {
-    let mut steps = Vec::new();
-    let mut s = state.clone();
-    while let Some(step) = escalation_due(&s, policy, now) {
-        s.apply(&step, step.due_at);
-        steps.push(step);
-        if steps.len() >= usize::from(MAX_LEVEL) {
-            break;
-        }
-    }
-    steps
-}
-
-/// A manual escalation request to `to` (or the next level when `None`), validated against the state.
-///
-/// # Errors
-/// [`EscalationError::Closed`], [`EscalationError::AtTopLevel`], or [`EscalationError::InvalidTarget`] when
-/// `to` is not above the current level or exceeds 4.
-pub fn manual_escalation(
-    state: &EscalationState,
-    to: Option<u8>,
-    reason: &str,
-    policy: &EscalationPolicy,
-    now: DateTime<Utc>,
-) -> Result<EscalationStep, EscalationError> {
-    if state.closed {
-        return Err(EscalationError::Closed);
-    }
-    if state.level >= MAX_LEVEL {
-        return Err(EscalationError::AtTopLevel);
-    }
-    let target = to.unwrap_or(state.level.saturating_add(1));
-    if target <= state.level || target > MAX_LEVEL {
-        return Err(EscalationError::InvalidTarget {
-            from: state.level,
-            to: target,
-        });
-    }
-    let reason = if reason.trim().is_empty() {
-        format!(
-            "manually escalated to level {target} ({})",
-            level_name(policy, target)
-        )
-    } else {
-        reason.trim().to_owned()
-    };
-    Ok(EscalationStep {
-        from: state.level,
-        to: target,
-        reason,
-        due_at: now,
-        trigger: EscalationTrigger::Manual,
-    })
-}
-
-fn level_name(policy: &EscalationPolicy, level: u8) -> String {
-    policy
-        .level(level)
-        .map_or_else(|| format!("level {level}"), |l| l.name.clone())
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -815,41 +669,6 @@ pub fn report_due_at(
     policy: &RegulatoryPolicy,
 ) -> DateTime<Utc> {
     add_duration(aware_at, report_window(category, widespread, policy).0)
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// MTTA / MTTR
-// ---------------------------------------------------------------------------------------------------------
-
-/// Response-time measurements of one incident.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ResponseTimes {
-    /// Detection → acknowledgement (contributes to MTTA). `None` if not acknowledged or out of order.
-    pub time_to_acknowledge: Option<Duration>,
-    /// Detection → resolution (contributes to MTTR). `None` if not resolved or out of order.
-    pub time_to_resolve: Option<Duration>,
-}
-
-/// Time to acknowledge and time to resolve for one incident. An instant earlier than `detected_at`
-/// (clock skew, back-dated report) yields `None` for that measurement rather than a negative duration.
-pub fn response_times(
-    detected_at: DateTime<Utc>,
-    acknowledged_at: Option<DateTime<Utc>>,
-    resolved_at: Option<DateTime<Utc>>,
-) -> ResponseTimes {
-    ResponseTimes {
-        time_to_acknowledge: acknowledged_at.and_then(|a| elapsed_between(detected_at, a)),
-        time_to_resolve: resolved_at.and_then(|r| elapsed_between(detected_at, r)),
-    }
-}
-
-/// Mean of durations (MTTA / MTTR over many incidents); `None` for an empty input.
-pub fn mean_duration(durations: &[Duration]) -> Option<Duration> {
-    let n = u32::try_from(durations.len()).ok().filter(|n| *n > 0)?;
-    let total: Duration = durations
-        .iter()
-        .fold(Duration::ZERO, |acc, d| acc.saturating_add(*d));
-    total.checked_div(n)
 }
 
 #[cfg(test)]

@@ -11,8 +11,11 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::domain::incident::{self, Event, EventKind, Incident, IncidentType, Status};
+use crate::domain::incident::{
+    self, Event, EventKind, Incident, IncidentType, SeriousIncident, Status,
+};
 use crate::domain::opening::fmt_dur;
+use crate::domain::policy;
 
 /// Response measurements computed from an incident's timeline.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
@@ -51,7 +54,7 @@ fn secs(a: DateTime<Utc>, b: DateTime<Utc>) -> Option<f64> {
 /// is acknowledgement, the last change to `resolved` is resolution.
 pub fn response_metrics(inc: &Incident, timeline: &[Event], now: DateTime<Utc>) -> ResponseMetrics {
     let mut m = ResponseMetrics {
-        max_level: inc.escalation_level,
+        max_level: inc.escalation_level(),
         ..Default::default()
     };
     let mut detected = None;
@@ -104,15 +107,18 @@ pub fn response_metrics(inc: &Incident, timeline: &[Event], now: DateTime<Utc>) 
             _ => {}
         }
     }
-    let detected = detected.unwrap_or(inc.created_at);
+    let detected = detected.unwrap_or(inc.created_at());
     m.time_to_acknowledge_secs = ack.and_then(|a| secs(detected, a));
     m.time_to_resolve_secs = resolved.and_then(|r| secs(detected, r));
     m.time_to_contain_secs = contained.and_then(|c| secs(detected, c));
+    // Met when acknowledged within the SLA; missed when acknowledged late or still
+    // unacknowledged past it; unknown while the SLA is still running.
     m.sla_met = m.response_sla_secs.and_then(|sla| {
-        let sla = sla as f64;
-        match m.time_to_acknowledge_secs {
-            Some(t) => Some(t <= sla),
-            None => secs(detected, now).filter(|t| *t > sla).map(|_| false),
+        let ack = ack.filter(|a| *a >= detected);
+        let breached = policy::sla_breached(detected, ack, Duration::from_secs(sla), now);
+        match ack {
+            Some(_) => Some(!breached),
+            None => breached.then_some(false),
         }
     });
     m
@@ -176,7 +182,52 @@ pub struct PostIncidentDocument {
     pub lessons_learned: Vec<String>,
     pub improvement_recommendations: Vec<String>,
     /// EU AI Act serious-incident block, when marked serious.
-    pub regulatory: Option<serde_json::Value>,
+    // The schema stays the untyped one the golden tools/list records until the tool output views
+    // are written at the edge; the value is the typed block below.
+    #[schemars(with = "Option<serde_json::Value>")]
+    pub regulatory: Option<RegulatoryBlock>,
+}
+
+/// The EU AI Act serious-incident block of a post-incident document: the incident's
+/// [`SeriousIncident`] record. Fields are in alphabetical order on purpose: documents written
+/// before this type existed carried the block as a JSON object with sorted keys, and the
+/// document's JSON stays byte-for-byte the same.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RegulatoryBlock {
+    /// The Art. 3(49) point, e.g. `3(49)(a)`.
+    pub article_point: String,
+    /// When the provider became aware.
+    pub aware_at: DateTime<Utc>,
+    /// Category name (`death`, `health_harm`, …).
+    pub category: String,
+    /// True once an approaching deadline has escalated the incident.
+    pub deadline_escalated: bool,
+    /// True once the passed deadline was recorded as an `overdue` event.
+    pub overdue_recorded: bool,
+    /// Latest instant to report to the market surveillance authority.
+    pub report_due_at: DateTime<Utc>,
+    /// When the report was filed, if it was.
+    pub reported_at: Option<DateTime<Utc>>,
+    /// The deadline rule that applied.
+    pub rule: String,
+    /// Widespread infringement (Art. 3(61)).
+    pub widespread: bool,
+}
+
+impl From<&SeriousIncident> for RegulatoryBlock {
+    fn from(s: &SeriousIncident) -> Self {
+        RegulatoryBlock {
+            article_point: s.article_point.clone(),
+            aware_at: s.aware_at,
+            category: s.category.clone(),
+            deadline_escalated: s.deadline_escalated,
+            overdue_recorded: s.overdue_recorded,
+            report_due_at: s.report_due_at,
+            reported_at: s.reported_at,
+            rule: s.rule.clone(),
+            widespread: s.widespread,
+        }
+    }
 }
 
 fn summarize(k: &EventKind) -> String {
@@ -330,18 +381,18 @@ pub fn build_document(
         (Some(t), Some(sla)) if t <= sla as f64 => lessons.push(format!(
             "Acknowledged {} after detection, within the {sla_text} SLA for {} incidents.",
             dur_text(t),
-            inc.severity
+            inc.severity()
         )),
         (Some(t), Some(sla)) => {
             lessons.push(format!(
                 "Acknowledged {} after detection: the {sla_text} SLA for {} incidents was missed by {}.",
                 dur_text(t),
-                inc.severity,
+                inc.severity(),
                 dur_text(t - sla as f64)
             ));
             recs.push(format!(
                 "Shorten the path to acknowledgement for {} incidents (on-call rota, paging channel): it took {} against {sla_text}.",
-                inc.severity,
+                inc.severity(),
                 dur_text(t)
             ));
         }
@@ -373,11 +424,11 @@ pub fn build_document(
     }
     match m.time_to_contain_secs {
         Some(t) => lessons.push(format!("Contained {} after detection.", dur_text(t))),
-        None if inc.incident_type == IncidentType::Security => {
+        None if inc.incident_type() == IncidentType::Security => {
             lessons.push("No containment action was recorded for this security incident.".into());
             recs.push(format!(
                 "Contain {} incidents early: block the affected user/session with contain_incident, or enable [containment] auto_block.",
-                inc.category.map_or("security", |c| c.as_str())
+                inc.category().map_or("security", |c| c.as_str())
             ));
         }
         None => lessons.push("No containment action was recorded.".into()),
@@ -385,10 +436,10 @@ pub fn build_document(
     if let Some(t) = m.time_to_resolve_secs {
         lessons.push(format!("Resolved {} after detection.", dur_text(t)));
     }
-    if inc.occurrences > 1 {
+    if inc.occurrences() > 1 {
         lessons.push(format!(
             "The same detection repeated {} times before the incident was closed.",
-            inc.occurrences
+            inc.occurrences()
         ));
     }
     if m.notification_retries > 0 || m.notifications_failed > 0 {
@@ -403,13 +454,13 @@ pub fn build_document(
             failed_channels.into_iter().collect::<Vec<_>>().join(", ")
         ));
     }
-    if inc.root_cause.is_none() {
+    if inc.root_cause().is_none() {
         recs.push("Record a root cause: the analysis is incomplete without one.".into());
     }
-    if inc.corrective_actions.is_empty() {
+    if inc.corrective_actions().is_empty() {
         recs.push("Record at least one corrective action that prevents a recurrence.".into());
     }
-    if let Some(s) = &inc.serious
+    if let Some(s) = &inc.serious()
         && s.reported_at.is_none()
     {
         recs.push(format!(
@@ -421,39 +472,36 @@ pub fn build_document(
         recs.push("No process gaps were found on this timeline; keep the current runbook.".into());
     }
 
-    let acknowledgement_time = inc.acknowledged_at;
+    let acknowledgement_time = inc.acknowledged_at();
     PostIncidentDocument {
-        incident_id: inc.id.to_string(),
-        incident_type: inc.incident_type.to_string(),
-        category: inc.category.map(|c| c.as_str().to_string()),
-        severity: inc.severity.to_string(),
-        title: inc.title.clone(),
-        status: inc.status.to_string(),
-        detection_time: inc.created_at,
+        incident_id: inc.id().to_string(),
+        incident_type: inc.incident_type().to_string(),
+        category: inc.category().map(|c| c.as_str().to_string()),
+        severity: inc.severity().to_string(),
+        title: inc.title().to_string(),
+        status: inc.status().to_string(),
+        detection_time: inc.created_at(),
         acknowledgement_time,
-        resolution_time: inc.resolved_at,
+        resolution_time: inc.resolved_at(),
         documented_at: now,
-        description: inc.description.clone(),
-        owner: inc.owner.clone(),
-        tags: inc.tags.clone(),
+        description: inc.description().to_string(),
+        owner: inc.owner().map(str::to_string),
+        tags: inc.tags().to_vec(),
         timeline: entries,
         response_actions: actions,
         root_cause_analysis: RootCauseAnalysis {
-            primary_cause: inc
-                .root_cause
-                .clone()
-                .unwrap_or_else(|| "not recorded".into()),
-            resolution: inc.resolution.clone(),
-            corrective_actions: inc.corrective_actions.clone(),
+            primary_cause: inc.root_cause().unwrap_or("not recorded").to_string(),
+            resolution: inc.resolution().map(str::to_string),
+            corrective_actions: inc.corrective_actions().to_vec(),
             evidence_rules: {
-                let mut r: Vec<String> = inc.evidence.iter().map(|e| e.rule.clone()).collect();
+                let mut r: Vec<String> = inc.evidence().iter().map(|e| e.rule.clone()).collect();
                 r.dedup();
                 r
             },
             detection: format!(
                 "{}{}",
-                inc.detection_method,
-                inc.confidence
+                inc.detection_method(),
+                inc.confidence()
                     .map(|c| format!(" (confidence {c:.2})"))
                     .unwrap_or_default()
             ),
@@ -461,10 +509,7 @@ pub fn build_document(
         metrics: m,
         lessons_learned: lessons,
         improvement_recommendations: recs,
-        regulatory: inc
-            .serious
-            .as_ref()
-            .and_then(|s| serde_json::to_value(s).ok()),
+        regulatory: inc.serious().map(RegulatoryBlock::from),
     }
 }
 
@@ -549,11 +594,47 @@ pub fn render_markdown(d: &PostIncidentDocument) -> String {
     for l in &d.improvement_recommendations {
         let _ = writeln!(s, "- {l}");
     }
-    if let Some(reg) = &d.regulatory {
+    if let Some(reg) = d
+        .regulatory
+        .as_ref()
+        .and_then(|r| serde_json::to_string(r).ok())
+    {
         let _ = writeln!(
             s,
             "\n## Regulatory (EU AI Act Art. 73)\n\n```json\n{reg}\n```"
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Documents carried the block as an untyped JSON object (keys sorted); the typed block
+    /// must write the same bytes, in the document JSON and in the Markdown.
+    #[test]
+    fn regulatory_block_writes_the_bytes_of_the_untyped_object() {
+        let t = DateTime::UNIX_EPOCH;
+        for reported_at in [None, Some(t + chrono::Duration::days(3))] {
+            let s = SeriousIncident {
+                category: "health_harm".into(),
+                article_point: "3(49)(a)".into(),
+                widespread: true,
+                aware_at: t,
+                report_due_at: t + chrono::Duration::days(2),
+                rule: "widespread".into(),
+                reported_at,
+                deadline_escalated: true,
+                overdue_recorded: false,
+            };
+            let old = serde_json::to_value(&s).unwrap();
+            let typed = RegulatoryBlock::from(&s);
+            assert_eq!(serde_json::to_string(&typed).unwrap(), old.to_string());
+            assert_eq!(
+                serde_json::to_string_pretty(&typed).unwrap(),
+                serde_json::to_string_pretty(&old).unwrap()
+            );
+        }
+    }
 }

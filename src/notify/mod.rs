@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::Sha256;
 
+use crate::domain::incident::truncate_chars;
 use crate::domain::policy::{Severity, add_duration};
 
 mod notifier;
@@ -573,16 +574,6 @@ fn classify_reqwest_error(channel: &ChannelConfig, e: reqwest::Error) -> Deliver
     } else {
         DeliveryError::retryable(channel, reason)
     }
-}
-
-/// At most `max` characters; a cut string ends in "…" (counted in `max`).
-fn truncate_chars(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_owned();
-    }
-    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -130,7 +130,7 @@ impl IncidentService {
             return Ok(out);
         }
         let up = self.open_access_incident(&a, &findings, now).await?;
-        out.incident_id = Some(up.incident.id.to_string());
+        out.incident_id = Some(up.incident.id().to_string());
         out.incident_created = up.created;
         Ok(out)
     }
@@ -190,15 +190,12 @@ impl IncidentService {
         );
         let evidence: Vec<Evidence> = findings
             .iter()
-            .map(|f| Evidence {
-                rule: f.kind.as_str().to_string(),
-                category: IncidentKind::DataBreach.as_str().to_string(),
-                start: 0,
-                end: 0,
-                excerpt: crate::domain::incident::truncate_chars(
+            .map(|f| {
+                Evidence::finding(
+                    f.kind.as_str(),
+                    IncidentKind::DataBreach.as_str(),
                     &format!("{access}: {}", f.detail),
-                    crate::domain::incident::EXCERPT_MAX_CHARS,
-                ),
+                )
             })
             .collect();
         let rules: Vec<&str> = findings.iter().map(|f| f.kind.as_str()).collect();
@@ -208,33 +205,31 @@ impl IncidentService {
         ];
         tags.extend(rules.iter().map(|r| format!("rule:{r}")));
         let new = NewIncident {
-            incident_type: IncidentType::Security,
-            category: None,
-            // The default `data_breach → critical` override sets the severity; reported as
-            // high so the override is what makes it critical (and says so on the timeline).
-            severity: Severity::High,
-            title: format!(
-                "Possible data breach by {} ({})",
-                a.principal,
-                rules.join(", ")
-            ),
-            description: format!(
-                "{access}. {}",
-                findings
-                    .iter()
-                    .map(|f| f.detail.as_str())
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ),
-            reporter: None,
             affected_system: Some(a.resource.clone()),
             affected_user: Some(a.principal.clone()),
-            affected_session: None,
-            detection_method: DetectionMethod::Monitoring,
-            confidence: None,
             evidence: evidence.clone(),
             tags,
             dedup_key: Some(key.clone()),
+            // The default `data_breach → critical` override sets the severity; reported as
+            // high so the override is what makes it critical (and says so on the timeline).
+            ..NewIncident::new(
+                IncidentType::Security,
+                Severity::High,
+                DetectionMethod::Monitoring,
+                format!(
+                    "Possible data breach by {} ({})",
+                    a.principal,
+                    rules.join(", ")
+                ),
+                format!(
+                    "{access}. {}",
+                    findings
+                        .iter()
+                        .map(|f| f.detail.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            )
         };
         self.open_or_repeat_full(
             key,

@@ -43,14 +43,14 @@ impl IncidentService {
         if let Some(s) = extended_subject(&inc, &action)? {
             subjects.push(s);
         } else if action != "block_session" {
-            match &inc.affected_user {
-                Some(u) => subjects.push(("user".to_string(), u.clone())),
+            match inc.affected_user() {
+                Some(u) => subjects.push(("user".to_string(), u.to_string())),
                 None if action == "block_user" => {
                     return Err(invalid(
                         "action",
                         format!(
                             "incident {} names no affected user_id; use block_session",
-                            inc.id
+                            inc.id()
                         ),
                     ));
                 }
@@ -58,14 +58,14 @@ impl IncidentService {
             }
         }
         if action != "block_user" {
-            match &inc.affected_session {
-                Some(s) => subjects.push(("session".to_string(), s.clone())),
+            match inc.affected_session() {
+                Some(s) => subjects.push(("session".to_string(), s.to_string())),
                 None if action == "block_session" => {
                     return Err(invalid(
                         "action",
                         format!(
                             "incident {} names no affected session_id; use block_user",
-                            inc.id
+                            inc.id()
                         ),
                     ));
                 }
@@ -77,40 +77,41 @@ impl IncidentService {
                 "action",
                 format!(
                     "incident {} names no affected user_id or session_id, so there is nothing to block",
-                    inc.id
+                    inc.id()
                 ),
             ));
         }
         let active = self
             .store
-            .active_containments_where(None, None, Some(inc.id.clone()))
+            .active_containments_where(None, None, Some(inc.id().clone()))
             .await?;
         subjects.retain(|(k, s)| {
             !active
                 .iter()
-                .any(|a| a.incident_id == inc.id && &a.subject_kind == k && &a.subject == s)
+                .any(|a| &a.incident_id == inc.id() && &a.subject_kind == k && &a.subject == s)
         });
         if subjects.is_empty() {
             return Err(ServiceError::Conflict(format!(
                 "incident {} already blocks these subjects; lift_containment first to change it",
-                inc.id
+                inc.id()
             )));
         }
         let reason = clean("reason", reason, 500)?
-            .unwrap_or_else(|| format!("contained by {actor} for incident {}", inc.id));
+            .unwrap_or_else(|| format!("contained by {actor} for incident {}", inc.id()));
         let now = self.now();
         let act = action.clone();
         Ok(self
             .store
             .update(
-                &inc.id,
+                inc.id(),
                 actor.to_string(),
                 now,
                 Box::new(move |inc| {
-                    if inc.status.is_terminal() {
+                    if inc.status().is_terminal() {
                         return Err(conflict(format!(
                             "incident {} is {}; containment applies to open incidents",
-                            inc.id, inc.status
+                            inc.id(),
+                            inc.status()
                         )));
                     }
                     let mut ev: Vec<EventKind> = subjects
@@ -122,11 +123,11 @@ impl IncidentService {
                             reason: reason.clone(),
                         })
                         .collect();
-                    if inc.status.allowed_next().contains(&Status::Contained) {
+                    if inc.status().allowed_next().contains(&Status::Contained) {
                         ev.push(inc.transition(Status::Contained, now)?);
                     }
                     ev.extend(inc.enter_step(WorkflowStep::Containment, now));
-                    inc.updated_at = now;
+                    inc.touch(now);
                     Ok(ev)
                 }),
             )
@@ -146,12 +147,12 @@ impl IncidentService {
         let (inc, _) = self.get(id).await?;
         let active: Vec<ActiveContainment> = self
             .store
-            .active_containments_where(None, None, Some(inc.id.clone()))
+            .active_containments_where(None, None, Some(inc.id().clone()))
             .await?;
         if active.is_empty() {
             return Err(ServiceError::Conflict(format!(
                 "incident {} has no containment in force; nothing to lift",
-                inc.id
+                inc.id()
             )));
         }
         let reason = clean("reason", reason, 500)?.unwrap_or_else(|| format!("lifted by {actor}"));
@@ -159,11 +160,11 @@ impl IncidentService {
         Ok(self
             .store
             .update(
-                &inc.id,
+                inc.id(),
                 actor.to_string(),
                 now,
                 Box::new(move |inc| {
-                    inc.updated_at = now;
+                    inc.touch(now);
                     Ok(active
                         .into_iter()
                         .map(|a| EventKind::ContainmentLifted {
@@ -187,7 +188,7 @@ fn extended_subject(
     action: &str,
 ) -> Result<Option<(String, String)>, ServiceError> {
     let tag = |prefix: &str| {
-        inc.tags
+        inc.tags()
             .iter()
             .find_map(|t| t.strip_prefix(prefix).map(str::to_string))
     };
@@ -196,7 +197,7 @@ fn extended_subject(
             "action",
             format!(
                 "incident {} names no {what}, so {action} has nothing to act on",
-                inc.id
+                inc.id()
             ),
         ))
     };
@@ -206,8 +207,8 @@ fn extended_subject(
             None => missing("API key (a key: tag, set by record_key_usage incidents)"),
         },
         "rate_limit" => match inc
-            .affected_user
-            .clone()
+            .affected_user()
+            .map(str::to_string)
             .or_else(|| tag("principal:"))
             .or_else(|| tag("source:"))
         {

@@ -148,7 +148,7 @@ impl IncidentService {
             return Ok(out);
         }
         let up = self.open_key_incident(&u, &anomalies, now).await?;
-        out.incident_id = Some(up.incident.id.to_string());
+        out.incident_id = Some(up.incident.id().to_string());
         out.incident_created = up.created;
         Ok(out)
     }
@@ -162,15 +162,12 @@ impl IncidentService {
         let key = format!("key|{}", u.key_id);
         let evidence: Vec<Evidence> = anomalies
             .iter()
-            .map(|a| Evidence {
-                rule: a.kind.as_str().to_string(),
-                category: IncidentKind::ApiKeyCompromise.as_str().to_string(),
-                start: 0,
-                end: 0,
-                excerpt: crate::domain::incident::truncate_chars(
+            .map(|a| {
+                Evidence::finding(
+                    a.kind.as_str(),
+                    IncidentKind::ApiKeyCompromise.as_str(),
                     &a.detail,
-                    crate::domain::incident::EXCERPT_MAX_CHARS,
-                ),
+                )
             })
             .collect();
         let rules: Vec<&str> = anomalies.iter().map(|a| a.kind.as_str()).collect();
@@ -180,28 +177,26 @@ impl IncidentService {
         }
         tags.extend(rules.iter().map(|r| format!("rule:{r}")));
         let new = NewIncident {
-            incident_type: IncidentType::Security,
-            category: None,
-            severity: Severity::High,
-            title: format!(
-                "API key {} compromise suspected ({})",
-                u.key_id,
-                rules.join(", ")
-            ),
-            description: anomalies
-                .iter()
-                .map(|a| a.detail.as_str())
-                .collect::<Vec<_>>()
-                .join("; "),
-            reporter: None,
             affected_system: Some(format!("key:{}", u.key_id)),
             affected_user: u.principal.clone(),
-            affected_session: None,
-            detection_method: DetectionMethod::Monitoring,
-            confidence: None,
             evidence: evidence.clone(),
             tags,
             dedup_key: Some(key.clone()),
+            ..NewIncident::new(
+                IncidentType::Security,
+                Severity::High,
+                DetectionMethod::Monitoring,
+                format!(
+                    "API key {} compromise suspected ({})",
+                    u.key_id,
+                    rules.join(", ")
+                ),
+                anomalies
+                    .iter()
+                    .map(|a| a.detail.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
         };
         self.open_or_repeat_full(
             key,

@@ -11,7 +11,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::domain::incident::{
-    self, Event, EventKind, Incident, IncidentId, SeriousIncident, Severity, Status, WorkflowStep,
+    self, Event, EventKind, Incident, IncidentId, SeriousMarking, Severity, Status, WorkflowStep,
 };
 use crate::domain::opening::{self, classify_event, serde_name};
 use crate::domain::policy::{self, SeriousCategory};
@@ -115,34 +115,9 @@ impl IncidentService {
                 responder,
                 now,
                 Box::new(move |inc| {
-                    if inc.status.is_terminal() {
-                        return Err(conflict(format!(
-                            "incident {} is {}; only open incidents can be acknowledged",
-                            inc.id, inc.status
-                        )));
-                    }
-                    if let Some(at) = inc.acknowledged_at {
-                        return Err(conflict(format!(
-                            "incident {} was already acknowledged by {} at {}; the escalation clock is stopped",
-                            inc.id,
-                            inc.acknowledged_by.as_deref().unwrap_or("someone"),
-                            at.to_rfc3339()
-                        )));
-                    }
-                    let mut ev = Vec::new();
-                    if inc.status == Status::New {
-                        ev.push(inc.transition(Status::Acknowledged, now)?);
-                    } else {
-                        inc.acknowledged_at = Some(now);
-                        inc.updated_at = now;
-                    }
-                    inc.acknowledged_by = Some(by.clone());
-                    if inc.owner.is_none() {
-                        inc.owner = Some(by.clone());
-                    }
-                    ev.push(EventKind::Acknowledged { by });
+                    let mut ev = inc.acknowledge(&by, now)?;
                     let channels = svc_notes
-                        .get(usize::from(inc.escalation_level.saturating_sub(1)))
+                        .get(usize::from(inc.escalation_level().saturating_sub(1)))
                         .cloned()
                         .unwrap_or_default();
                     ev.extend(queued.build(inc, "acknowledged", &channels, now));
@@ -253,44 +228,29 @@ impl IncidentService {
                 Box::new(move |inc| {
                     let mut ev = Vec::new();
                     if let Some(to) = status {
-                        ev.push(inc.transition(to, now)?);
-                        if inc.acknowledged_at.is_none() && !to.is_terminal() {
-                            inc.acknowledged_at = Some(now);
-                            inc.acknowledged_by = Some(by.clone());
-                            ev.push(EventKind::Acknowledged { by: by.clone() });
-                        }
-                        let s = match to {
-                            Status::Contained => Some(WorkflowStep::Containment),
-                            Status::Investigating => Some(WorkflowStep::Investigation),
-                            _ => None,
-                        };
-                        ev.extend(s.and_then(|s| inc.enter_step(s, now)));
+                        ev.extend(inc.change_status(to, &by, now)?);
                     }
-                    if inc.status == Status::Closed && status != Some(Status::Closed) {
+                    if inc.status() == Status::Closed && status != Some(Status::Closed) {
                         return Err(conflict(format!(
                             "incident {} is closed; it cannot change any more",
-                            inc.id
+                            inc.id()
                         )));
                     }
                     if let Some(sev) = severity
-                        && sev != inc.severity
+                        && let Some(changed) = inc.set_severity(sev, now)
                     {
-                        inc.severity = sev;
-                        ev.push(EventKind::FieldUpdated {
-                            field: "severity".into(),
-                            value: sev.to_string(),
-                        });
+                        ev.push(changed);
                         let (c, floor) = classify_event(inc, cfg.rules());
                         ev.push(c);
-                        while inc.escalation_level < floor && !inc.status.is_terminal() {
+                        while inc.escalation_level() < floor && !inc.status().is_terminal() {
                             ev.push(inc.escalate(
-                                &format!("{} severity requires at least level {floor}", inc.severity),
+                                &format!("{} severity requires at least level {floor}", inc.severity()),
                                 "classification",
                                 now,
                             )?);
                             let ch = cfg
                                 .escalation
-                                .level(inc.escalation_level)
+                                .level(inc.escalation_level())
                                 .map(|l| l.channels.clone())
                                 .unwrap_or_default();
                             ev.extend(nb.build(inc, "escalated", &ch, now));
@@ -302,8 +262,8 @@ impl IncidentService {
                             None => {
                                 return Err(conflict(format!(
                                     "incident {} is at step {}; steps only move forward and each is entered once (order: {})",
-                                    inc.id,
-                                    inc.step,
+                                    inc.id(),
+                                    inc.step(),
                                     WorkflowStep::ALL
                                         .iter()
                                         .map(|s| s.as_str())
@@ -314,69 +274,37 @@ impl IncidentService {
                         }
                     }
                     if let Some(o) = owner {
-                        inc.owner = Some(o.clone());
-                        ev.push(EventKind::FieldUpdated {
-                            field: "owner".into(),
-                            value: o,
-                        });
+                        ev.push(inc.set_owner(o, now));
                     }
                     if let Some(r) = root_cause {
-                        inc.root_cause = Some(r.clone());
-                        ev.push(EventKind::FieldUpdated {
-                            field: "root_cause".into(),
-                            value: r,
-                        });
+                        ev.push(inc.set_root_cause(r, now));
                     }
                     if let Some(c) = corrective {
-                        inc.corrective_actions.push(c.clone());
-                        ev.push(EventKind::FieldUpdated {
-                            field: "corrective_action".into(),
-                            value: c,
-                        });
+                        ev.push(inc.add_corrective_action(c, now));
                     }
                     if let Some(cat) = serious {
                         let widespread = input.widespread.unwrap_or(false);
-                        let aware_at = inc.serious.as_ref().map_or(now, |s| s.aware_at);
+                        let aware_at = inc.aware_at(now);
                         let (_, rule) = policy::report_window(cat, widespread, &cfg.regulatory);
                         let due = policy::report_due_at(cat, widespread, aware_at, &cfg.regulatory);
-                        let category = serde_name(&cat);
-                        let rule = serde_name(&rule);
-                        inc.serious = Some(SeriousIncident {
-                            category: category.clone(),
-                            article_point: cat.article_point().to_string(),
-                            widespread,
-                            aware_at,
-                            report_due_at: due,
-                            rule: rule.clone(),
-                            reported_at: None,
-                            deadline_escalated: false,
-                            overdue_recorded: false,
-                        });
-                        ev.push(EventKind::MarkedSerious {
-                            category,
-                            article_point: cat.article_point().to_string(),
-                            widespread,
-                            report_due_at: due,
-                            rule,
-                        });
+                        ev.push(inc.mark_serious(
+                            SeriousMarking {
+                                category: serde_name(&cat),
+                                article_point: cat.article_point().to_string(),
+                                widespread,
+                                report_due_at: due,
+                                rule: serde_name(&rule),
+                            },
+                            now,
+                        ));
                     }
                     if reported {
-                        let Some(s) = inc.serious.as_mut() else {
-                            return Err(conflict(format!(
-                                "incident {} is not marked serious; mark_serious first",
-                                inc.id
-                            )));
-                        };
-                        s.reported_at = Some(now);
-                        ev.push(EventKind::FieldUpdated {
-                            field: "regulatory_reported_at".into(),
-                            value: now.to_rfc3339(),
-                        });
+                        ev.push(inc.record_regulatory_report(now)?);
                     }
                     if let Some(text) = note {
                         ev.push(EventKind::Note { text });
                     }
-                    inc.updated_at = now;
+                    inc.touch(now);
                     Ok(ev)
                 }),
             )
@@ -441,16 +369,17 @@ impl IncidentService {
         actor: &str,
     ) -> Result<DocumentOutcome, ServiceError> {
         let (inc, tl) = self.get(id).await?;
-        if !inc.status.is_terminal() {
+        if !inc.status().is_terminal() {
             return Err(ServiceError::Conflict(format!(
                 "incident {} is {}; resolve it with resolve_incident before documenting it",
-                inc.id, inc.status
+                inc.id(),
+                inc.status()
             )));
         }
         let now = self.now();
         let doc = build_document(&inc, &tl, now);
         let dir: PathBuf = self.config().documentation.dir.clone();
-        let stem = format!("incident_{}_{}", inc.id, now.format("%Y%m%d"));
+        let stem = format!("incident_{}_{}", inc.id(), now.format("%Y%m%d"));
         let json_path = dir.join(format!("{stem}.json"));
         let md_path = dir.join(format!("{stem}.md"));
         let json = serde_json::to_string_pretty(&doc)
@@ -472,7 +401,7 @@ impl IncidentService {
         let (jp2, mp2) = (jp.clone(), mp.clone());
         self.store
             .update(
-                &inc.id,
+                inc.id(),
                 actor.to_string(),
                 now,
                 Box::new(move |inc| {
@@ -484,10 +413,10 @@ impl IncidentService {
                         json_path: jp2,
                         markdown_path: mp2,
                     });
-                    if close && inc.status == Status::Resolved {
+                    if close && inc.status() == Status::Resolved {
                         ev.push(inc.transition(Status::Closed, now)?);
                     }
-                    inc.updated_at = now;
+                    inc.touch(now);
                     Ok(ev)
                 }),
             )

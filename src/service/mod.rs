@@ -325,8 +325,13 @@ impl NotificationBuilder {
         now: DateTime<Utc>,
     ) -> Result<Vec<EventKind>, DomainError> {
         let mut ev = inc.resolve(resolution, root_cause, now)?;
-        let mut ch = self.cfg.classification.rule(inc.severity).channels.clone();
-        if let Some(l) = self.cfg.escalation.level(inc.escalation_level) {
+        let mut ch = self
+            .cfg
+            .classification
+            .rule(inc.severity())
+            .channels
+            .clone();
+        if let Some(l) = self.cfg.escalation.level(inc.escalation_level()) {
             ch.extend(l.channels.iter().cloned());
         }
         ev.extend(self.build(inc, "resolved", &ch, now));

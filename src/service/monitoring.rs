@@ -194,20 +194,17 @@ impl IncidentService {
             excerpt: v.message.clone(),
         }];
         let new = NewIncident {
-            incident_type: IncidentType::Performance,
-            category: None,
-            severity: v.severity,
-            title: format!("{} threshold violated on {}", v.metric.as_str(), v.source),
-            description: v.message.clone(),
-            reporter: None,
             affected_system: Some(v.source.clone()),
-            affected_user: None,
-            affected_session: None,
-            detection_method: DetectionMethod::Monitoring,
-            confidence: None,
             evidence: evidence.clone(),
             tags: vec![format!("metric:{}", v.metric.as_str())],
             dedup_key: Some(key.clone()),
+            ..NewIncident::new(
+                IncidentType::Performance,
+                v.severity,
+                DetectionMethod::Monitoring,
+                format!("{} threshold violated on {}", v.metric.as_str(), v.source),
+                v.message.clone(),
+            )
         };
         self.open_or_repeat(
             key,
@@ -237,7 +234,8 @@ impl IncidentService {
             .open_or_repeat_full(key, new, kind, evidence, actor, now)
             .await?
             .incident
-            .id)
+            .id()
+            .clone())
     }
 
     /// As [`Self::open_or_repeat`], returning the incident and whether it was opened now.
@@ -305,12 +303,12 @@ impl IncidentService {
             );
             self.store
                 .update(
-                    &inc.id,
+                    inc.id(),
                     "performance-monitor".into(),
                     now,
                     Box::new(move |inc| {
                         let mut ev = vec![EventKind::Recovered { detail }];
-                        if auto && inc.status.allowed_next().contains(&Status::Resolved) {
+                        if auto && inc.status().allowed_next().contains(&Status::Resolved) {
                             ev.extend(nb.resolve(
                                 inc,
                                 "metric recovered (auto-resolved by policy)".into(),
@@ -318,7 +316,7 @@ impl IncidentService {
                                 now,
                             )?);
                         }
-                        inc.updated_at = now;
+                        inc.touch(now);
                         Ok(ev)
                     }),
                 )
@@ -444,31 +442,23 @@ impl IncidentService {
                 vec![format!("finding:{}", f.kind.as_str())],
             ),
         };
-        let evidence = vec![Evidence {
-            rule: f.kind.as_str().to_string(),
-            category: "data_quality".into(),
-            start: 0,
-            end: 0,
-            excerpt: crate::domain::incident::truncate_chars(
-                &f.message,
-                crate::domain::incident::EXCERPT_MAX_CHARS,
-            ),
-        }];
+        let evidence = vec![Evidence::finding(
+            f.kind.as_str(),
+            "data_quality",
+            &f.message,
+        )];
         let new = NewIncident {
-            incident_type,
-            category: None,
-            severity,
-            title: title.trim().to_string(),
-            description: f.message.clone(),
-            reporter: None,
             affected_system: Some(f.file.clone()),
-            affected_user: None,
-            affected_session: None,
-            detection_method: DetectionMethod::Monitoring,
-            confidence: None,
             evidence: evidence.clone(),
             tags,
             dedup_key: Some(key.clone()),
+            ..NewIncident::new(
+                incident_type,
+                severity,
+                DetectionMethod::Monitoring,
+                title.trim(),
+                f.message.clone(),
+            )
         };
         self.open_or_repeat(key, new, kind, evidence, "data-quality-monitor", now)
             .await
@@ -552,7 +542,7 @@ impl IncidentService {
         let inc = self
             .store
             .update(
-                &inc.id,
+                inc.id(),
                 approver.to_string(),
                 now,
                 Box::new(move |inc| {
@@ -629,80 +619,61 @@ impl IncidentService {
         let started = Instant::now();
         let at = svc.now();
         let mut checks = Vec::new();
-        let mut record = |name: &str, r: Result<String, String>| {
+        let mut record = |name: &str, r: Result<String, ServiceError>| {
             if let Err(e) = &r {
                 tracing::warn!(check = name, error = %e, "monitor check failed; the loop goes on");
             }
             checks.push(CheckOutcome {
                 name: name.to_string(),
                 ok: r.is_ok(),
-                detail: r.unwrap_or_else(|e| e),
+                detail: r.unwrap_or_else(|e| e.to_string()),
             });
         };
+        let n = svc.escalation_sweep().await;
         record(
             "escalation_sweep",
-            svc.escalation_sweep()
-                .await
-                .map(|n| format!("{n} escalation step(s)"))
-                .map_err(|e| e.to_string()),
+            n.map(|n| format!("{n} escalation step(s)")),
         );
+        let n = svc.drain_outbox().await;
         record(
             "notification_outbox",
-            svc.drain_outbox()
-                .await
-                .map(|n| format!("{n} delivery attempt(s)"))
-                .map_err(|e| e.to_string()),
+            n.map(|n| format!("{n} delivery attempt(s)")),
         );
+        let n = svc.performance_recovery_sweep().await;
         record(
             "performance_recovery",
-            svc.performance_recovery_sweep()
-                .await
-                .map(|n| format!("{n} metric(s) recovered"))
-                .map_err(|e| e.to_string()),
+            n.map(|n| format!("{n} metric(s) recovered")),
         );
         if !svc.config().upstreams.is_empty() {
+            let n = svc.probe_upstreams().await;
             record(
                 "upstream_probes",
-                svc.probe_upstreams()
-                    .await
-                    .map(|n| format!("{n} upstream(s) probed"))
-                    .map_err(|e| e.to_string()),
+                n.map(|n| format!("{n} upstream(s) probed")),
             );
         }
         if svc.config().monitor.key_usage_log.is_some() || svc.config().monitor.access_log.is_some()
         {
-            record(
-                "usage_logs",
-                svc.tail_usage_logs()
-                    .await
-                    .map(|(k, a, bad)| {
-                        format!("{k} key use(s), {a} access(es) read; {bad} line(s) rejected")
-                    })
-                    .map_err(|e| e.to_string()),
-            );
+            let r = svc.tail_usage_logs().await.map(|(k, a, bad)| {
+                format!("{k} key use(s), {a} access(es) read; {bad} line(s) rejected")
+            });
+            record("usage_logs", r);
         }
         if svc.config().monitor.data_quality {
-            record(
-                "data_quality",
-                svc.check_data_quality()
-                    .await
-                    .map(|o| {
-                        if o.ran {
-                            format!(
-                                "{} finding(s) in {} file(s), {} record(s), {} tool(s) ({:.1} ms)",
-                                o.findings.len(),
-                                o.files_checked,
-                                o.records_checked,
-                                o.tools_checked,
-                                o.duration_ms
-                            )
-                        } else {
-                            "idle: neither the data folder nor the catalog folder exists"
-                                .to_string()
-                        }
-                    })
-                    .map_err(|e| e.to_string()),
-            );
+            let r = svc.check_data_quality().await.map(|o| {
+                if o.ran {
+                    format!(
+                        "{} finding(s) in {} file(s), {} record(s), {} tool(s) ({:.1} ms)",
+                        o.findings.len(),
+                        o.files_checked,
+                        o.records_checked,
+                        o.tools_checked,
+                        o.duration_ms
+                    )
+                } else {
+                    "idle: neither the data folder nor the catalog folder exists".to_string()
+                }
+            });
+            record("data_quality", r);
         }
         let prev = svc.monitor.snapshot();
         let status = MonitorStatus {

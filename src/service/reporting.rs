@@ -107,20 +107,15 @@ impl IncidentService {
         let now = self.now();
         let (mut inc, mut events) = Incident::open(
             NewIncident {
-                incident_type,
-                category: None,
-                severity,
-                title,
-                description: description.to_string(),
                 reporter: Some(email.as_str().to_string()),
                 affected_system,
-                affected_user: None,
-                affected_session: None,
-                detection_method: DetectionMethod::ManualReport,
-                confidence: None,
-                evidence: Vec::new(),
-                tags: Vec::new(),
-                dedup_key: None,
+                ..NewIncident::new(
+                    incident_type,
+                    severity,
+                    DetectionMethod::ManualReport,
+                    title,
+                    description,
+                )
             },
             now,
         );

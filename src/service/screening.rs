@@ -5,7 +5,7 @@
 //! May import: `crate::domain`, `crate::detect`, `crate::store`, `crate::service`.
 
 use crate::detect::secrets::{SecretFinding, redact};
-use crate::detect::{Category, Source, Verdict};
+use crate::detect::{Category, Verdict};
 use crate::domain::incident::{
     self, DetectionMethod, Evidence, Incident, IncidentType, NewIncident, Severity,
 };
@@ -78,7 +78,7 @@ impl IncidentService {
             format!(
                 "screen|{}|anonymous|{}|{}",
                 top.as_str(),
-                source_name(input.source),
+                input.source.as_str(),
                 now.timestamp().div_euclid(period)
             )
         } else {
@@ -117,33 +117,29 @@ impl IncidentService {
             Verdict::Block => Severity::High,
             _ => Severity::Medium,
         };
-        let source = match input.source {
-            Source::User => "user input",
-            Source::ToolOutput => "tool output",
-            Source::Document => "a document",
-        };
+        let source = input.source.describe();
         let rules: Vec<&str> = screening.matches.iter().map(|m| m.rule.as_str()).collect();
         let new = NewIncident {
-            incident_type: IncidentType::Security,
             category: Some(top),
-            severity,
-            title: format!("{} detected in {source}", human_category(top.as_str())),
-            description: format!(
-                "screen_prompt returned {:?} (risk {:.2}) for {} bytes of {source} from {who}; rules: {}",
-                screening.verdict,
-                screening.risk_score,
-                input.text.len(),
-                rules.join(", ")
-            ),
-            reporter: None,
-            affected_system: None,
             affected_user: input.user_id.clone(),
             affected_session: input.session_id.clone(),
-            detection_method: DetectionMethod::Screening,
             confidence: Some(screening.risk_score),
             evidence: evidence.clone(),
             tags,
             dedup_key: Some(dedup_key.clone()),
+            ..NewIncident::new(
+                IncidentType::Security,
+                severity,
+                DetectionMethod::Screening,
+                format!("{} detected in {source}", human_category(top.as_str())),
+                format!(
+                    "screen_prompt returned {:?} (risk {:.2}) for {} bytes of {source} from {who}; rules: {}",
+                    screening.verdict,
+                    screening.risk_score,
+                    input.text.len(),
+                    rules.join(", ")
+                ),
+            )
         };
         // Repeated attempts by one user (or session) raise the severity, once per incident.
         let window = chrono::Duration::from_std(self.config.screening.repeat_window)
@@ -177,7 +173,7 @@ impl IncidentService {
         let new: crate::store::NewDetection = Box::new(move || {
             let (mut inc, mut events) = Incident::open(new, now);
             if repeated {
-                inc.tags.push(TAG.into());
+                inc.add_tag(TAG);
                 if let Some(ev) = inc.raise_severity(&open_reason, now) {
                     events.push(ev);
                 }
@@ -192,8 +188,7 @@ impl IncidentService {
                 new,
                 Box::new(move |inc| {
                     let mut ev = vec![inc.record_repeat(evidence, now)];
-                    if repeated && !inc.tags.iter().any(|t| t == TAG) {
-                        inc.tags.push(TAG.into());
+                    if repeated && inc.add_tag(TAG) {
                         ev.extend(inc.raise_severity(&reason, now));
                     }
                     Ok(ev)
@@ -204,7 +199,7 @@ impl IncidentService {
             .await?;
         Ok(ScreenOutcome {
             screening,
-            incident_id: Some(up.incident.id),
+            incident_id: Some(up.incident.id().clone()),
             incident_created: up.created,
             repeat_threshold_reached: repeated,
             flag_threshold: self.config.screening.flag_threshold as f32,
@@ -222,7 +217,7 @@ impl IncidentService {
         input: ScreenInput,
     ) -> Result<ScreenOutcome, ServiceError> {
         let (user_id, session_id) = (input.user_id.clone(), input.session_id.clone());
-        let source = source_name(input.source);
+        let source = input.source.as_str();
         let at = self.now();
         let out = self.screen_engine(input).await?;
         self.store
@@ -231,12 +226,7 @@ impl IncidentService {
                 user_id,
                 session_id,
                 source: source.into(),
-                verdict: match out.screening.verdict {
-                    Verdict::Allow => "allow",
-                    Verdict::Flag => "flag",
-                    Verdict::Block => "block",
-                }
-                .into(),
+                verdict: out.screening.verdict.as_str().into(),
                 categories: out
                     .screening
                     .categories
@@ -388,16 +378,6 @@ fn floor_char(s: &str, mut i: usize) -> usize {
         i -= 1;
     }
     i
-}
-
-/// The wire name of a source (`user`, `tool_output`, `document`), as recorded in activity and
-/// in anonymous dedup keys.
-pub(crate) fn source_name(s: Source) -> &'static str {
-    match s {
-        Source::User => "user",
-        Source::ToolOutput => "tool_output",
-        Source::Document => "document",
-    }
 }
 
 #[cfg(test)]

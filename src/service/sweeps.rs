@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::incident::{self, EventKind, Incident, IncidentType, Severity};
+use crate::domain::incident::{self, EventKind, Incident, IncidentType, NewIncident, Severity};
 use crate::domain::opening::{self, StepReason};
 use crate::notify::{self, Notification, RetryDecision};
 use crate::service::{IncidentService, ServiceError, conflict};
@@ -85,14 +85,14 @@ impl IncidentService {
         let r = self
             .store
             .update(
-                &inc.id,
+                inc.id(),
                 "escalation-sweep".into(),
                 now,
                 Box::new(move |inc| {
                     let mut ev = vec![inc.record_overdue(now)?];
                     let ch = cfg
                         .escalation
-                        .level(inc.escalation_level)
+                        .level(inc.escalation_level())
                         .map(|l| l.channels.clone())
                         .unwrap_or_default();
                     ev.extend(nb.build(inc, "overdue", &ch, now));
@@ -120,32 +120,28 @@ impl IncidentService {
         let r = self
             .store
             .claim_escalation(
-                &inc.id,
+                inc.id(),
                 from,
                 "escalation-sweep".into(),
                 now,
                 Box::new(move |inc| {
-                    if inc.escalation_level != from {
+                    if inc.escalation_level() != from {
                         return Err(conflict("level moved"));
                     }
-                    let text = match &reason {
+                    let mut ev = match &reason {
                         StepReason::Timeout(t) => {
-                            if inc.acknowledged_at.is_some() {
+                            if inc.acknowledged_at().is_some() {
                                 return Err(conflict("acknowledged meanwhile"));
                             }
-                            t.clone()
+                            vec![inc.escalate(t, "escalation-sweep", now)?]
                         }
                         StepReason::Deadline(t) => {
-                            if let Some(s) = inc.serious.as_mut() {
-                                s.deadline_escalated = true;
-                            }
-                            t.clone()
+                            vec![inc.escalate_for_deadline(t, "escalation-sweep", now)?]
                         }
                     };
-                    let mut ev = vec![inc.escalate(&text, "escalation-sweep", now)?];
                     let ch = cfg
                         .escalation
-                        .level(inc.escalation_level)
+                        .level(inc.escalation_level())
                         .map(|l| l.channels.clone())
                         .unwrap_or_default();
                     ev.extend(nb.build(inc, "escalated", &ch, now));
@@ -278,27 +274,23 @@ impl IncidentService {
         let now = self.now();
         let reason = err.map(|e| e.to_string()).unwrap_or_default();
         let (mut inc, mut events) = Incident::open(
-            incident::NewIncident {
-                incident_type: IncidentType::Other,
-                category: None,
-                severity: Severity::High,
-                title: format!("Notification delivery failing on channel {}", it.channel),
-                description: format!(
-                    "Notification {} about incident {} could not be delivered to channel {} after {attempts} attempt(s): {}",
-                    it.notification_id,
-                    it.incident_id,
-                    it.channel,
-                    incident::truncate_chars(&reason, 300)
-                ),
-                reporter: None,
+            NewIncident {
                 affected_system: Some(format!("notify channel {}", it.channel)),
-                affected_user: None,
-                affected_session: None,
-                detection_method: incident::DetectionMethod::Monitoring,
-                confidence: None,
-                evidence: Vec::new(),
                 tags: vec!["meta:notification-delivery".into()],
                 dedup_key: Some(format!("notify-failing|{}", it.channel)),
+                ..NewIncident::new(
+                    IncidentType::Other,
+                    Severity::High,
+                    incident::DetectionMethod::Monitoring,
+                    format!("Notification delivery failing on channel {}", it.channel),
+                    format!(
+                        "Notification {} about incident {} could not be delivered to channel {} after {attempts} attempt(s): {}",
+                        it.notification_id,
+                        it.incident_id,
+                        it.channel,
+                        incident::truncate_chars(&reason, 300)
+                    ),
+                )
             },
             now,
         );

@@ -234,38 +234,30 @@ impl IncidentService {
     ) -> Result<(), ServiceError> {
         let (kind, severity) = Self::upstream_kind(u);
         let key = format!("upstream|{}", u.name);
-        let evidence = vec![Evidence {
-            rule: failure.as_str().to_string(),
-            category: kind.as_str().to_string(),
-            start: 0,
-            end: 0,
-            excerpt: crate::domain::incident::truncate_chars(
-                &format!("{detail} ({} ms)", latency.as_millis()),
-                crate::domain::incident::EXCERPT_MAX_CHARS,
-            ),
-        }];
+        let evidence = vec![Evidence::finding(
+            failure.as_str(),
+            kind.as_str(),
+            &format!("{detail} ({} ms)", latency.as_millis()),
+        )];
         let what = match u.kind {
             UpstreamKind::Http => "LLM API",
             UpstreamKind::Mcp => "MCP server",
         };
         let new = NewIncident {
-            incident_type: IncidentType::Performance,
-            category: None,
-            severity,
-            title: format!("{what} {} failing: {}", u.name, failure.as_str()),
-            description: format!("probe of {what} {} failed: {detail}", u.name),
-            reporter: None,
             affected_system: Some(u.name.clone()),
-            affected_user: None,
-            affected_session: None,
-            detection_method: DetectionMethod::Monitoring,
-            confidence: None,
             evidence: evidence.clone(),
             tags: vec![
                 format!("upstream:{}", u.name),
                 format!("failure:{}", failure.as_str()),
             ],
             dedup_key: Some(key.clone()),
+            ..NewIncident::new(
+                IncidentType::Performance,
+                severity,
+                DetectionMethod::Monitoring,
+                format!("{what} {} failing: {}", u.name, failure.as_str()),
+                format!("probe of {what} {} failed: {detail}", u.name),
+            )
         };
         self.open_or_repeat(key, new, kind, evidence, "upstream-monitor", now)
             .await?;
@@ -288,19 +280,19 @@ impl IncidentService {
         );
         self.store
             .update(
-                &inc.id,
+                inc.id(),
                 "upstream-monitor".into(),
                 now,
                 Box::new(move |inc| {
-                    inc.updated_at = now;
+                    inc.touch(now);
                     Ok(vec![EventKind::Recovered { detail }])
                 }),
             )
             .await?;
-        if u.auto_resolve && inc.status.allowed_next().contains(&Status::Resolved) {
+        if u.auto_resolve && inc.status().allowed_next().contains(&Status::Resolved) {
             match self
                 .resolve(
-                    inc.id.as_str(),
+                    inc.id().as_str(),
                     "upstream recovered (auto-resolved by policy)",
                     &format!("{} was unavailable or failing its probe", u.name),
                     "upstream-monitor",
@@ -364,34 +356,13 @@ impl IncidentService {
         }
         let key = format!("upstream-tools|{}", u.name);
         let detail = changes.join("; ");
-        let evidence = vec![Evidence {
-            rule: "live_tool_list_drift".into(),
-            category: IncidentKind::ToolPoisoning.as_str().into(),
-            start: 0,
-            end: 0,
-            excerpt: crate::domain::incident::truncate_chars(
-                &detail,
-                crate::domain::incident::EXCERPT_MAX_CHARS,
-            ),
-        }];
+        let evidence = vec![Evidence::finding(
+            "live_tool_list_drift",
+            IncidentKind::ToolPoisoning.as_str(),
+            &detail,
+        )];
         let new = NewIncident {
-            incident_type: IncidentType::Security,
-            category: None,
-            severity: Severity::High,
-            title: format!(
-                "Live tool list of MCP server {} drifted from its pins",
-                u.name
-            ),
-            description: format!(
-                "tools/list of {} differs from the pinned definitions: {detail}",
-                u.name
-            ),
-            reporter: None,
             affected_system: Some(u.name.clone()),
-            affected_user: None,
-            affected_session: None,
-            detection_method: DetectionMethod::Monitoring,
-            confidence: None,
             evidence: evidence.clone(),
             tags: vec![
                 format!("upstream:{}", u.name),
@@ -399,6 +370,19 @@ impl IncidentService {
                 "LLM03:2025".into(),
             ],
             dedup_key: Some(key.clone()),
+            ..NewIncident::new(
+                IncidentType::Security,
+                Severity::High,
+                DetectionMethod::Monitoring,
+                format!(
+                    "Live tool list of MCP server {} drifted from its pins",
+                    u.name
+                ),
+                format!(
+                    "tools/list of {} differs from the pinned definitions: {detail}",
+                    u.name
+                ),
+            )
         };
         self.open_or_repeat(
             key,

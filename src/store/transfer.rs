@@ -92,7 +92,7 @@ pub async fn export(store: &dyn Store, out: &mut impl Write) -> Result<Counts, T
     loop {
         let page = store.export_incidents(after.clone(), PAGE).await?;
         let Some(last) = page.last() else { break };
-        after = Some(last.id.as_str().to_string());
+        after = Some(last.id().as_str().to_string());
         for inc in page {
             put(out, &Line::Incident(Box::new(inc)))?;
             n.incidents += 1;

@@ -177,13 +177,13 @@ async fn report(State(st): State<ApiState>, headers: HeaderMap, body: Body) -> A
             key,
         )
         .await?;
-    let view = ReportIncidentOutput::new(&up.incident, st.svc.response_sla(up.incident.severity));
+    let view = ReportIncidentOutput::new(&up.incident, st.svc.response_sla(up.incident.severity()));
     let status = if up.created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    let location = format!("/api/v1/incidents/{}", up.incident.id);
+    let location = format!("/api/v1/incidents/{}", up.incident.id());
     Ok((
         status,
         [(header::LOCATION, location)],

@@ -178,14 +178,14 @@ fn fmt_dur(secs: i64) -> String {
 
 /// The acknowledge-by clock: time left, overdue, or met.
 fn sla_cell(svc: &IncidentService, i: &Incident, now: DateTime<Utc>) -> String {
-    if i.acknowledged_at.is_some() {
+    if i.acknowledged_at().is_some() {
         return "<span class=\"ok\">acknowledged</span>".into();
     }
-    if i.status.is_terminal() {
+    if i.status().is_terminal() {
         return "—".into();
     }
-    let sla = svc.response_sla(i.severity);
-    let due = i.created_at + chrono::Duration::from_std(sla).unwrap_or_default();
+    let sla = svc.response_sla(i.severity());
+    let due = i.created_at() + chrono::Duration::from_std(sla).unwrap_or_default();
     let left = (due - now).num_seconds();
     if left >= 0 {
         format!("{} left", fmt_dur(left))
@@ -406,7 +406,7 @@ async fn report_submit(
         .await
     {
         Ok(inc) => {
-            Redirect::to(&format!("/incidents/{}", url_seg(inc.id.as_str()))).into_response()
+            Redirect::to(&format!("/incidents/{}", url_seg(inc.id().as_str()))).into_response()
         }
         Err(ServiceError::Invalid { field, message }) => html(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -440,11 +440,11 @@ async fn render_incident(
     };
     let now = svc.now();
     let s = IncidentSummary::from(&inc);
-    let href = url_seg(inc.id.as_str());
+    let href = url_seg(inc.id().as_str());
     let mut b = format!(
         "<h1>{} <span class=\"muted\">{}</span></h1>",
-        esc(&inc.title),
-        esc(inc.id.as_str())
+        esc(inc.title()),
+        esc(inc.id().as_str())
     );
     if let Some((ok, msg)) = &notice {
         let _ = write!(
@@ -465,16 +465,16 @@ async fn render_incident(
         esc(&s.step),
         s.escalation_level,
         sla_cell(svc, &inc, now),
-        ts(&inc.created_at),
+        ts(&inc.created_at()),
     );
-    opt_row(&mut b, "Reporter", inc.reporter.as_deref());
-    opt_row(&mut b, "Owner", inc.owner.as_deref());
-    opt_row(&mut b, "Acknowledged by", inc.acknowledged_by.as_deref());
-    opt_row(&mut b, "Affected system", inc.affected_system.as_deref());
-    opt_row(&mut b, "Affected user", inc.affected_user.as_deref());
-    opt_row(&mut b, "Affected session", inc.affected_session.as_deref());
-    opt_row(&mut b, "Root cause", inc.root_cause.as_deref());
-    opt_row(&mut b, "Resolution", inc.resolution.as_deref());
+    opt_row(&mut b, "Reporter", inc.reporter());
+    opt_row(&mut b, "Owner", inc.owner());
+    opt_row(&mut b, "Acknowledged by", inc.acknowledged_by());
+    opt_row(&mut b, "Affected system", inc.affected_system());
+    opt_row(&mut b, "Affected user", inc.affected_user());
+    opt_row(&mut b, "Affected session", inc.affected_session());
+    opt_row(&mut b, "Root cause", inc.root_cause());
+    opt_row(&mut b, "Resolution", inc.resolution());
     if let Some(d) = s.report_due_at {
         opt_row(
             &mut b,
@@ -485,7 +485,7 @@ async fn render_incident(
     let _ = write!(
         b,
         "<dt>Description</dt><dd>{}</dd></dl></div>",
-        esc(&inc.description)
+        esc(inc.description())
     );
     b.push_str(&actions(&inc, &href));
     b.push_str("<h2>Timeline</h2><div class=\"scroll\"><table class=\"list\" id=\"timeline\"><thead><tr><th>#</th><th>When</th><th>Who</th><th>Event</th><th>Hash</th></tr></thead><tbody>");
@@ -506,8 +506,8 @@ async fn render_incident(
         );
     }
     b.push_str("</tbody></table></div>");
-    if inc.status.is_terminal()
-        && let Ok(doc) = svc.postmortem(inc.id.as_str()).await
+    if inc.status().is_terminal()
+        && let Ok(doc) = svc.postmortem(inc.id().as_str()).await
     {
         let _ = write!(
             b,
@@ -515,11 +515,11 @@ async fn render_incident(
             esc(&crate::domain::postmortem::render_markdown(&doc))
         );
     }
-    html(status, inc.id.as_str(), &b)
+    html(status, inc.id().as_str(), &b)
 }
 
 fn actions(inc: &Incident, href: &str) -> String {
-    if inc.status.is_terminal() {
+    if inc.status().is_terminal() {
         return format!(
             "<h2>Actions</h2><div class=\"card\"><form class=\"inline\" method=\"post\" action=\"/incidents/{href}/document\">\
 <label><input type=\"checkbox\" name=\"close\" value=\"true\"> also close</label>\
@@ -527,7 +527,7 @@ fn actions(inc: &Incident, href: &str) -> String {
         );
     }
     let mut b = String::from("<h2>Actions</h2><div class=\"card\">");
-    if inc.acknowledged_at.is_none() {
+    if inc.acknowledged_at().is_none() {
         let _ = write!(
             b,
             "<form class=\"inline\" method=\"post\" action=\"/incidents/{href}/acknowledge\">\

@@ -121,12 +121,7 @@ impl From<ScreenOutcome> for ScreenPromptOutput {
         let flagged = o.flagged_categories();
         let s = o.screening;
         ScreenPromptOutput {
-            verdict: match s.verdict {
-                crate::detect::Verdict::Allow => "allow",
-                crate::detect::Verdict::Flag => "flag",
-                crate::detect::Verdict::Block => "block",
-            }
-            .to_string(),
+            verdict: s.verdict.as_str().to_string(),
             risk_score: round4(s.risk_score),
             categories: flagged.iter().map(|c| c.as_str().to_string()).collect(),
             category_scores: s

@@ -345,15 +345,15 @@ async fn save_incident(
         tx,
         sql,
         &[
-            &inc.id.as_str(),
-            &inc.incident_type.as_str(),
-            &inc.severity.as_str(),
-            &inc.status.as_str(),
-            &inc.step.as_str(),
-            &i32::from(inc.escalation_level),
-            &inc.dedup_key,
-            &micros(&inc.created_at),
-            &micros(&inc.updated_at),
+            &inc.id().as_str(),
+            &inc.incident_type().as_str(),
+            &inc.severity().as_str(),
+            &inc.status().as_str(),
+            &inc.step().as_str(),
+            &i32::from(inc.escalation_level()),
+            &inc.dedup_key(),
+            &micros(&inc.created_at()),
+            &micros(&inc.updated_at()),
             &body,
         ],
     )
@@ -511,7 +511,7 @@ impl Store for PgStore {
     ) -> Result<Incident, StoreError> {
         in_tx!(self, |tx| async {
             save_incident(&tx, &incident, true).await?;
-            append_events(&tx, &incident.id, &actor, &now, &events).await?;
+            append_events(&tx, &incident.id(), &actor, &now, &events).await?;
             Ok::<_, StoreError>(())
         }
         .await)?;
@@ -560,11 +560,11 @@ impl Store for PgStore {
                 });
             }
             save_incident(&tx, &incident, true).await?;
-            append_events(&tx, &incident.id, &actor, &now, &events).await?;
+            append_events(&tx, &incident.id(), &actor, &now, &events).await?;
             exec(
                 &tx,
                 "INSERT INTO idempotency_keys (key, fingerprint, incident_id, created_at) VALUES ($1, $2, $3, $4)",
-                &[&key, &fingerprint, &incident.id.as_str(), &micros(&now)],
+                &[&key, &fingerprint, &incident.id().as_str(), &micros(&now)],
             )
             .await?;
             Ok(Upserted {
@@ -693,7 +693,7 @@ impl Store for PgStore {
                 .ok_or_else(|| StoreError::NotFound(id.clone()))?;
             let events = f(&mut inc)?;
             save_incident(&tx, &inc, false).await?;
-            append_events(&tx, &inc.id, &actor, &now, &events).await?;
+            append_events(&tx, &inc.id(), &actor, &now, &events).await?;
             Ok(inc)
         }
         .await)
@@ -728,7 +728,7 @@ impl Store for PgStore {
                     let mut inc = parse_body(r.get::<_, &str>(0))?;
                     let events = on_repeat(&mut inc)?;
                     save_incident(&tx, &inc, false).await?;
-                    append_events(&tx, &inc.id, &actor, &now, &events).await?;
+                    append_events(&tx, &inc.id(), &actor, &now, &events).await?;
                     Ok(Upserted {
                         incident: inc,
                         created: false,
@@ -737,7 +737,7 @@ impl Store for PgStore {
                 None => {
                     let (inc, events) = new();
                     save_incident(&tx, &inc, true).await?;
-                    append_events(&tx, &inc.id, &actor, &now, &events).await?;
+                    append_events(&tx, &inc.id(), &actor, &now, &events).await?;
                     Ok(Upserted {
                         incident: inc,
                         created: true,
@@ -856,13 +856,13 @@ impl Store for PgStore {
                 .await?
                 .ok_or_else(|| StoreError::NotFound(id.clone()))?;
             let events = f(&mut inc)?;
-            if inc.escalation_level <= from_level {
+            if inc.escalation_level() <= from_level {
                 return Err(StoreError::Backend(format!(
                     "escalation claim on {id} did not raise the level"
                 )));
             }
             save_incident(&tx, &inc, false).await?;
-            append_events(&tx, &inc.id, &actor, &now, &events).await?;
+            append_events(&tx, &inc.id(), &actor, &now, &events).await?;
             Ok(Some(inc))
         }
         .await)
@@ -946,7 +946,7 @@ impl Store for PgStore {
                 .ok_or_else(|| StoreError::NotFound(id.clone()))?;
             let events = f(&mut inc)?;
             save_incident(&tx, &inc, false).await?;
-            append_events(&tx, &inc.id, "notifier", &now, &events).await?;
+            append_events(&tx, &inc.id(), "notifier", &now, &events).await?;
             Ok(Some(inc))
         }
         .await

@@ -228,7 +228,7 @@ impl Store for SqliteStore {
     ) -> Result<Incident, StoreError> {
         self.submit(move |conn| {
             save_incident(conn, &incident, true)?;
-            append_events(conn, &incident.id, &actor, &now, &events)?;
+            append_events(conn, incident.id(), &actor, &now, &events)?;
             Ok(incident)
         })
         .await
@@ -268,11 +268,11 @@ impl Store for SqliteStore {
                 });
             }
             save_incident(conn, &incident, true)?;
-            append_events(conn, &incident.id, &actor, &now, &events)?;
+            append_events(conn, incident.id(), &actor, &now, &events)?;
             conn.prepare_cached(
                 "INSERT INTO idempotency_keys (key, fingerprint, incident_id, created_at) VALUES (?1, ?2, ?3, ?4)",
             )
-            .and_then(|mut st| st.execute(params![key, fingerprint, incident.id.as_str(), micros(&now)]))
+            .and_then(|mut st| st.execute(params![key, fingerprint, incident.id().as_str(), micros(&now)]))
             .map_err(backend)?;
             Ok(Upserted {
                 incident,
@@ -379,7 +379,7 @@ impl Store for SqliteStore {
                 .ok_or_else(|| StoreError::NotFound(id.clone()))?;
             let events = f(&mut inc)?;
             save_incident(conn, &inc, false)?;
-            append_events(conn, &inc.id, &actor, &now, &events)?;
+            append_events(conn, inc.id(), &actor, &now, &events)?;
             Ok(inc)
         })
         .await
@@ -413,7 +413,7 @@ impl Store for SqliteStore {
                     };
                     let events = on_repeat(&mut inc)?;
                     save_incident(conn, &inc, false)?;
-                    append_events(conn, &inc.id, &actor, &now, &events)?;
+                    append_events(conn, inc.id(), &actor, &now, &events)?;
                     cache_put(&id, version + 1, &inc);
                     Ok(Upserted {
                         incident: inc,
@@ -423,8 +423,8 @@ impl Store for SqliteStore {
                 None => {
                     let (inc, events) = new();
                     save_incident(conn, &inc, true)?;
-                    append_events(conn, &inc.id, &actor, &now, &events)?;
-                    cache_put(inc.id.as_str(), 0, &inc);
+                    append_events(conn, inc.id(), &actor, &now, &events)?;
+                    cache_put(inc.id().as_str(), 0, &inc);
                     Ok(Upserted {
                         incident: inc,
                         created: true,
@@ -543,13 +543,13 @@ impl Store for SqliteStore {
             let mut inc = load_incident(conn, id.as_str())?
                 .ok_or_else(|| StoreError::NotFound(id.clone()))?;
             let events = f(&mut inc)?;
-            if inc.escalation_level <= from_level {
+            if inc.escalation_level() <= from_level {
                 return Err(StoreError::Backend(format!(
                     "escalation claim on {id} did not raise the level"
                 )));
             }
             save_incident(conn, &inc, false)?;
-            append_events(conn, &inc.id, &actor, &now, &events)?;
+            append_events(conn, inc.id(), &actor, &now, &events)?;
             Ok(Some(inc))
         })
         .await
@@ -639,7 +639,7 @@ impl Store for SqliteStore {
                 .ok_or_else(|| StoreError::NotFound(id.clone()))?;
             let events = f(&mut inc)?;
             save_incident(conn, &inc, false)?;
-            append_events(conn, &inc.id, "notifier", &now, &events)?;
+            append_events(conn, inc.id(), "notifier", &now, &events)?;
             Ok(Some(inc))
         })
         .await
@@ -913,11 +913,11 @@ mod tests {
         let hits_before = CACHE_HITS.load(std::sync::atomic::Ordering::Relaxed);
         let first = up(store.clone()).await;
         assert!(first.created);
-        let id = first.incident.id.clone();
+        let id = first.incident.id().clone();
         for n in 2..=4u32 {
             let r = up(store.clone()).await;
             assert!(!r.created);
-            assert_eq!(r.incident.occurrences, n);
+            assert_eq!(r.incident.occurrences(), n);
             let stored = store.get(&id).await.unwrap().unwrap();
             assert_eq!(
                 stored, r.incident,
@@ -935,7 +935,7 @@ mod tests {
                 "someone".into(),
                 now,
                 Box::new(|inc| {
-                    inc.tags.push("changed-elsewhere".into());
+                    inc.add_tag("changed-elsewhere");
                     Ok(Vec::new())
                 }),
             )
@@ -943,8 +943,8 @@ mod tests {
             .unwrap();
         // ... and the next repeat starts from that change, not from the writer's copy.
         let r = up(store.clone()).await;
-        assert!(r.incident.tags.iter().any(|t| t == "changed-elsewhere"));
-        assert_eq!(r.incident.occurrences, 5);
+        assert!(r.incident.tags().iter().any(|t| t == "changed-elsewhere"));
+        assert_eq!(r.incident.occurrences(), 5);
         store.close();
         let _ = std::fs::remove_dir_all(&dir);
     }

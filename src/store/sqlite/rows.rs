@@ -25,15 +25,15 @@ pub(super) fn save_incident(
     conn.prepare_cached(sql)
         .and_then(|mut st| {
             st.execute(params![
-                inc.id.as_str(),
-                inc.incident_type.as_str(),
-                inc.severity.as_str(),
-                inc.status.as_str(),
-                inc.step.as_str(),
-                inc.escalation_level,
-                inc.dedup_key,
-                micros(&inc.created_at),
-                micros(&inc.updated_at),
+                inc.id().as_str(),
+                inc.incident_type().as_str(),
+                inc.severity().as_str(),
+                inc.status().as_str(),
+                inc.step().as_str(),
+                inc.escalation_level(),
+                inc.dedup_key(),
+                micros(&inc.created_at()),
+                micros(&inc.updated_at()),
                 body
             ])
         })
