@@ -12,6 +12,7 @@ mod golden;
 mod hardening;
 mod http;
 mod lifecycle;
+mod metrics;
 mod monitoring;
 mod regressions;
 mod rest;
