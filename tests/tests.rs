@@ -11,6 +11,7 @@ mod detectors;
 mod golden;
 mod hardening;
 mod http;
+mod intake;
 mod lifecycle;
 mod metrics;
 mod monitoring;
