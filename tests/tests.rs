@@ -17,6 +17,7 @@ mod metrics;
 mod monitoring;
 mod regressions;
 mod rest;
+mod roles;
 mod stdio;
 mod store;
 mod web;
