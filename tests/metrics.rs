@@ -169,3 +169,62 @@ async fn metrics_are_behind_the_bearer_token() {
         .unwrap();
     assert_eq!(r.status(), 403, "Host guard applies to /metrics");
 }
+
+/// SLA breaches, escalations and deliveries, in process on a [`ManualClock`] (the sweep runs
+/// when the test says, nothing sleeps): an unacknowledged critical incident past its level's
+/// window is a response-SLA breach and an escalation; the outbox's deliveries are counted by
+/// channel and outcome.
+#[tokio::test]
+async fn sla_breach_escalation_and_delivery_are_counted() {
+    use ai_incident_mcp::domain::clock::ManualClock;
+    use chrono::TimeZone;
+    use std::sync::Arc;
+    let d = tempdir();
+    let config = Arc::new(ai_incident_mcp::config::Config::load(None).unwrap());
+    let start = chrono::Utc.with_ymd_and_hms(2026, 11, 26, 9, 0, 0).unwrap();
+    let clock = Arc::new(ManualClock::new(start));
+    let svc =
+        ai_incident_mcp::app::build_service_with_clock(&db_in(d.path()), config, clock.clone())
+            .unwrap();
+    let breach = "ai_incident_sla_breaches_total{kind=\"response\",severity=\"critical\"}";
+    let t0 = svc.prometheus_text().await.unwrap();
+    assert_eq!(sample(&t0, breach), Some(0.0), "breach series exist at 0");
+    svc.report(ai_incident_mcp::service::ReportInput {
+        incident_type: "security".into(),
+        description: "customer records exfiltrated through the support bot".into(),
+        reporter_email: "oncall@example.com".into(),
+        severity: Some("critical".into()),
+        affected_system: None,
+    })
+    .await
+    .unwrap();
+    assert!(svc.drain_outbox().await.unwrap() >= 1);
+    let t1 = svc.prometheus_text().await.unwrap();
+    assert!(
+        sample(
+            &t1,
+            "ai_incident_notification_deliveries_total{channel=\"log\",outcome=\"sent\"}"
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{t1}"
+    );
+    assert_eq!(sample(&t1, breach), Some(0.0));
+    clock.advance(chrono::Duration::hours(3));
+    assert!(svc.escalation_sweep().await.unwrap() >= 1);
+    let t2 = svc.prometheus_text().await.unwrap();
+    let breaches = sample(&t2, breach).unwrap();
+    assert!(breaches >= 1.0, "{t2}");
+    let escalations: f64 = t2
+        .lines()
+        .filter(|l| l.starts_with("ai_incident_escalations_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(
+        escalations, breaches,
+        "each timed-out escalation is one breach"
+    );
+    assert_eq!(
+        sample(&t2, "ai_incident_open_incidents{severity=\"critical\"}"),
+        Some(1.0)
+    );
+}
