@@ -67,6 +67,118 @@ pub struct Config {
     /// `[[upstreams]]`: LLM APIs and MCP servers the background loop probes.
     #[serde(default)]
     pub upstreams: Vec<UpstreamConfig>,
+    /// `[server]`: read-only mode.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// `[auth]`: named bearer tokens and their roles.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// `[intake]`: manual-report channels besides MCP, REST and the web form (e-mail).
+    #[serde(default)]
+    pub intake: IntakeConfig,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Serve reads only: write tools are not listed over MCP, write endpoints answer 403,
+    /// e-mail intake is refused. Also `serve --read-only`.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// What a bearer token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Reads only.
+    Reader,
+    /// Reads and every incident change.
+    Responder,
+    /// Everything (the single `--token` is admin).
+    Admin,
+}
+
+impl Role {
+    /// The wire name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Reader => "reader",
+            Role::Responder => "responder",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// One `[[auth.tokens]]` entry: the token is stored as its SHA-256 (hex), never in clear.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// The actor the timeline records for requests with this token, e.g. `alice`.
+    pub name: String,
+    /// Lower-case hex SHA-256 of the token (`printf %s "$TOKEN" | sha256sum`).
+    pub token_sha256: String,
+    /// reader, responder or admin.
+    pub role: Role,
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Named tokens; with any configured, every HTTP request but `/healthz` needs one (or `--token`).
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// `[intake]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntakeConfig {
+    /// `[intake.smtp]`: the e-mail intake listener (off when absent).
+    #[serde(default)]
+    pub smtp: Option<SmtpIntakeConfig>,
+}
+
+/// `[intake.smtp]`: an SMTP listener whose accepted mails become manual incident reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpIntakeConfig {
+    /// Address to listen on, e.g. `127.0.0.1:2525`.
+    pub listen: String,
+    /// Recipient addresses accepted (case-insensitive), e.g. `["incidents@example.com"]`;
+    /// mail to any other address is refused with 550.
+    pub recipients: Vec<String>,
+    /// Largest message accepted, in bytes (advertised as SIZE; bigger mail gets 552).
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// The name the server greets with.
+    #[serde(default = "default_smtp_hostname")]
+    pub hostname: String,
+    /// Name of a `kind = "email"` channel in `[[notify.channels]]` whose SMTP server and `from`
+    /// send the reply with the incident id to the reporter; no reply when unset.
+    #[serde(default)]
+    pub reply_channel: Option<String>,
+    /// Concurrent SMTP sessions at most (more get 421).
+    #[serde(default = "default_max_smtp_sessions")]
+    pub max_sessions: usize,
+    /// A session idle this long is closed with 421.
+    #[serde(default = "default_smtp_idle", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+fn default_max_message_bytes() -> usize {
+    10 * 1024 * 1024
+}
+fn default_smtp_hostname() -> String {
+    "ai-incident-mcp".into()
+}
+fn default_max_smtp_sessions() -> usize {
+    64
+}
+fn default_smtp_idle() -> Duration {
+    Duration::from_secs(300)
 }
 
 /// What an upstream is and how to probe it.
@@ -476,6 +588,50 @@ impl Config {
             Ok(())
         };
 
+        for (i, t) in self.auth.tokens.iter().enumerate() {
+            if t.name.trim().is_empty() {
+                return err(
+                    format!("auth.tokens[{i}].name"),
+                    "is empty; name the actor, e.g. \"alice\"",
+                );
+            }
+            if t.token_sha256.len() != 64 || !t.token_sha256.bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                return err(
+                    format!("auth.tokens[{i}].token_sha256"),
+                    "must be 64 hex digits: the SHA-256 of the token, e.g. from `printf %s \"$TOKEN\" | sha256sum`",
+                );
+            }
+        }
+        if let Some(smtp) = &self.intake.smtp {
+            if smtp.recipients.is_empty() {
+                return err(
+                    "intake.smtp.recipients".into(),
+                    "is empty; list the addresses that accept reports, e.g. [\"incidents@example.com\"]",
+                );
+            }
+            if smtp.max_message_bytes < 1024 {
+                return err(
+                    "intake.smtp.max_message_bytes".into(),
+                    "must be at least 1024",
+                );
+            }
+            if let Some(name) = &smtp.reply_channel {
+                match self.notify.channels.iter().find(|c| &c.name == name) {
+                    None => check_refs(
+                        "intake.smtp.reply_channel".into(),
+                        std::slice::from_ref(name),
+                    )?,
+                    Some(c) if c.kind != crate::notify::ChannelKind::Email => {
+                        return err(
+                            "intake.smtp.reply_channel".into(),
+                            "must name a channel with kind = \"email\" (its smtp_host and from send the reply)",
+                        );
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
         if self.audit.checkpoint_interval < Duration::from_secs(1) {
             return err(
                 "audit.checkpoint_interval".into(),

@@ -49,6 +49,10 @@ struct Cli {
     /// Largest text screen_prompt accepts, in bytes (overrides screening.max_prompt_bytes).
     #[arg(long, global = true, env = "AI_INCIDENT_MAX_PROMPT_BYTES")]
     max_prompt_bytes: Option<usize>,
+    /// Who the timeline records for changes made over stdio and the CLI (default: the OS user,
+    /// from $USER). Env AI_INCIDENT_ACTOR.
+    #[arg(long, global = true, env = "AI_INCIDENT_ACTOR")]
+    actor: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -74,6 +78,10 @@ enum Cmd {
         /// non-loopback address. Env AI_INCIDENT_TOKEN.
         #[arg(long, env = "AI_INCIDENT_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// Serve reads only: write tools are not listed over MCP, write endpoints answer 403,
+        /// e-mail intake refuses mail (same as `[server] read_only = true`).
+        #[arg(long)]
+        read_only: bool,
         /// Folder of the data files the monitor checks (overrides monitor.data_dir).
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
@@ -270,9 +278,13 @@ async fn main() -> Result<()> {
     if let Cmd::Serve {
         data_dir,
         catalog_dir,
+        read_only,
         ..
     } = &cli.cmd
     {
+        if *read_only {
+            config.server.read_only = true;
+        }
         if let Some(d) = data_dir {
             config.monitor.data_dir = d.clone();
         }
@@ -284,6 +296,12 @@ async fn main() -> Result<()> {
         return r;
     }
     let config = Arc::new(config);
+    let actor = cli
+        .actor
+        .clone()
+        .filter(|a| !a.trim().is_empty())
+        .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| "cli".to_string());
     let max_prompt_bytes = config.screening.max_prompt_bytes;
     match cli.cmd {
         Cmd::Migrate | Cmd::Export { .. } | Cmd::Import { .. } => Ok(()),
@@ -336,7 +354,12 @@ async fn main() -> Result<()> {
             let ct = CancellationToken::new();
             let monitor = ai_incident_mcp::monitor::spawn(svc.clone(), ct.clone());
             let handler = IncidentMcp::new(svc);
+            if config.server.read_only {
+                tracing::info!("read-only mode: write tools and write endpoints are off");
+            }
             if stdio {
+                let handler = handler
+                    .with_principal(ai_incident_mcp::mcp::principal::Principal::admin(actor));
                 tracing::info!(db = %app::display_db(&cli.db), "serving MCP on stdio");
                 let r = ai_incident_mcp::mcp::stdio::serve_process_stdio(handler).await;
                 ct.cancel();
@@ -348,13 +371,15 @@ async fn main() -> Result<()> {
                 Some(a) => http::resolve_listen_addr(&a).await?,
                 None => (SocketAddr::from(([127, 0, 0, 1], 8080)), None),
             };
-            if !addr.ip().is_loopback() && token.is_none() {
+            if !addr.ip().is_loopback() && token.is_none() && config.auth.tokens.is_empty() {
                 bail!(
                     "refusing to serve on non-loopback address {addr} without a bearer token: pass --token or set AI_INCIDENT_TOKEN"
                 );
             }
             let mut opts = HttpOptions {
                 bearer_token: token,
+                tokens: config.auth.tokens.clone(),
+                read_only: config.server.read_only,
                 allowed_origins: allow_origins,
                 max_body_bytes: (max_prompt_bytes * 2).max(4 * 1024 * 1024),
                 limits: config.http.clone(),
@@ -365,9 +390,19 @@ async fn main() -> Result<()> {
             if !addr.ip().is_loopback() && !addr.ip().is_unspecified() {
                 opts.allowed_hosts.push(addr.ip().to_string());
             }
+            let intake_svc = handler.service().clone();
             let local = http::serve(handler, addr, opts, ct.clone())
                 .await
                 .with_context(|| format!("cannot listen on {addr}"))?;
+            if let Some(smtp) = config.intake.smtp.clone() {
+                let listen = smtp.listen.clone();
+                let at = ai_incident_mcp::intake::serve_smtp(intake_svc, smtp, ct.clone())
+                    .await
+                    .with_context(|| {
+                        format!("cannot listen for e-mail on [intake.smtp] listen = {listen:?}")
+                    })?;
+                eprintln!("e-mail intake (SMTP) at smtp://{at}");
+            }
             eprintln!(
                 "ai-incident-mcp {} listening on http://{local}\n  \
                  Streamable HTTP MCP:  http://{local}/mcp\n  \
@@ -445,7 +480,7 @@ async fn main() -> Result<()> {
         }
         Cmd::Escalate { id, reason } => {
             let svc = app::build_service(&cli.db, config.clone()).map_err(anyhow::Error::msg)?;
-            let inc = match svc.escalate(&id, reason, "cli").await {
+            let inc = match svc.escalate(&id, reason, &actor).await {
                 Err(ServiceError::NotFound(id)) => bail!("{}", unknown_id(&id)),
                 r => r?,
             };

@@ -1,8 +1,12 @@
 //! Request guards that run before anything else: `Host` / `Origin` checks against DNS rebinding
-//! (authorities parsed strictly, duplicate headers refused) and the optional bearer token
-//! (`Bearer` scheme matched case-insensitively, RFC 9110 §11.1).
+//! (authorities parsed strictly, duplicate headers refused), the optional bearer tokens
+//! (`Bearer` scheme matched case-insensitively, RFC 9110 §11.1) — the single `--token` (admin) or
+//! a named `[[auth.tokens]]` entry, matched by SHA-256 — which put the caller's [`Principal`]
+//! into the request, and the write gate: in read-only mode, or for a reader token, a request
+//! that changes state is answered 403 with a sentence.
 //!
-//! May import: axum, std.
+//! May import: `crate::mcp::principal` (the caller), `crate::config` (token entries); axum, sha2,
+//! std.
 
 use std::sync::Arc;
 
@@ -12,6 +16,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::HttpOptions;
+use crate::mcp::principal::Principal;
+use sha2::Digest;
 
 /// A parsed `host [":" port]` authority (RFC 3986 §3.2.2, without user info).
 #[derive(Debug, PartialEq, Eq)]
@@ -170,23 +176,97 @@ pub async fn guard_layer(
         }
         Ok(_) => {}
     }
-    if let Some(token) = &opts.bearer_token
-        && req.uri().path() != "/healthz"
-    {
-        let given = single(headers, &header::AUTHORIZATION)
+    let mut req = req;
+    if (opts.bearer_token.is_some() || !opts.tokens.is_empty()) && req.uri().path() != "/healthz" {
+        let given = single(req.headers(), &header::AUTHORIZATION)
             .ok()
             .flatten()
             .and_then(bearer_token);
-        if !given.is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes())) {
-            return (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                axum::Json(serde_json::json!({"error": "missing or wrong bearer token; send Authorization: Bearer <token>"})),
-            )
-                .into_response();
+        match given.and_then(|t| authenticate(t, &opts)) {
+            Some(p) => {
+                req.extensions_mut().insert(p);
+            }
+            None => {
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Bearer")],
+                    axum::Json(serde_json::json!({"error": "missing or wrong bearer token; send Authorization: Bearer <token>"})),
+                )
+                    .into_response();
+            }
         }
     }
     next.run(req).await
+}
+
+/// The principal `token` authenticates as: the single `--token` is admin `admin`; a named
+/// token is matched by its SHA-256 (constant-time).
+fn authenticate(token: &str, opts: &HttpOptions) -> Option<Principal> {
+    if let Some(t) = &opts.bearer_token
+        && constant_time_eq(token.as_bytes(), t.as_bytes())
+    {
+        return Some(Principal::admin("admin"));
+    }
+    let digest = hex::encode(sha2::Sha256::digest(token.as_bytes()));
+    opts.tokens
+        .iter()
+        .find(|e| {
+            constant_time_eq(
+                digest.as_bytes(),
+                e.token_sha256.to_ascii_lowercase().as_bytes(),
+            )
+        })
+        .map(|e| Principal {
+            name: e.name.clone(),
+            role: e.role,
+        })
+}
+
+/// True for the MCP endpoints (they carry JSON-RPC; the MCP handler decides per tool).
+fn is_mcp_path(path: &str) -> bool {
+    path == "/mcp" || path.starts_with("/mcp/") || path == "/sse" || path == "/message"
+}
+
+/// The write gate: a request that changes state (any method but GET, HEAD and OPTIONS, outside
+/// the MCP endpoints) is refused with 403 in read-only mode and for a reader token.
+pub async fn write_gate(State(read_only): State<bool>, req: Request, next: Next) -> Response {
+    let safe = matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    if safe || is_mcp_path(req.uri().path()) {
+        return next.run(req).await;
+    }
+    let why = if read_only {
+        Some("this server runs read-only (--read-only / [server] read_only = true): it serves reads only; make the change on a writable instance".to_string())
+    } else {
+        req.extensions()
+            .get::<Principal>()
+            .filter(|p| !p.can_write())
+            .map(|p| {
+                format!(
+                    "token {:?} has role reader and cannot change incidents; use a responder or admin token",
+                    p.name
+                )
+            })
+    };
+    match why {
+        None => next.run(req).await,
+        Some(message) if req.uri().path().starts_with("/api/") => (
+            StatusCode::FORBIDDEN,
+            axum::Json(serde_json::json!({"error": {"code": "forbidden", "message": message}})),
+        )
+            .into_response(),
+        Some(message) => (
+            StatusCode::FORBIDDEN,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            format!(
+                "<!doctype html><meta charset=utf-8><title>Forbidden</title><p>{}</p><p><a href=\"/\">Back to the dashboard</a></p>",
+                message.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+            ),
+        )
+            .into_response(),
+    }
 }
 
 #[cfg(test)]

@@ -65,6 +65,7 @@ impl Drop for SessionGuard {
 
 async fn open_stream(
     State(st): State<SseState>,
+    who: Option<axum::Extension<crate::mcp::principal::Principal>>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let (c2s_tx, c2s_rx) = futures::channel::mpsc::channel::<ClientJsonRpcMessage>(256);
@@ -72,7 +73,11 @@ async fn open_stream(
     if let Ok(mut s) = st.sessions.lock() {
         s.insert(id.clone(), c2s_tx);
     }
-    let handler = st.handler.clone();
+    // The stream acts for the token that opened it.
+    let handler = match who {
+        Some(axum::Extension(p)) => st.handler.clone().with_principal(p),
+        None => st.handler.clone(),
+    };
     let ct = st.ct.child_token();
     tokio::spawn(async move {
         match handler.serve((s2c_tx, c2s_rx)).await {

@@ -1,5 +1,6 @@
 //! The HTTP adapter: Streamable HTTP MCP at `/mcp`, the legacy HTTP+SSE
-//! transport at `GET /sse` + `POST /message?sessionId=`, and `GET /healthz`,
+//! transport at `GET /sse` + `POST /message?sessionId=`, `GET /healthz`, `GET /metrics`
+//! (Prometheus), the REST API and the web pages,
 //! all behind one Host/Origin guard (DNS-rebinding protection) and an
 //! optional bearer token, served by our own accept loop with resource limits
 //! (connection caps, header/body/idle timeouts, a session cap with idle expiry).
@@ -7,7 +8,8 @@
 //! [`app`] builds the one `Router` (other routers `.merge` into it); [`serve`]
 //! binds and runs it with the limits of [`HttpOptions`].
 //!
-//! May import: `crate::mcp` (the handler), `crate::service`, `crate::config` (`[http]`); axum, hyper
+//! May import: `crate::mcp` (the handler), `crate::service`, `crate::config` (`[http]`),
+//! `crate::metrics`; axum, hyper
 //! and rmcp's HTTP transport.
 
 pub mod api;
@@ -15,6 +17,7 @@ pub mod guards;
 mod healthz;
 pub mod legacy_sse;
 pub mod limits;
+mod metrics;
 pub mod sessions;
 pub mod web;
 
@@ -40,8 +43,13 @@ pub struct HttpOptions {
     pub allowed_hosts: Vec<String>,
     /// Extra origins accepted besides loopback ones, e.g. `https://ops.example.com`.
     pub allowed_origins: Vec<String>,
-    /// When set, every request but `/healthz` needs `Authorization: Bearer <token>`.
+    /// When set, every request but `/healthz` needs `Authorization: Bearer <token>` (this one,
+    /// as admin, or one of `tokens`).
     pub bearer_token: Option<String>,
+    /// Named tokens (`[[auth.tokens]]`): with any, every request but `/healthz` needs a token.
+    pub tokens: Vec<crate::config::TokenConfig>,
+    /// Read-only mode: requests that change state are answered 403.
+    pub read_only: bool,
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
     /// Timeouts, connection and session caps (`[http]` in the configuration).
@@ -54,6 +62,8 @@ impl Default for HttpOptions {
             allowed_hosts: loopback_hosts(),
             allowed_origins: Vec::new(),
             bearer_token: None,
+            tokens: Vec::new(),
+            read_only: false,
             max_body_bytes: 4 * 1024 * 1024,
             limits: default_limits(),
         }
@@ -167,6 +177,7 @@ fn build(
             gate.clone(),
             sessions::mcp_layer,
         ));
+    let read_only = opts.read_only;
     let body = limits::BodyLimits {
         read_timeout: opts.limits.body_read_timeout,
         max_bytes: opts.max_body_bytes,
@@ -177,7 +188,12 @@ fn build(
         .merge(legacy_sse::router(handler.clone(), opts.max_body_bytes, ct))
         .merge(api::router(handler.service().clone(), opts.max_body_bytes))
         .merge(web::router(handler.service().clone()))
+        .merge(metrics::router(handler.service().clone()))
         .layer(middleware::from_fn_with_state(body, limits::body_layer))
+        .layer(middleware::from_fn_with_state(
+            read_only,
+            guards::write_gate,
+        ))
         .layer(middleware::from_fn_with_state(
             Arc::new(opts),
             guards::guard_layer,

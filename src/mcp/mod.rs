@@ -3,9 +3,10 @@
 //! one [`IncidentService`] call and maps the result; caller-fixable errors
 //! become `isError` tool results, faults become protocol errors (logged once).
 //!
-//! May import: `crate::service`, `crate::view`, `crate::domain::postmortem` (Markdown rendering);
-//! rmcp, serde_json.
+//! May import: `crate::service`, `crate::view`, `crate::domain::postmortem` (Markdown rendering),
+//! `crate::config` (roles); rmcp, serde_json, axum (the HTTP request parts rmcp hands a tool call).
 
+pub mod principal;
 pub mod stdio;
 pub mod tools;
 
@@ -50,6 +51,8 @@ impl IntoCallToolResult for ToolFailure {
 pub struct IncidentMcp {
     svc: Arc<IncidentService>,
     tool_router: ToolRouter<IncidentMcp>,
+    /// Who calls when the transport names no one (stdio, legacy SSE, HTTP without tokens).
+    principal: principal::Principal,
 }
 
 const INSTRUCTIONS: &str = "AI incident response server (AIMS-IRP-001). Call screen_prompt on user input and on \
@@ -63,14 +66,39 @@ document_incident writes the postmortem (also incident://{id}/postmortem).";
 impl IncidentMcp {
     /// A handler over `svc`.
     pub fn new(svc: Arc<IncidentService>) -> Self {
+        let mut tool_router = Self::screening_router()
+            + Self::incidents_router()
+            + Self::lifecycle_router()
+            + Self::monitoring_router()
+            + Self::detector_router();
+        if svc.config().server.read_only {
+            for t in tool_router.list_all() {
+                if principal::is_write_tool(&t) {
+                    tool_router.remove_route(&t.name);
+                }
+            }
+        }
         Self {
             svc,
-            tool_router: Self::screening_router()
-                + Self::incidents_router()
-                + Self::lifecycle_router()
-                + Self::monitoring_router()
-                + Self::detector_router(),
+            tool_router,
+            principal: principal::Principal::admin("mcp"),
         }
+    }
+
+    /// The same handler acting for `p` when the transport names no caller (stdio: `--actor` or
+    /// the OS user; legacy SSE: the token that opened the stream).
+    pub fn with_principal(mut self, p: principal::Principal) -> Self {
+        self.principal = p;
+        self
+    }
+
+    /// The caller of a request: the principal the HTTP guard authenticated, else this handler's.
+    fn caller(&self, ctx: &RequestContext<RoleServer>) -> principal::Principal {
+        ctx.extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|p| p.extensions.get::<principal::Principal>())
+            .cloned()
+            .unwrap_or_else(|| self.principal.clone())
     }
 
     /// The service behind the handler.
@@ -81,6 +109,58 @@ impl IncidentMcp {
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for IncidentMcp {
+    /// Tools the caller may use: a reader sees only read tools (read-only mode has removed the
+    /// write tools from the router already).
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        let who = self.caller(&ctx);
+        let tools = self
+            .tool_router
+            .list_all()
+            .into_iter()
+            .filter(|t| who.can_write() || !principal::is_write_tool(t))
+            .collect();
+        // As rmcp's generated `list_tools`, with the filter.
+        let supports_cache_hints = ctx
+            .protocol_version()
+            .is_some_and(|version| version >= ProtocolVersion::V_2026_07_28);
+        Ok(ListToolsResult {
+            result_type: Some(ResultType::COMPLETE),
+            tools,
+            meta: None,
+            next_cursor: None,
+            ttl_ms: supports_cache_hints.then_some(0),
+            cache_scope: supports_cache_hints.then_some(CacheScope::Public),
+        })
+    }
+
+    /// Runs the tool as the caller (the timeline records its name); a reader calling a write
+    /// tool gets an `isError` result saying so.
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let who = self.caller(&ctx);
+        if !who.can_write()
+            && self
+                .tool_router
+                .get(&request.name)
+                .is_some_and(principal::is_write_tool)
+        {
+            return Ok(CallToolResult::error(vec![ContentBlock::text(format!(
+                "token {:?} has role reader and cannot call {}; use a responder or admin token",
+                who.name, request.name
+            ))])
+            .into());
+        }
+        let tcc = rmcp::handler::server::tool::ToolCallContext::new(self, request, ctx);
+        principal::with_actor(who.name, self.tool_router.call(tcc)).await
+    }
+
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(
             ServerCapabilities::builder()

@@ -7,7 +7,7 @@
 //! [`upstreams`] (LLM API / MCP protocol failures, through the `Prober` port).
 //!
 //! May import: `crate::domain`, `crate::detect`, `crate::checks`, `crate::store`, `crate::notify`,
-//! `crate::config`. Never rmcp, axum or SQL crates.
+//! `crate::config`, `crate::metrics` (the recorder [`metered`] feeds). Never rmcp, axum or SQL crates.
 
 pub mod access;
 mod audit;
@@ -15,6 +15,7 @@ mod containment;
 mod detectors;
 pub mod keys;
 mod lifecycle;
+mod metered;
 mod monitoring;
 mod reporting;
 mod screening;
@@ -189,6 +190,7 @@ pub struct IncidentService {
     pub(crate) monitoring: monitoring::MonitoringState,
     pub(crate) audit: audit::AuditState,
     pub(crate) detectors: detectors::DetectorState,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl IncidentService {
@@ -202,8 +204,11 @@ impl IncidentService {
         limits: Limits,
         config: Arc<Config>,
     ) -> Self {
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let store: Arc<dyn Store> = Arc::new(metered::MeteredStore::new(store, metrics.clone()));
         Self {
             store,
+            metrics,
             engine,
             clock,
             notifier,

@@ -620,6 +620,7 @@ impl IncidentService {
         let at = svc.now();
         let mut checks = Vec::new();
         let mut record = |name: &str, r: Result<String, ServiceError>| {
+            svc.metrics.check_ran(name, r.is_ok());
             if let Err(e) = &r {
                 tracing::warn!(check = name, error = %e, "monitor check failed; the loop goes on");
             }

@@ -249,6 +249,21 @@ impl IncidentService {
     /// # Errors
     /// [`ServiceError::Invalid`] for empty or oversized text.
     pub async fn screen(&self, input: ScreenInput) -> Result<ScreenOutcome, ServiceError> {
+        let started = std::time::Instant::now();
+        let out = self.screen_contained(input).await?;
+        let verdict = match out.screening.verdict {
+            Verdict::Allow => "allow",
+            Verdict::Flag => "flag",
+            Verdict::Block => "block",
+        };
+        let top = out.flagged_categories();
+        let category = top.first().map_or("none", |c| c.as_str());
+        self.metrics
+            .screened(verdict, category, started.elapsed().as_secs_f64());
+        Ok(out)
+    }
+
+    async fn screen_contained(&self, input: ScreenInput) -> Result<ScreenOutcome, ServiceError> {
         let (user, session) = (input.user_id.clone(), input.session_id.clone());
         let mut out = self.screen_unchecked(input).await?;
         let cc = &self.config().containment;

@@ -117,6 +117,7 @@ impl IncidentService {
     ) -> Result<bool, ServiceError> {
         let nb = self.notification_builder();
         let cfg = self.config.clone();
+        let sla_breach = matches!(reason, StepReason::Timeout(_));
         let r = self
             .store
             .claim_escalation(
@@ -150,7 +151,12 @@ impl IncidentService {
             )
             .await;
         match r {
-            Ok(Some(_)) => Ok(true),
+            Ok(Some(inc)) => {
+                if sla_breach {
+                    self.metrics.sla_breach("response", inc.severity().as_str());
+                }
+                Ok(true)
+            }
             Ok(None) | Err(StoreError::Domain(_)) => Ok(false),
             Err(e) => Err(e.into()),
         }

@@ -36,8 +36,16 @@ use crate::view::{
 };
 use error::{ApiError, from_value, json_value};
 
-/// Who the timeline records for REST changes (until tokens name actors).
+/// Who the timeline records for REST changes when no token names the caller.
 const ACTOR: &str = "api";
+
+/// The authenticated caller, when a token named one.
+type Who = Option<axum::Extension<crate::mcp::principal::Principal>>;
+
+/// The actor the timeline records: the token's name, else `api`.
+fn actor(who: Who) -> String {
+    who.map_or_else(|| ACTOR.to_string(), |axum::Extension(p)| p.name)
+}
 
 #[derive(Clone)]
 struct ApiState {
@@ -283,17 +291,22 @@ async fn acknowledge(
 
 async fn escalate(
     State(st): State<ApiState>,
+    who: Who,
     id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult {
     let a: EscalateArgs = id_args(&st, id, &headers, body, true).await?;
-    let inc = st.svc.escalate(&a.incident_id, a.reason, ACTOR).await?;
+    let inc = st
+        .svc
+        .escalate(&a.incident_id, a.reason, &actor(who))
+        .await?;
     Ok(json(StatusCode::OK, &EscalateOutput::from(&inc)))
 }
 
 async fn resolve(
     State(st): State<ApiState>,
+    who: Who,
     id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Body,
@@ -301,13 +314,14 @@ async fn resolve(
     let a: ResolveArgs = id_args(&st, id, &headers, body, false).await?;
     let inc = st
         .svc
-        .resolve(&a.incident_id, &a.resolution, &a.root_cause, ACTOR)
+        .resolve(&a.incident_id, &a.resolution, &a.root_cause, &actor(who))
         .await?;
     Ok(json(StatusCode::OK, &IncidentStateOutput::from(&inc)))
 }
 
 async fn contain(
     State(st): State<ApiState>,
+    who: Who,
     id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Body,
@@ -315,13 +329,14 @@ async fn contain(
     let a: ContainArgs = id_args(&st, id, &headers, body, false).await?;
     let inc = st
         .svc
-        .contain(&a.incident_id, &a.action, a.reason, ACTOR)
+        .contain(&a.incident_id, &a.action, a.reason, &actor(who))
         .await?;
     Ok(json(StatusCode::OK, &IncidentStateOutput::from(&inc)))
 }
 
 async fn lift(
     State(st): State<ApiState>,
+    who: Who,
     id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Body,
@@ -329,13 +344,14 @@ async fn lift(
     let a: LiftArgs = id_args(&st, id, &headers, body, true).await?;
     let inc = st
         .svc
-        .lift_containment(&a.incident_id, a.reason, ACTOR)
+        .lift_containment(&a.incident_id, a.reason, &actor(who))
         .await?;
     Ok(json(StatusCode::OK, &IncidentStateOutput::from(&inc)))
 }
 
 async fn document(
     State(st): State<ApiState>,
+    who: Who,
     id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Body,
@@ -343,13 +359,14 @@ async fn document(
     let a: DocumentArgs = id_args(&st, id, &headers, body, true).await?;
     let out = st
         .svc
-        .document(&a.incident_id, a.close.unwrap_or(false), ACTOR)
+        .document(&a.incident_id, a.close.unwrap_or(false), &actor(who))
         .await?;
     Ok(json(StatusCode::OK, &out))
 }
 
 async fn update(
     State(st): State<ApiState>,
+    who: Who,
     id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Body,
@@ -371,7 +388,7 @@ async fn update(
                 widespread: a.widespread,
                 regulatory_reported: a.regulatory_reported,
             },
-            ACTOR,
+            &actor(who),
         )
         .await?;
     Ok(json(StatusCode::OK, &IncidentStateOutput::from(&inc)))

@@ -101,6 +101,7 @@ fn errors(codes: &[u16], err: &Value) -> Map<String, Value> {
         .map(|c| {
             let what = match c {
                 400 => "The body is not valid JSON",
+                403 => "The server is read-only, or the token's role is reader; the message says which",
                 404 => "No incident with that id (or a malformed id)",
                 409 => "The change is not allowed in the incident's current state; the message says what to do",
                 413 => "The body is over the size limit",
@@ -136,8 +137,8 @@ struct Op {
     errors: &'static [u16],
 }
 
-const BODY_ERRORS: &[u16] = &[400, 413, 415, 422];
-const ID_BODY_ERRORS: &[u16] = &[400, 404, 409, 413, 415, 422];
+const BODY_ERRORS: &[u16] = &[400, 403, 413, 415, 422];
+const ID_BODY_ERRORS: &[u16] = &[400, 403, 404, 409, 413, 415, 422];
 
 /// The OpenAPI 3.1 document.
 pub fn document() -> Value {

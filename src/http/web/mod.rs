@@ -7,7 +7,8 @@
 //! same-origin (checked from `Origin`, or `Sec-Fetch-Site`), on top of the app's
 //! Host/Origin/token guard.
 //!
-//! May import: `crate::service`, `crate::domain`, `crate::view`; axum.
+//! May import: `crate::service`, `crate::domain`, `crate::view`, `crate::mcp::principal` (the
+//! authenticated caller, recorded as the actor); axum.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -25,7 +26,7 @@ use crate::domain::incident::Incident;
 use crate::service::{IncidentService, ListInput, ReportInput, ServiceError, UpdateInput};
 use crate::view::IncidentSummary;
 
-/// Who the timeline records for changes made on the page (until tokens name actors).
+/// Who the timeline records for changes made on the page when no token names the caller.
 const ACTOR: &str = "web";
 
 type Svc = Arc<IncidentService>;
@@ -565,28 +566,31 @@ async fn incident_page(State(svc): State<Svc>, Path(id): Path<String>) -> Respon
 async fn incident_action(
     State(svc): State<Svc>,
     Path((id, action)): Path<(String, String)>,
+    who: Option<axum::Extension<crate::mcp::principal::Principal>>,
     headers: HeaderMap,
     form: Result<Form<Fields>, FormRejection>,
 ) -> Response {
     if !same_origin(&headers) {
         return cross_site();
     }
+    let actor = who.map_or_else(|| ACTOR.to_string(), |axum::Extension(p)| p.name);
+    let actor = actor.as_str();
     let f = form.map(|Form(f)| f).unwrap_or_default();
     let opt = |k: &str| f.get(k).cloned().filter(|s| !s.trim().is_empty());
     let get = |k: &str| f.get(k).cloned().unwrap_or_default();
     let r: Result<(), ServiceError> = match action.as_str() {
         "acknowledge" => svc.acknowledge(&id, &get("responder")).await.map(drop),
-        "escalate" => svc.escalate(&id, opt("reason"), ACTOR).await.map(drop),
+        "escalate" => svc.escalate(&id, opt("reason"), actor).await.map(drop),
         "contain" => svc
-            .contain(&id, &get("action"), opt("reason"), ACTOR)
+            .contain(&id, &get("action"), opt("reason"), actor)
             .await
             .map(drop),
         "resolve" => svc
-            .resolve(&id, &get("resolution"), &get("root_cause"), ACTOR)
+            .resolve(&id, &get("resolution"), &get("root_cause"), actor)
             .await
             .map(drop),
         "document" => svc
-            .document(&id, opt("close").is_some(), ACTOR)
+            .document(&id, opt("close").is_some(), actor)
             .await
             .map(drop),
         "note" => svc
@@ -596,7 +600,7 @@ async fn incident_action(
                     note: opt("note"),
                     ..Default::default()
                 },
-                ACTOR,
+                actor,
             )
             .await
             .map(drop),

@@ -171,7 +171,7 @@ is one timeline event. Illegal transitions are refused with the allowed ones nam
                     widespread: a.widespread,
                     regulatory_reported: a.regulatory_reported,
                 },
-                "mcp",
+                &crate::mcp::principal::actor(),
             )
             .await?;
         Ok(Json(IncidentStateOutput::from(&inc)))
@@ -194,7 +194,12 @@ resolution step, records time-to-resolve and notifies the incident's channels. R
     ) -> Result<Json<IncidentStateOutput>, ToolFailure> {
         let inc = self
             .svc
-            .resolve(&a.incident_id, &a.resolution, &a.root_cause, "mcp")
+            .resolve(
+                &a.incident_id,
+                &a.resolution,
+                &a.root_cause,
+                &crate::mcp::principal::actor(),
+            )
             .await?;
         Ok(Json(IncidentStateOutput::from(&inc)))
     }
@@ -219,7 +224,12 @@ with lift_containment; recorded on the timeline.",
     ) -> Result<Json<IncidentStateOutput>, ToolFailure> {
         let inc = self
             .svc
-            .contain(&a.incident_id, &a.action, a.reason, "mcp")
+            .contain(
+                &a.incident_id,
+                &a.action,
+                a.reason,
+                &crate::mcp::principal::actor(),
+            )
             .await?;
         Ok(Json(IncidentStateOutput::from(&inc)))
     }
@@ -241,7 +251,7 @@ normally again. Recorded on the timeline. Refused when nothing is blocked.",
     ) -> Result<Json<IncidentStateOutput>, ToolFailure> {
         let inc = self
             .svc
-            .lift_containment(&a.incident_id, a.reason, "mcp")
+            .lift_containment(&a.incident_id, a.reason, &crate::mcp::principal::actor())
             .await?;
         Ok(Json(IncidentStateOutput::from(&inc)))
     }
@@ -266,7 +276,11 @@ containment time). Enters the documentation step; close=true also closes the inc
     ) -> Result<Json<DocumentOutcome>, ToolFailure> {
         Ok(Json(
             self.svc
-                .document(&a.incident_id, a.close.unwrap_or(false), "mcp")
+                .document(
+                    &a.incident_id,
+                    a.close.unwrap_or(false),
+                    &crate::mcp::principal::actor(),
+                )
                 .await?,
         ))
     }
@@ -287,7 +301,10 @@ closed incidents.",
         &self,
         Parameters(Args(a)): Parameters<Args<EscalateArgs>>,
     ) -> Result<Json<EscalateOutput>, ToolFailure> {
-        let inc = self.svc.escalate(&a.incident_id, a.reason, "mcp").await?;
+        let inc = self
+            .svc
+            .escalate(&a.incident_id, a.reason, &crate::mcp::principal::actor())
+            .await?;
         Ok(Json(EscalateOutput::from(&inc)))
     }
 }
