@@ -13,6 +13,7 @@ mod hardening;
 mod http;
 mod lifecycle;
 mod monitoring;
+mod proxy;
 mod regressions;
 mod rest;
 mod stdio;
