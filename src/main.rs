@@ -174,8 +174,13 @@ enum Cmd {
         /// The agent's session (overrides proxy.session_id).
         #[arg(long = "session", value_name = "ID")]
         session_id: Option<String>,
-        /// The upstream MCP server's command and arguments, after --.
-        #[arg(last = true, value_name = "COMMAND")]
+        /// The upstream MCP server's command and arguments (after `--`, or as the last
+        /// arguments: everything from the first one on belongs to the upstream).
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "COMMAND"
+        )]
         command: Vec<String>,
     },
     /// Show or check the configuration.

@@ -12,13 +12,16 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams, CompleteResult,
-    ContentBlock, ErrorData as McpError, GetPromptRequestParams, GetPromptResponse,
-    ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
-    PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse, RequestMetaObject,
-    ServerConfig, SubscribeRequestParams, SubscriptionFilter, Tool, UnsubscribeRequestParams,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CancelledNotificationParam,
+    ClientRequest, CompleteRequestParams, CompleteResult, ContentBlock, ErrorData as McpError,
+    GetPromptRequestParams, GetPromptResponse, ListPromptsResult, ListResourceTemplatesResult,
+    ListResourcesResult, ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams,
+    ReadResourceResponse, ServerConfig, ServerResult, SubscribeRequestParams, SubscriptionFilter,
+    Tool, UnsubscribeRequestParams,
 };
-use rmcp::service::{NotificationContext, Peer, RequestContext, SubscriptionContext};
+use rmcp::service::{
+    NotificationContext, Peer, PeerRequestOptions, RequestContext, SubscriptionContext,
+};
 use rmcp::{RoleClient, RoleServer, ServerHandler};
 use tokio_util::sync::CancellationToken;
 
@@ -311,23 +314,67 @@ impl GuardProxy {
         }
         let peer = s.peer().await?;
         let mut up = params;
-        up.meta = ctx
-            .meta
-            .get_progress_token()
-            .map(RequestMetaObject::with_progress_token);
+        // rmcp gives the upstream request its own progress token; progress coming back under it
+        // is relayed to this agent under the agent's token.
+        up.meta = None;
         let token = ctx.meta.get_progress_token();
-        if let Some(t) = &token {
-            s.down.track_progress(t.clone(), ctx.peer.clone());
-        }
         let started = Instant::now();
         let timeout = s.cfg.call_timeout;
-        let outcome = tokio::select! {
-            r = tokio::time::timeout(timeout, peer.call_tool_once(up)) => Some(r),
-            () = ctx.ct.cancelled() => None,
+        let call = async {
+            let h = peer
+                .send_request_with_option(
+                    ClientRequest::CallToolRequest(rmcp::model::CallToolRequest::new(up)),
+                    PeerRequestOptions::no_options(),
+                )
+                .await?;
+            let up_token = h.progress_token.clone();
+            let up_id = h.id.clone();
+            if let Some(t) = &token {
+                s.down
+                    .track_progress(up_token.clone(), ctx.peer.clone(), t.clone());
+            }
+            let r = tokio::select! {
+                r = tokio::time::timeout(timeout, h.await_response()) => Some(r),
+                () = ctx.ct.cancelled() => None,
+            };
+            if !matches!(r, Some(Ok(_))) {
+                let why = if r.is_none() {
+                    "cancelled by the agent"
+                } else {
+                    "guard proxy timeout"
+                };
+                let _ = peer
+                    .notify_cancelled(CancelledNotificationParam::new(
+                        Some(up_id),
+                        Some(why.into()),
+                    ))
+                    .await;
+            }
+            if token.is_some() {
+                // rmcp hands each upstream notification to its own task, so progress sent just
+                // before the answer may still be on its way: let those tasks run before the
+                // answer goes out, and forget the token a little later.
+                for _ in 0..8 {
+                    tokio::task::yield_now().await;
+                }
+                let down = s.down.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    down.untrack_progress(&up_token);
+                });
+            }
+            Ok::<_, rmcp::service::ServiceError>(r)
         };
-        if let Some(t) = &token {
-            s.down.untrack_progress(t);
-        }
+        let outcome = match call.await {
+            Err(e) => Some(Ok(Err(e))),
+            Ok(None) => None,
+            Ok(Some(Err(elapsed))) => Some(Err(elapsed)),
+            Ok(Some(Ok(r))) => Some(Ok(r.and_then(|r| match r {
+                ServerResult::CallToolResult(r) => Ok(CallToolResponse::Complete(r)),
+                ServerResult::InputRequiredResult(r) => Ok(CallToolResponse::InputRequired(r)),
+                _ => Err(rmcp::service::ServiceError::UnexpectedResponse),
+            }))),
+        };
         let latency = started.elapsed();
         let Some(outcome) = outcome else {
             // Cancelled by the agent: dropping the call cancelled it upstream; no answer is sent.

@@ -51,8 +51,8 @@ impl Target {
 pub struct Downstream {
     /// The agent connection that spoke last (stdio: the only one).
     latest: Mutex<Option<Peer<RoleServer>>>,
-    /// Progress tokens of calls in flight → the agent that asked.
-    progress: Mutex<HashMap<ProgressToken, Peer<RoleServer>>>,
+    /// Upstream progress tokens of calls in flight → the agent that asked, and its token.
+    progress: Mutex<HashMap<ProgressToken, (Peer<RoleServer>, ProgressToken)>>,
     /// 2026-07-28 agents' `subscriptions/listen` sinks.
     pub(crate) sinks: Mutex<Vec<rmcp::service::SubscriptionSink>>,
 }
@@ -66,9 +66,14 @@ impl Downstream {
     fn latest(&self) -> Option<Peer<RoleServer>> {
         self.latest.lock().ok().and_then(|g| g.clone())
     }
-    pub(crate) fn track_progress(&self, t: ProgressToken, peer: Peer<RoleServer>) {
+    pub(crate) fn track_progress(
+        &self,
+        upstream: ProgressToken,
+        peer: Peer<RoleServer>,
+        agent: ProgressToken,
+    ) {
         if let Ok(mut g) = self.progress.lock() {
-            g.insert(t, peer);
+            g.insert(upstream, (peer, agent));
         }
     }
     pub(crate) fn untrack_progress(&self, t: &ProgressToken) {
@@ -179,16 +184,17 @@ impl ClientHandler for UpstreamClient {
 
     async fn on_progress(
         &self,
-        p: ProgressNotificationParam,
+        mut p: ProgressNotificationParam,
         _ctx: NotificationContext<RoleClient>,
     ) {
-        let peer = self
+        let to = self
             .down
             .progress
             .lock()
             .ok()
             .and_then(|g| g.get(&p.progress_token).cloned());
-        if let Some(peer) = peer {
+        if let Some((peer, agent_token)) = to {
+            p.progress_token = agent_token;
             let _ = peer.notify_progress(p).await;
         }
     }
