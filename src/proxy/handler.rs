@@ -180,6 +180,22 @@ impl Shared {
         })
     }
 
+    /// `monitor`: screens on another task (off the response path, on any core) and queues
+    /// only what has findings.
+    fn screen_later(&self, input: TrafficInput) {
+        let svc = self.svc.clone();
+        let q = self.queue.clone();
+        tokio::spawn(async move {
+            let screen = svc.screen_traffic(&input);
+            if !screen.findings.is_empty() {
+                q.push(Job::Traffic {
+                    input,
+                    screen: Some(screen),
+                });
+            }
+        });
+    }
+
     /// Records findings now when the policy needs the incident id; otherwise queues them.
     async fn record_now(&self, input: TrafficInput, screen: TrafficScreen) -> Vec<String> {
         match self.svc.record_traffic(&input, &screen).await {
@@ -287,10 +303,7 @@ impl GuardProxy {
         if !args.is_empty() {
             let input = s.traffic(&tool, Direction::Arguments, args);
             match policy {
-                ProxyPolicy::Monitor => s.queue.push(Job::Traffic {
-                    input,
-                    screen: None,
-                }),
+                ProxyPolicy::Monitor => s.screen_later(input),
                 ProxyPolicy::Flag | ProxyPolicy::Block => {
                     let screen = s.svc.screen_traffic(&input);
                     if !screen.findings.is_empty() {
@@ -424,10 +437,7 @@ impl GuardProxy {
             if !leaves.is_empty() {
                 let input = s.traffic(&tool, Direction::Result, leaves);
                 match policy {
-                    ProxyPolicy::Monitor => s.queue.push(Job::Traffic {
-                        input,
-                        screen: None,
-                    }),
+                    ProxyPolicy::Monitor => s.screen_later(input),
                     ProxyPolicy::Flag | ProxyPolicy::Block => {
                         let screen = s.svc.screen_traffic(&input);
                         if !screen.findings.is_empty() {
