@@ -261,3 +261,19 @@ async fn a_killed_upstream_is_restarted_and_recorded_as_an_mcp_protocol_failure(
     assert!(found, "no mcp_protocol_failure incident");
     let _ = c.cancel().await;
 }
+
+#[test]
+fn the_default_config_file_holds_the_proxy_defaults_and_tool_policies_resolve() {
+    use ai_incident_mcp::config::{Config, ProxyConfig, ProxyPolicy};
+    let cfg = Config::load(None).unwrap();
+    assert_eq!(cfg.proxy, ProxyConfig::default());
+    let cfg = Config::from_toml_str(
+        "[proxy]\ndefault_policy = \"monitor\"\n[proxy.tools]\nget = \"flag\"\n\"crm/get\" = \"block\"\n",
+    )
+    .unwrap();
+    assert_eq!(cfg.proxy.policy("crm", "get"), ProxyPolicy::Block);
+    assert_eq!(cfg.proxy.policy("erp", "get"), ProxyPolicy::Flag);
+    assert_eq!(cfg.proxy.policy("erp", "other"), ProxyPolicy::Monitor);
+    let e = Config::from_toml_str("[proxy.tools]\nget = \"deny\"\n").unwrap_err();
+    assert!(e.to_string().contains("proxy"), "{e}");
+}

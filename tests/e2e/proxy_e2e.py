@@ -176,8 +176,9 @@ async def monitor_and_flag():
         check("get_client" not in names and "export_all" not in names and "echo" in names,
               "rug pull: the changed and the new tool are hidden", names)
         r = await px.call_tool("get_client", {"client_id": "c-1"})
-        check(r.is_error and "hidden" in " ".join(texts(r)) or "refused" in " ".join(texts(r)),
-              "rug pull: calling the changed tool is refused", texts(r))
+        t = " ".join(texts(r))
+        check(r.is_error and "refused get_client" in t and "approve_catalog_change pin_key=proxy:crm/get_client" in t,
+              "rug pull: calling the changed tool is refused, naming the pin key to approve", t)
         inc = wait_incident(db, cfg, lambda i: i["title"] == "Tool definition changed: crm/get_client")
         check(inc is not None and inc["kind"] == "tool_poisoning", "rug pull: a tool_poisoning incident for the changed tool", inc)
         inc2 = wait_incident(db, cfg, lambda i: i["title"] == "Tool definition added: crm/export_all")
