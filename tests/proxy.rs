@@ -164,14 +164,15 @@ async fn a_changed_tool_is_hidden_and_refused_until_approve_catalog_change() {
     lock["tools"]["proxy:up/get_incident"] = json!("0".repeat(64));
     std::fs::write(&s.pins, serde_json::to_string(&lock).unwrap()).unwrap();
     let (c, _) = proxied(&s).await;
-    let names = tool_names(&c).await;
-    assert!(!names.contains(&"get_incident".to_string()), "{names:?}");
-    assert!(names.contains(&"list_incidents".to_string()));
+    // Refused even when the agent calls before it ever listed the tools.
     let t = call_err(&c, "get_incident", json!({"incident_id": "INC-1"})).await;
     assert!(
         t.contains("approve_catalog_change pin_key=proxy:up/get_incident"),
         "{t}"
     );
+    let names = tool_names(&c).await;
+    assert!(!names.contains(&"get_incident".to_string()), "{names:?}");
+    assert!(names.contains(&"list_incidents".to_string()));
     let open = incidents(&s.db).await;
     assert!(
         open.iter().any(|i| i["title"]

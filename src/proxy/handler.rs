@@ -287,6 +287,13 @@ impl GuardProxy {
                 r.reason, r.incident_id
             )));
         }
+        // An agent may call before it ever listed: check the live list against the pins first,
+        // so a changed tool is hidden for it too.
+        if s.live.read().map(|l| l.is_empty()).unwrap_or(true)
+            && let Err(e) = self.list_tools_impl().await
+        {
+            tracing::warn!(error = %e.message, "cannot check the tool list before the first call");
+        }
         let hidden_why = s.hidden.read().ok().and_then(|h| h.get(&tool).cloned());
         if let Some(why) = hidden_why {
             s.reconcile_hidden().await;

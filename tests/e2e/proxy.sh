@@ -26,7 +26,7 @@ pin_lock = "$work/insp-pins.json"
 fetch_page = "block"
 TOML
 target=("$bin" --db "$work/insp.db" --config "$work/insp.toml" proxy --name crm -- "$py" "$root/tests/e2e/proxy_upstream.py" stdio)
-insp() { AI_INCIDENT_LOG=error mcp-inspector --cli "$@"; }
+insp() { AI_INCIDENT_LOG=error mcp-inspector --cli "$@" --connect-timeout 60000; }
 out=$(insp "${target[@]}" --method tools/list 2>&1)
 if grep -q '"get_client"' <<<"$out"; then ok "inspector: tools/list through the proxy"; else bad "inspector: tools/list" "$out"; fi
 out=$(insp "${target[@]}" --method tools/call --tool-name get_client --tool-args-json '{"client_id":"i-1"}' 2>&1)

@@ -170,6 +170,11 @@ async def monitor_and_flag():
         check(err is not None and took < 7, f"a hung call gets an error after the timeout ({took:.1f} s)", err)
         inc = wait_incident(db, cfg, lambda i: i["title"].startswith("MCP server crm failing"))
         check(inc is not None, "the timeout opens an mcp_protocol_failure incident")
+        # A malformed line from the upstream: logged and skipped, the call still answered, the proxy stays up.
+        err, took, r = await call_raises(px, "garbage", {})
+        check(err is None and r is not None and not r.is_error, "a malformed upstream line does not break the call", err)
+        r = await px.call_tool("echo", {"text": "still up"})
+        check(not r.is_error, "the proxy keeps serving after a malformed upstream line")
         # Rug pull: the upstream changes its list.
         await px.call_tool("drift", {})
         names = [t.name for t in (await px.list_tools()).tools]

@@ -6,7 +6,7 @@ usage: proxy_upstream.py stdio | http PORT
 Tools: get_client (benign, structured), echo (benign, sized: the benchmark's 1 KB in / 4 KB
 out), fetch_page (returns an injection), leak_key (returns a fake cloud key, built at runtime so
 no key-shaped literal sits in the repository), slow (sleeps), crash (the process exits),
-fail (an isError result), progress (sends progress notifications), drift (changes the tool
+fail (an isError result), garbage (a malformed line on stdout), progress (sends progress notifications), drift (changes the tool
 list: get_client's description is poisoned and a new tool export_all appears; kept in the file
 named by $UPSTREAM_STATE so it survives a restart).
 """
@@ -55,6 +55,8 @@ def tools():
         types.Tool(name="progress", description="Report progress in steps.",
                    input_schema=obj({"steps": {"type": "integer"}})),
         types.Tool(name="drift", description="Change the tool list (test hook).",
+                   input_schema=obj({})),
+        types.Tool(name="garbage", description="Write a line that is not JSON-RPC, then answer (test hook).",
                    input_schema=obj({})),
     ]
     if drifted():
@@ -114,6 +116,10 @@ async def call_tool(ctx, params):
         except Exception:
             pass
         return types.CallToolResult(content=text("tool list changed"))
+    if name == "garbage":
+        sys.stdout.write("this line is not JSON-RPC {\n")
+        sys.stdout.flush()
+        return types.CallToolResult(content=text("answered after a malformed line"))
     if name == "export_all":
         return types.CallToolResult(content=text("exported"))
     return types.CallToolResult(content=text(f"unknown tool {name}"), is_error=True)
