@@ -76,6 +76,9 @@ pub struct Config {
     /// `[intake]`: manual-report channels besides MCP, REST and the web form (e-mail).
     #[serde(default)]
     pub intake: IntakeConfig,
+    /// `[proxy]`: the guard proxy (`ai-incident-mcp proxy`), see `docs/proxy.md`.
+    #[serde(default)]
+    pub proxy: ProxyConfig,
 }
 
 /// `[server]`.
@@ -913,6 +916,94 @@ impl Config {
             );
         }
         Ok(())
+    }
+}
+
+/// What the guard proxy does with a tool's traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ProxyPolicy {
+    /// Record findings only; the call passes through unchanged (screened off the response path).
+    #[default]
+    Monitor,
+    /// Pass the call through and add a warning content block to a result with findings.
+    Flag,
+    /// Refuse a call whose arguments, or answer with an `isError` result instead of a result
+    /// whose content, has a flagged or blocked finding (with the incident id).
+    Block,
+}
+
+/// What the proxy does with a tool whose definition changed or that appeared after pinning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolChangePolicy {
+    /// Hide the tool from tools/list and refuse calls until `approve_catalog_change`.
+    #[default]
+    Hide,
+    /// Open the incident but keep serving the tool.
+    Allow,
+}
+
+/// `[proxy]`: the guard proxy between an agent and its MCP servers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// Pins of the live tool lists (`proxy:<upstream>/<tool>` → hash); changes awaiting
+    /// approval are kept beside it in `<pin_lock>.pending`.
+    pub pin_lock: PathBuf,
+    /// Policy of tools without an entry in `tools` (default monitor).
+    pub default_policy: ProxyPolicy,
+    /// Per-tool policy: `"<tool>"` or `"<upstream>/<tool>"` → monitor | flag | block.
+    pub tools: std::collections::BTreeMap<String, ProxyPolicy>,
+    /// A changed or new tool: hide it until approved (default) or allow it.
+    pub on_tool_change: ToolChangePolicy,
+    /// A call without an answer within this time gets an error and counts as a timeout.
+    #[serde(with = "humantime_serde")]
+    pub call_timeout: Duration,
+    /// First wait before restarting a dead upstream; doubles per failed start.
+    #[serde(with = "humantime_serde")]
+    pub restart_backoff: Duration,
+    /// Longest wait between restarts.
+    #[serde(with = "humantime_serde")]
+    pub restart_backoff_max: Duration,
+    /// Findings and samples waiting to be written to the store (monitor mode never waits for
+    /// the store); past this, the oldest samples are dropped first, findings are kept.
+    pub queue_capacity: usize,
+    /// How long a containment lookup is reused before the store is asked again.
+    #[serde(with = "humantime_serde")]
+    pub containment_refresh: Duration,
+    /// The user the proxied agent acts for (containment and incidents), if known.
+    pub user_id: Option<String>,
+    /// The session of the proxied agent, if known.
+    pub session_id: Option<String>,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            pin_lock: PathBuf::from("./proxy-pins.lock.json"),
+            default_policy: ProxyPolicy::Monitor,
+            tools: Default::default(),
+            on_tool_change: ToolChangePolicy::Hide,
+            call_timeout: Duration::from_secs(60),
+            restart_backoff: Duration::from_millis(500),
+            restart_backoff_max: Duration::from_secs(30),
+            queue_capacity: 10_000,
+            containment_refresh: Duration::from_secs(1),
+            user_id: None,
+            session_id: None,
+        }
+    }
+}
+
+impl ProxyConfig {
+    /// The policy of `tool` on `upstream`: `<upstream>/<tool>`, then `<tool>`, then the default.
+    pub fn policy(&self, upstream: &str, tool: &str) -> ProxyPolicy {
+        self.tools
+            .get(&format!("{upstream}/{tool}"))
+            .or_else(|| self.tools.get(tool))
+            .copied()
+            .unwrap_or(self.default_policy)
     }
 }
 

@@ -2,7 +2,7 @@
 //! the Model Context Protocol.
 //!
 //! Layers (see `docs/architecture.md`; folders are layers, files are capabilities):
-//! adapters (`mcp`, `http`, `view`, `monitor`, the CLI in `main.rs`) → `service` (one
+//! adapters (`mcp`, `http`, `proxy`, `view`, `monitor`, the CLI in `main.rs`) → `service` (one
 //! `IncidentService`, one file per use-case group) → `domain`, `checks` and `detect` (pure).
 //! `store`, `notify` and `probe` implement the service's ports. `tests/architecture.rs` enforces every
 //! module's `May import:` line and the absence of cycles between top-level modules.
@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod notify;
 pub mod probe;
+pub mod proxy;
 pub mod service;
 pub mod store;
 pub mod view;

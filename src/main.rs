@@ -174,6 +174,40 @@ enum Cmd {
         /// The export file; `-` reads stdin.
         file: PathBuf,
     },
+    /// Guard proxy: sit between an agent and one MCP server, screen every tool argument and
+    /// result, time every call and pin the live tool list (see docs/proxy.md). Serves the agent
+    /// on stdio unless --http is given.
+    ///
+    /// Example: ai-incident-mcp proxy --name crm -- python3 crm_server.py
+    Proxy {
+        /// The upstream's name in incidents, metrics, pins and containment, e.g. crm.
+        #[arg(long)]
+        name: String,
+        /// A Streamable HTTP upstream (instead of a command after --).
+        #[arg(long, value_name = "URL")]
+        upstream_url: Option<String>,
+        /// Serve the agent over Streamable HTTP at /mcp on this address instead of stdio.
+        #[arg(long, value_name = "ADDR")]
+        http: Option<String>,
+        /// Bearer token required from HTTP clients (needed for a non-loopback --http).
+        /// Env AI_INCIDENT_TOKEN.
+        #[arg(long, env = "AI_INCIDENT_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// The user the agent acts for (overrides proxy.user_id).
+        #[arg(long = "user", value_name = "ID")]
+        user_id: Option<String>,
+        /// The agent's session (overrides proxy.session_id).
+        #[arg(long = "session", value_name = "ID")]
+        session_id: Option<String>,
+        /// The upstream MCP server's command and arguments (after `--`, or as the last
+        /// arguments: everything from the first one on belongs to the upstream).
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "COMMAND"
+        )]
+        command: Vec<String>,
+    },
     /// Show or check the configuration.
     Config {
         /// Print the full default configuration file, with comments.
@@ -294,6 +328,15 @@ async fn main() -> Result<()> {
     }
     if let Some(r) = store_command(&cli.cmd, &cli.db).await {
         return r;
+    }
+    if let Cmd::Proxy {
+        user_id,
+        session_id,
+        ..
+    } = &cli.cmd
+    {
+        config.proxy.user_id = user_id.clone().or(config.proxy.user_id.take());
+        config.proxy.session_id = session_id.clone().or(config.proxy.session_id.take());
     }
     let config = Arc::new(config);
     let actor = cli
@@ -418,6 +461,56 @@ async fn main() -> Result<()> {
             tracing::info!("shutting down");
             ct.cancel();
             let _ = monitor.await;
+            Ok(())
+        }
+        Cmd::Proxy {
+            name,
+            upstream_url,
+            http: addr,
+            token,
+            command,
+            ..
+        } => {
+            use ai_incident_mcp::proxy::{self, ProxyOptions, Target};
+            let target = match (upstream_url, command.is_empty()) {
+                (Some(u), true) => Target::Url(u),
+                (None, false) => Target::Command(command),
+                (Some(_), false) => {
+                    bail!("give either --upstream-url or a command after --, not both")
+                }
+                (None, true) => bail!(
+                    "no upstream: give its command after --, e.g. `proxy --name crm -- python3 server.py`, or --upstream-url http://host/mcp"
+                ),
+            };
+            let svc = app::build_service(&cli.db, config.clone()).map_err(anyhow::Error::msg)?;
+            let opts = ProxyOptions { name, target };
+            let Some(addr) = addr else {
+                tracing::info!(db = %cli.db, "guard proxy serving MCP on stdio");
+                return proxy::run_stdio(svc, opts)
+                    .await
+                    .context("guard proxy failed");
+            };
+            let (addr, addr_host) = http::resolve_listen_addr(&addr).await?;
+            if !addr.ip().is_loopback() && token.as_deref().is_none_or(|t| t.trim().is_empty()) {
+                bail!(
+                    "refusing to serve on non-loopback address {addr} without a bearer token: pass --token or set AI_INCIDENT_TOKEN"
+                );
+            }
+            let mut hopts = HttpOptions {
+                bearer_token: token,
+                max_body_bytes: (max_prompt_bytes * 2).max(4 * 1024 * 1024),
+                limits: config.http.clone(),
+                ..HttpOptions::default()
+            };
+            hopts.allowed_hosts.extend(addr_host);
+            let started = proxy::start(svc, opts).await?;
+            let local = proxy::serve_http(&started, addr, hopts).await?;
+            eprintln!(
+                "guard proxy listening on http://{local}/mcp (store {}); stop with Ctrl-C",
+                cli.db
+            );
+            let _ = tokio::signal::ctrl_c().await;
+            started.shutdown().await;
             Ok(())
         }
         Cmd::Report {

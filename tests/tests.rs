@@ -16,6 +16,7 @@ mod lifecycle;
 mod metrics;
 mod monitoring;
 mod postgres;
+mod proxy;
 mod regressions;
 mod rest;
 mod roles;

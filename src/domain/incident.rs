@@ -1080,19 +1080,30 @@ impl Incident {
         self.updated_at = now;
         let rules: Vec<String> = evidence.iter().map(|e| e.rule.clone()).collect();
         for e in evidence {
-            if self.evidence.len() >= MAX_EVIDENCE {
-                // keep the first half as found, rotate the rest
-                let keep = MAX_EVIDENCE / 2;
-                if self.evidence.len() > keep {
-                    self.evidence.remove(keep);
-                }
-            }
-            self.evidence.push(e);
+            self.push_evidence(e);
         }
         EventKind::DetectedAgain {
             occurrences: self.occurrences,
             rules,
         }
+    }
+
+    /// Adds one piece of evidence found later (e.g. where the guard proxy saw it), within the
+    /// same bound as repeats.
+    pub fn add_evidence(&mut self, e: Evidence, now: DateTime<Utc>) {
+        self.push_evidence(e);
+        self.updated_at = now;
+    }
+
+    fn push_evidence(&mut self, e: Evidence) {
+        if self.evidence.len() >= MAX_EVIDENCE {
+            // keep the first half as found, rotate the rest
+            let keep = MAX_EVIDENCE / 2;
+            if self.evidence.len() > keep {
+                self.evidence.remove(keep);
+            }
+        }
+        self.evidence.push(e);
     }
 }
 

@@ -4,7 +4,8 @@
 //! `Clock`); each use-case group is a file beside it:
 //! [`screening`], [`reporting`], [`lifecycle`], [`containment`], [`sweeps`], [`monitoring`],
 //! [`audit`], and the usage detectors [`keys`] (API-key compromise), [`access`] (data breach) and
-//! [`upstreams`] (LLM API / MCP protocol failures, through the `Prober` port).
+//! [`upstreams`] (LLM API / MCP protocol failures, through the `Prober` port), and [`guard`] (the
+//! guard proxy's live traffic).
 //!
 //! May import: `crate::domain`, `crate::detect`, `crate::checks`, `crate::store`, `crate::notify`,
 //! `crate::config`, `crate::metrics` (the recorder [`metered`] feeds). Never rmcp, axum or SQL crates.
@@ -13,6 +14,7 @@ pub mod access;
 mod audit;
 mod containment;
 mod detectors;
+pub mod guard;
 pub mod keys;
 mod lifecycle;
 mod metered;

@@ -475,6 +475,10 @@ impl IncidentService {
         pin_key: &str,
         approver: &str,
     ) -> Result<Option<Incident>, ServiceError> {
+        // Tools pinned by the guard proxy (`proxy:<upstream>/<tool>`) live in `[proxy] pin_lock`.
+        if let Some(r) = self.approve_proxy_pin(pin_key.trim(), approver).await? {
+            return Ok(r);
+        }
         let _guard = self.monitoring().dq.lock().await;
         let m = &self.config.monitor;
         let (data_dir, catalog_dir, pin_path) = (

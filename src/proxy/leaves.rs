@@ -1,0 +1,134 @@
+//! The texts of an MCP message that the guard screens: every string leaf of a JSON value with
+//! its JSON path (`$.a.b[0]`, `$["odd key"]`), and for a tool result the text blocks, the text
+//! of embedded resources and the string leaves of `structuredContent` (a text block that only
+//! repeats the structured content is screened once).
+//!
+//! May import: nothing from the crate (serde_json and rmcp's model only).
+
+use rmcp::model::{CallToolResult, ContentBlock, ResourceContents};
+use serde_json::Value;
+
+/// Every string leaf of `v`, depth first, with its path below `base`.
+///
+/// ```
+/// use ai_incident_mcp::proxy::leaves::string_leaves;
+/// let v = serde_json::json!({"q": "hi", "list": [1, "x"], "odd key": {"k": "v"}});
+/// let mut out = Vec::new();
+/// string_leaves(&v, "$", &mut out);
+/// assert!(out.contains(&("$.q".into(), "hi".into())));
+/// assert!(out.contains(&("$.list[1]".into(), "x".into())));
+/// assert!(out.contains(&("$[\"odd key\"].k".into(), "v".into())));
+/// ```
+pub fn string_leaves(v: &Value, base: &str, out: &mut Vec<(String, String)>) {
+    match v {
+        Value::String(s) => out.push((base.to_string(), s.clone())),
+        Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                string_leaves(x, &format!("{base}[{i}]"), out);
+            }
+        }
+        Value::Object(m) => {
+            for (k, x) in m {
+                string_leaves(x, &child(base, k), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn child(base: &str, key: &str) -> String {
+    let plain = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        && !key.starts_with(|c: char| c.is_ascii_digit());
+    if plain {
+        format!("{base}.{key}")
+    } else {
+        format!(
+            "{base}[{}]",
+            serde_json::to_string(key).unwrap_or_else(|_| "\"?\"".into())
+        )
+    }
+}
+
+/// The string leaves of `tools/call` arguments, paths from `$`.
+pub fn argument_leaves(args: Option<&serde_json::Map<String, Value>>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if let Some(m) = args {
+        for (k, v) in m {
+            string_leaves(v, &child("$", k), &mut out);
+        }
+    }
+    out
+}
+
+/// The texts of a tool result: `$.content[i].text`, `$.content[i].resource.text` and the string
+/// leaves under `$.structuredContent`. A text block whose JSON equals the structured content
+/// (the copy rmcp and the SDKs add) is left out: its leaves are already there.
+pub fn result_leaves(r: &CallToolResult) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (i, c) in r.content.iter().enumerate() {
+        match c {
+            ContentBlock::Text(t) => {
+                let dup = r.structured_content.as_ref().is_some_and(|sc| {
+                    serde_json::from_str::<Value>(&t.text).is_ok_and(|v| &v == sc)
+                });
+                if !dup {
+                    out.push((format!("$.content[{i}].text"), t.text.clone()));
+                }
+            }
+            ContentBlock::Resource(e) => {
+                if let ResourceContents::TextResourceContents { text, .. } = &e.resource {
+                    out.push((format!("$.content[{i}].resource.text"), text.clone()));
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(sc) = &r.structured_content {
+        string_leaves(sc, "$.structuredContent", &mut out);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn paths_name_every_leaf_and_quote_odd_keys() {
+        let v = json!({"a": {"b": ["x", {"c d": "y"}]}, "n": 3, "0k": "z"});
+        let mut out = Vec::new();
+        string_leaves(&v, "$", &mut out);
+        out.sort();
+        assert_eq!(
+            out,
+            vec![
+                ("$.a.b[0]".to_string(), "x".to_string()),
+                ("$.a.b[1][\"c d\"]".to_string(), "y".to_string()),
+                ("$[\"0k\"]".to_string(), "z".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn result_leaves_skip_the_text_copy_of_structured_content() {
+        let sc = json!({"name": "Ada", "notes": ["ok"]});
+        let r = CallToolResult::structured(sc.clone());
+        let l = result_leaves(&r);
+        assert_eq!(
+            l,
+            vec![
+                ("$.structuredContent.name".to_string(), "Ada".to_string()),
+                ("$.structuredContent.notes[0]".to_string(), "ok".to_string()),
+            ]
+        );
+        let r = CallToolResult::success(vec![ContentBlock::text("plain words")]);
+        assert_eq!(
+            result_leaves(&r),
+            vec![("$.content[0].text".to_string(), "plain words".to_string())]
+        );
+    }
+}
