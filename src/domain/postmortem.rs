@@ -8,14 +8,13 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::domain::incident::{self, Event, EventKind, Incident, IncidentType, Status};
 use crate::domain::opening::fmt_dur;
 
 /// Response measurements computed from an incident's timeline.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ResponseMetrics {
     /// Detection → first acknowledgement, seconds (MTTA contribution).
     pub time_to_acknowledge_secs: Option<f64>,
@@ -119,7 +118,7 @@ pub fn response_metrics(inc: &Incident, timeline: &[Event], now: DateTime<Utc>) 
 }
 
 /// One timeline line of the document.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct DocTimelineEntry {
     pub at: DateTime<Utc>,
     pub actor: String,
@@ -130,7 +129,7 @@ pub struct DocTimelineEntry {
 }
 
 /// An action taken during the response (containment, escalation, acknowledgement, resolution, …).
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ResponseAction {
     pub at: DateTime<Utc>,
     pub by: String,
@@ -138,7 +137,7 @@ pub struct ResponseAction {
 }
 
 /// Root-cause analysis section.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct RootCauseAnalysis {
     /// The recorded root cause, or "not recorded".
     pub primary_cause: String,
@@ -153,7 +152,7 @@ pub struct RootCauseAnalysis {
 }
 
 /// The post-incident document (AIMS-IRP-001 §8.5.6 template, filled from the real timeline).
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct PostIncidentDocument {
     pub incident_id: String,
     pub incident_type: String,
