@@ -67,6 +67,19 @@ pub struct Config {
     /// `[[upstreams]]`: LLM APIs and MCP servers the background loop probes.
     #[serde(default)]
     pub upstreams: Vec<UpstreamConfig>,
+    /// `[mcp]`: which tools the MCP surface exposes.
+    #[serde(default)]
+    pub mcp: McpConfig,
+}
+
+/// `[mcp]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpConfig {
+    /// Tool names and groups (`screening`, `incidents`, `lifecycle`, `monitoring`, `detectors`,
+    /// `all`) to expose; empty exposes every tool. `serve --tools` overrides it.
+    #[serde(default)]
+    pub tools: Vec<String>,
 }
 
 /// What an upstream is and how to probe it.

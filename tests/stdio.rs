@@ -434,3 +434,107 @@ async fn in_process_socket_pair() {
     assert_ne!(r["verdict"], "allow");
     c.cancel().await.unwrap();
 }
+
+#[tokio::test]
+async fn tools_flag_exposes_only_the_selection_and_refuses_unknown_names() {
+    let d = tempdir();
+    let db = db_in(d.path());
+    let c = stdio_client(&db, &[]).await;
+    let all = c.list_all_tools().await.unwrap().len();
+    c.cancel().await.unwrap();
+    let mut cmd = command(&db);
+    cmd.args(["serve", "--stdio", "--tools", "screening,list_incidents"]);
+    let c = spawn_client(cmd).await;
+    let mut names: Vec<String> = c
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "get_incident",
+            "list_incidents",
+            "report_incident",
+            "screen_prompt"
+        ]
+    );
+    assert!(all > names.len());
+    // a tool outside the selection is not callable
+    let r = c
+        .call_tool(
+            rmcp::model::CallToolRequestParams::new("record_metrics")
+                .with_arguments(args(json!({"source": "x", "error_rate": 0.5}))),
+        )
+        .await;
+    assert!(
+        r.is_err() || r.as_ref().is_ok_and(|r| r.is_error == Some(true)),
+        "{r:?}"
+    );
+    c.cancel().await.unwrap();
+
+    let out = command(&db)
+        .args(["serve", "--stdio", "--tools", "screening,nope"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("'nope'") && err.contains("screen_prompt"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn document_incident_writes_next_to_the_database_not_the_working_directory() {
+    let d = tempdir();
+    let cwd = tempdir();
+    let db = db_in(d.path());
+    let mut cmd = command(&db);
+    cmd.current_dir(cwd.path()).args(["serve", "--stdio"]);
+    let c = spawn_client(cmd).await;
+    let r = call_ok(
+        &c,
+        "report_incident",
+        json!({"incident_type": "other", "description": "a test incident", "reporter_email": "a@example.com"}),
+    )
+    .await;
+    let id = r["incident_id"].as_str().unwrap().to_string();
+    call_ok(
+        &c,
+        "resolve_incident",
+        json!({"incident_id": id, "resolution": "fixed", "root_cause": "test"}),
+    )
+    .await;
+    let doc = call_ok(&c, "document_incident", json!({"incident_id": id})).await;
+    let json_path = std::path::PathBuf::from(doc["json_path"].as_str().unwrap());
+    assert!(
+        json_path.starts_with(d.path().join("incidents")),
+        "{json_path:?} is not under the database's folder"
+    );
+    assert!(
+        json_path.exists() && std::path::Path::new(doc["markdown_path"].as_str().unwrap()).exists()
+    );
+    assert_eq!(doc["postmortem_uri"], format!("incident://{id}/postmortem"));
+    assert_eq!(
+        std::fs::read_dir(cwd.path()).unwrap().count(),
+        0,
+        "nothing written to the cwd"
+    );
+    c.cancel().await.unwrap();
+}
+
+async fn spawn_client(cmd: tokio::process::Command) -> Client {
+    use rmcp::ServiceExt;
+    let t = rmcp::transport::TokioChildProcess::builder(cmd)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+        .0;
+    ().serve(t).await.unwrap()
+}
