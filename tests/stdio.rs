@@ -538,3 +538,112 @@ async fn spawn_client(cmd: tokio::process::Command) -> Client {
         .0;
     ().serve(t).await.unwrap()
 }
+
+#[tokio::test]
+async fn prompts_gather_the_incident_and_completion_lists_ids_types_and_severities() {
+    let d = tempdir();
+    let c = stdio_client(&db_in(d.path()), &[]).await;
+    let mut names: Vec<String> = c
+        .list_all_prompts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["screen_and_report", "triage_incident", "write_postmortem"]
+    );
+    let r = call_ok(
+        &c,
+        "report_incident",
+        json!({"incident_type": "llm_api_failure", "description": "the LLM API returns 503 for every call",
+               "reporter_email": "oncall@example.com", "severity": "high"}),
+    )
+    .await;
+    let id = r["incident_id"].as_str().unwrap().to_string();
+    let text_of = |r: rmcp::model::GetPromptResult| serde_json::to_string(&r.messages).unwrap();
+    let triage = c
+        .get_prompt(
+            rmcp::model::GetPromptRequestParams::new("triage_incident")
+                .with_arguments(args(json!({"incident_id": id}))),
+        )
+        .await
+        .unwrap();
+    let t = text_of(triage);
+    assert!(
+        t.contains(&id) && t.contains("\\\"severity\\\": \\\"high\\\""),
+        "{t}"
+    );
+    assert!(
+        t.contains("acknowledge within") && t.contains("Allowed next statuses: acknowledged"),
+        "{t}"
+    );
+    assert!(
+        t.contains("created by"),
+        "the timeline is in the prompt: {t}"
+    );
+    let pm = text_of(
+        c.get_prompt(
+            rmcp::model::GetPromptRequestParams::new("write_postmortem")
+                .with_arguments(args(json!({"incident_id": id}))),
+        )
+        .await
+        .unwrap(),
+    );
+    assert!(pm.contains(&id) && pm.contains("lessons learned"), "{pm}");
+    let sr = text_of(
+        c.get_prompt(
+            rmcp::model::GetPromptRequestParams::new("screen_and_report")
+                .with_arguments(args(json!({"text": "hello", "severity": "low"}))),
+        )
+        .await
+        .unwrap(),
+    );
+    assert!(
+        sr.contains("screen_prompt") && sr.contains("severity \\\"low\\\""),
+        "{sr}"
+    );
+    // an unknown incident is an invalid-params error naming it
+    let bad = c
+        .get_prompt(
+            rmcp::model::GetPromptRequestParams::new("triage_incident")
+                .with_arguments(args(json!({"incident_id": "INC-20000101-00000000"}))),
+        )
+        .await;
+    assert!(
+        format!("{bad:?}").contains("INC-20000101-00000000"),
+        "{bad:?}"
+    );
+
+    let ids = c
+        .complete_prompt_simple("triage_incident", "incident_id", "inc-")
+        .await
+        .unwrap();
+    assert_eq!(ids, std::slice::from_ref(&id));
+    let none = c
+        .complete_prompt_simple("triage_incident", "incident_id", "x")
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    let sev = c
+        .complete_prompt_simple("screen_and_report", "severity", "h")
+        .await
+        .unwrap();
+    assert_eq!(sev, ["high"]);
+    let ty = c
+        .complete_prompt_simple("screen_and_report", "incident_type", "data_")
+        .await
+        .unwrap();
+    assert!(
+        ty.contains(&"data_quality".to_string()) && ty.contains(&"data_breach".to_string()),
+        "{ty:?}"
+    );
+    let res = c
+        .complete_resource_simple("incident://{id}", "id", "")
+        .await
+        .unwrap();
+    assert_eq!(res, [id]);
+    c.cancel().await.unwrap();
+}

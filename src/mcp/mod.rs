@@ -6,17 +6,19 @@
 //! May import: `crate::service`, `crate::view`, `crate::domain::postmortem` (Markdown rendering);
 //! rmcp, serde_json.
 
+pub mod prompts;
 pub mod schema;
 pub mod stdio;
 pub mod tools;
 
 use std::sync::Arc;
 
+use rmcp::handler::server::router::prompt::PromptRouter;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::IntoCallToolResult;
 use rmcp::model::*;
 use rmcp::service::RequestContext;
-use rmcp::{ErrorData as McpError, RoleServer, ServerHandler, tool_handler};
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler, prompt_handler, tool_handler};
 
 use crate::service::{IncidentService, ListInput, ServiceError};
 use crate::view::{IncidentDetail, ListIncidentsOutput};
@@ -51,6 +53,7 @@ impl IntoCallToolResult for ToolFailure {
 pub struct IncidentMcp {
     svc: Arc<IncidentService>,
     tool_router: ToolRouter<IncidentMcp>,
+    prompt_router: PromptRouter<IncidentMcp>,
 }
 
 /// Tools whose result is a report for a model to read (findings, violations, anomalies, probe
@@ -95,7 +98,11 @@ impl IncidentMcp {
                 *out = Arc::new(o);
             }
         }
-        Self { svc, tool_router }
+        Self {
+            svc,
+            tool_router,
+            prompt_router: Self::prompt_router(),
+        }
     }
 
     /// A handler exposing only `selection` (tool names and group names, see
@@ -130,12 +137,15 @@ impl IncidentMcp {
 }
 
 #[tool_handler(router = self.tool_router)]
+#[prompt_handler(router = self.prompt_router)]
 impl ServerHandler for IncidentMcp {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_resources()
+                .enable_prompts()
+                .enable_completions()
                 .build(),
         )
         .with_server_info(Implementation::new(
@@ -166,6 +176,14 @@ impl ServerHandler for IncidentMcp {
         _ctx: RequestContext<RoleServer>,
     ) -> Result<CustomResult, McpError> {
         Err(custom_request_error(&request.method, request.params))
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, McpError> {
+        self.complete_argument(&request).await
     }
 
     async fn list_resources(
