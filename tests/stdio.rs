@@ -647,3 +647,130 @@ async fn prompts_gather_the_incident_and_completion_lists_ids_types_and_severiti
     assert_eq!(res, [id]);
     c.cancel().await.unwrap();
 }
+
+/// A client that records the notifications it receives, in order.
+#[derive(Clone)]
+struct Catcher(tokio::sync::mpsc::UnboundedSender<String>);
+
+#[allow(deprecated)]
+impl rmcp::ClientHandler for Catcher {
+    async fn on_resource_updated(
+        &self,
+        params: rmcp::model::ResourceUpdatedNotificationParam,
+        _ctx: rmcp::service::NotificationContext<rmcp::RoleClient>,
+    ) {
+        let _ = self.0.send(format!("updated {}", params.uri));
+    }
+    async fn on_logging_message(
+        &self,
+        params: rmcp::model::LoggingMessageNotificationParam,
+        _ctx: rmcp::service::NotificationContext<rmcp::RoleClient>,
+    ) {
+        let _ = self
+            .0
+            .send(format!("log {:?} {}", params.level, params.data));
+    }
+}
+
+/// Waits for a notification containing `needle`; returns the ones seen before it.
+async fn wait_note(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    needle: &str,
+) -> Vec<String> {
+    let mut seen = Vec::new();
+    loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(20), rx.recv()).await {
+            Ok(Some(n)) if n.contains(needle) => return seen,
+            Ok(Some(n)) => seen.push(n),
+            other => panic!("no notification with {needle}: {other:?}; seen {seen:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+#[allow(deprecated)]
+async fn subscriptions_and_log_messages_follow_changes_made_by_another_process() {
+    use rmcp::ServiceExt;
+    let d = tempdir();
+    let db = db_in(d.path());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut cmd = command(&db);
+    cmd.args(["serve", "--stdio"]);
+    let t = rmcp::transport::TokioChildProcess::builder(cmd)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+        .0;
+    let a = Catcher(tx).serve(t).await.unwrap();
+    let caps = a.peer_info().unwrap().capabilities.clone();
+    assert!(caps.logging.is_some() && caps.resources.as_ref().unwrap().subscribe == Some(true));
+    let r = a
+        .call_tool(
+            CallToolRequestParams::new("report_incident").with_arguments(args(json!({
+                "incident_type": "security", "description": "odd tool output",
+                "reporter_email": "a@example.com", "severity": "low"}))),
+        )
+        .await
+        .unwrap();
+    let id = r.structured_content.unwrap()["incident_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let uri = format!("incident://{id}");
+    a.subscribe(rmcp::model::SubscribeRequestParams::new(uri.clone()))
+        .await
+        .unwrap();
+    a.subscribe(rmcp::model::SubscribeRequestParams::new("incidents://open"))
+        .await
+        .unwrap();
+    a.set_level(rmcp::model::SetLevelRequestParams::new(
+        rmcp::model::LoggingLevel::Info,
+    ))
+    .await
+    .unwrap();
+    let bad = a
+        .subscribe(rmcp::model::SubscribeRequestParams::new(
+            "file:///etc/passwd",
+        ))
+        .await;
+    assert!(format!("{bad:?}").contains("incidents://open"), "{bad:?}");
+
+    // another process on the same database escalates the incident
+    let b = stdio_client(&db, &[]).await;
+    call_ok(
+        &b,
+        "escalate_incident",
+        json!({"incident_id": id, "reason": "to 2"}),
+    )
+    .await;
+    wait_note(&mut rx, &format!("updated {uri}")).await;
+    wait_note(&mut rx, "incident_escalated").await;
+
+    // after unsubscribing, a change to it is not reported, while the open list still is
+    a.unsubscribe(rmcp::model::UnsubscribeRequestParams::new(uri.clone()))
+        .await
+        .unwrap();
+    call_ok(
+        &b,
+        "update_incident",
+        json!({"incident_id": id, "note": "looked at it"}),
+    )
+    .await;
+    call_ok(
+        &b,
+        "report_incident",
+        json!({"incident_type": "other", "description": "second", "reporter_email": "b@example.com"}),
+    )
+    .await;
+    let before = wait_note(&mut rx, "incident_opened").await;
+    assert!(
+        !before.iter().any(|n| n == &format!("updated {uri}")),
+        "unsubscribed URI still notified: {before:?}"
+    );
+    assert!(
+        before.iter().any(|n| n == "updated incidents://open"),
+        "{before:?}"
+    );
+    b.cancel().await.unwrap();
+    a.cancel().await.unwrap();
+}

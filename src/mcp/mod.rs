@@ -6,6 +6,7 @@
 //! May import: `crate::service`, `crate::view`, `crate::domain::postmortem` (Markdown rendering);
 //! rmcp, serde_json.
 
+pub mod feed;
 pub mod prompts;
 pub mod schema;
 pub mod stdio;
@@ -54,6 +55,7 @@ pub struct IncidentMcp {
     svc: Arc<IncidentService>,
     tool_router: ToolRouter<IncidentMcp>,
     prompt_router: PromptRouter<IncidentMcp>,
+    feed: Arc<feed::Feed>,
 }
 
 /// Tools whose result is a report for a model to read (findings, violations, anomalies, probe
@@ -99,6 +101,7 @@ impl IncidentMcp {
             }
         }
         Self {
+            feed: feed::Feed::new(svc.clone()),
             svc,
             tool_router,
             prompt_router: Self::prompt_router(),
@@ -138,14 +141,17 @@ impl IncidentMcp {
 
 #[tool_handler(router = self.tool_router)]
 #[prompt_handler(router = self.prompt_router)]
+#[allow(deprecated)] // resources/subscribe and logging: the 2025-11-25 protocol's, deprecated by SEP-2577 in rmcp
 impl ServerHandler for IncidentMcp {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_resources()
+                .enable_resources_subscribe()
                 .enable_prompts()
                 .enable_completions()
+                .enable_logging()
                 .build(),
         )
         .with_server_info(Implementation::new(
@@ -176,6 +182,32 @@ impl ServerHandler for IncidentMcp {
         _ctx: RequestContext<RoleServer>,
     ) -> Result<CustomResult, McpError> {
         Err(custom_request_error(&request.method, request.params))
+    }
+
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.feed.subscribe(&request.uri, &ctx)
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.feed.unsubscribe(&request.uri, &ctx);
+        Ok(())
+    }
+
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.feed.set_level(request.level, &ctx);
+        Ok(())
     }
 
     async fn complete(
