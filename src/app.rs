@@ -110,6 +110,7 @@ pub fn build_service_with(
         max_prompt_bytes: config.screening.max_prompt_bytes,
         ..Limits::default()
     };
+    let config = with_documentation_beside_db(db, config);
     let store =
         open_store(db).map_err(|e| format!("cannot open the store at {}: {e}", display_db(db)))?;
     let engine = build_engine(&config)?;
@@ -118,6 +119,24 @@ pub fn build_service_with(
         IncidentService::new(store, Arc::new(engine), clock, notifier, limits, config)
             .with_prober(Arc::new(prober)),
     ))
+}
+
+/// A relative `[documentation] dir` is resolved against the folder of the SQLite database
+/// file, not the working directory (an MCP client may start the server in `/`); an absolute
+/// one, or a non-file store, is kept as it is.
+pub fn with_documentation_beside_db(db: &str, config: Arc<Config>) -> Arc<Config> {
+    let dir = &config.documentation.dir;
+    if dir.is_absolute() || (db.contains("://") && !db.starts_with("sqlite://")) {
+        return config;
+    }
+    let file = std::path::Path::new(db.strip_prefix("sqlite://").unwrap_or(db));
+    let base = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let mut c = (*config).clone();
+    c.documentation.dir = base.join(dir);
+    Arc::new(c)
 }
 
 /// Which learned model the screening engine uses.

@@ -79,6 +79,9 @@ pub struct Config {
     /// `[proxy]`: the guard proxy (`ai-incident-mcp proxy`), see `docs/proxy.md`.
     #[serde(default)]
     pub proxy: ProxyConfig,
+    /// `[mcp]`: which tools the MCP surface exposes.
+    #[serde(default)]
+    pub mcp: McpConfig,
 }
 
 /// `[server]`.
@@ -182,6 +185,16 @@ fn default_max_smtp_sessions() -> usize {
 }
 fn default_smtp_idle() -> Duration {
     Duration::from_secs(300)
+}
+
+/// `[mcp]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpConfig {
+    /// Tool names and groups (`screening`, `incidents`, `lifecycle`, `monitoring`, `detectors`,
+    /// `all`) to expose; empty exposes every tool. `serve --tools` overrides it.
+    #[serde(default)]
+    pub tools: Vec<String>,
 }
 
 /// What an upstream is and how to probe it.

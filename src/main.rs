@@ -88,6 +88,10 @@ enum Cmd {
         /// Folder of the MCP tool catalogs the monitor checks and pins (overrides monitor.catalog_dir).
         #[arg(long, value_name = "DIR")]
         catalog_dir: Option<PathBuf>,
+        /// Expose only these tools: names or groups (screening, incidents, lifecycle, monitoring,
+        /// detectors, all), comma-separated. Overrides `[mcp] tools`.
+        #[arg(long, value_name = "LIST", value_delimiter = ',')]
+        tools: Vec<String>,
     },
     /// Screen texts in batch: reads JSON lines {"id","text",["source"]} from FILE ("-" for stdin)
     /// and writes one line {"id","verdict","risk_score","categories"} per input. Opens no incidents.
@@ -378,6 +382,7 @@ async fn main() -> Result<()> {
             allow_hosts,
             allow_origins,
             token,
+            tools,
             ..
         } => {
             if token.as_deref().is_some_and(|t| t.trim().is_empty()) {
@@ -396,7 +401,12 @@ async fn main() -> Result<()> {
             }
             let ct = CancellationToken::new();
             let monitor = ai_incident_mcp::monitor::spawn(svc.clone(), ct.clone());
-            let handler = IncidentMcp::new(svc);
+            let selection = if tools.is_empty() {
+                config.mcp.tools.clone()
+            } else {
+                tools
+            };
+            let handler = IncidentMcp::with_tools(svc, &selection).map_err(anyhow::Error::msg)?;
             if config.server.read_only {
                 tracing::info!("read-only mode: write tools and write endpoints are off");
             }

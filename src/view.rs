@@ -1,33 +1,80 @@
-//! Wire views of incidents, written at the edge and shared by the MCP tools, the CLI and the
-//! REST API: what a caller sees of an incident, its timeline and its state, independent of the
-//! storage body. Field names and order are part of the public contract (the golden
-//! `tools/list` test pins their schemas).
+//! Wire views at the edge, shared by the MCP tools, the CLI and the REST API: what a caller sees
+//! of an incident, its timeline, its state after a change, the audit result and a written
+//! document, independent of the storage body and of the core types (which carry no
+//! `JsonSchema`). Field names and order are part of the public contract (the golden `tools/list`
+//! test pins their schemas). Optional fields are absent rather than `null`; closed sets are
+//! enums built from the domain's own value lists.
 //!
 //! May import: `crate::domain`, `crate::store::Page`.
 
 use chrono::{DateTime, Utc};
-use schemars::JsonSchema;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::Serialize;
 
-use crate::domain::incident::{Event, Incident};
+use crate::domain::audit::AuditReport;
+use crate::domain::incident::{Event, Incident, IncidentType, Severity, Status, WorkflowStep};
+use crate::domain::kind::IncidentKind;
 use crate::domain::postmortem::ResponseMetrics;
 use crate::store::Page;
+
+/// `{"type": "string", "enum": values}`.
+pub fn string_enum<'a>(values: impl IntoIterator<Item = &'a str>) -> Schema {
+    let v: Vec<&str> = values.into_iter().collect();
+    json_schema!({ "type": "string", "enum": v })
+}
+
+/// Schema of a severity name.
+pub fn severity_schema(_: &mut SchemaGenerator) -> Schema {
+    string_enum(Severity::ALL.iter().map(Severity::as_str))
+}
+/// Schema of a status name.
+pub fn status_schema(_: &mut SchemaGenerator) -> Schema {
+    string_enum(Status::ALL.iter().map(Status::as_str))
+}
+/// Schema of a workflow step name.
+pub fn step_schema(_: &mut SchemaGenerator) -> Schema {
+    string_enum(WorkflowStep::ALL.iter().map(WorkflowStep::as_str))
+}
+/// Schema of an incident type name.
+pub fn type_schema(_: &mut SchemaGenerator) -> Schema {
+    string_enum(IncidentType::ALL.iter().map(IncidentType::as_str))
+}
+/// Schema of an incident kind name.
+pub fn kind_schema(_: &mut SchemaGenerator) -> Schema {
+    string_enum(IncidentKind::ALL.iter().map(|k| k.as_str()))
+}
+/// Schema of an escalation level.
+pub fn level_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": "integer", "minimum": 1, "maximum": 4 })
+}
+
+/// A time, RFC 3339 (`date-time`), without naming chrono in the schema.
+pub fn time_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": "string", "format": "date-time" })
+}
 
 /// Result of `report_incident`.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct ReportIncidentOutput {
     pub incident_id: String,
+    #[schemars(schema_with = "type_schema")]
     pub incident_type: String,
-    /// The incident kind, when the report named one.
+    /// Present when the report named a kind.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "kind_schema")]
     pub kind: Option<String>,
+    #[schemars(schema_with = "severity_schema")]
     pub severity: String,
+    #[schemars(schema_with = "status_schema")]
     pub status: String,
-    /// Current workflow step.
+    #[schemars(schema_with = "step_schema")]
     pub step: String,
+    #[schemars(schema_with = "level_schema")]
     pub escalation_level: u8,
-    /// Minutes within which a responder must acknowledge (severity SLA).
+    /// Acknowledge within this many minutes (severity SLA).
     pub response_sla_minutes: i64,
     pub title: String,
+    #[schemars(schema_with = "time_schema")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -49,8 +96,8 @@ impl ReportIncidentOutput {
     }
 }
 
-/// One timeline event.
-#[derive(Debug, Serialize, JsonSchema)]
+/// One timeline event (free-form: its `event.kind` says which).
+#[derive(Debug, Serialize)]
 pub struct TimelineEntry {
     /// Position in the global hash chain.
     pub seq: i64,
@@ -63,8 +110,9 @@ pub struct TimelineEntry {
     pub hash: String,
 }
 
-/// An incident with its timeline.
-#[derive(Debug, Serialize, JsonSchema)]
+/// An incident with its timeline: a document (`get_incident`, `incident://{id}`), so it has no
+/// schema; its parts are the stored incident, its events and the response measurements.
+#[derive(Debug, Serialize)]
 pub struct IncidentDetail {
     /// The incident.
     pub incident: serde_json::Value,
@@ -102,18 +150,30 @@ impl IncidentDetail {
 pub struct IncidentSummary {
     pub incident_id: String,
     pub title: String,
+    #[schemars(schema_with = "type_schema")]
     pub incident_type: String,
+    /// Attack category, for screening incidents.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub category: Option<String>,
-    /// The procedure's incident kind (data_breach, llm_api_failure, …), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "kind_schema")]
     pub kind: Option<String>,
+    #[schemars(schema_with = "severity_schema")]
     pub severity: String,
+    #[schemars(schema_with = "status_schema")]
     pub status: String,
+    #[schemars(schema_with = "step_schema")]
     pub step: String,
+    #[schemars(schema_with = "level_schema")]
     pub escalation_level: u8,
     pub occurrences: u32,
+    #[schemars(schema_with = "time_schema")]
     pub created_at: DateTime<Utc>,
+    #[schemars(schema_with = "time_schema")]
     pub updated_at: DateTime<Utc>,
     /// Serious incidents: when the EU AI Act Art. 73 report is due (absent once reported).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "time_schema")]
     pub report_due_at: Option<DateTime<Utc>>,
 }
 
@@ -145,9 +205,9 @@ impl From<&Incident> for IncidentSummary {
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct ListIncidentsOutput {
     pub incidents: Vec<IncidentSummary>,
-    /// How many are in this page.
     pub count: usize,
-    /// Pass as `cursor` to get the next page; absent on the last page.
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
 }
 
@@ -161,8 +221,45 @@ impl From<Page> for ListIncidentsOutput {
     }
 }
 
-/// One escalation step.
+/// An incident's state after a lifecycle change: the one result of `acknowledge_incident`,
+/// `update_incident`, `escalate_incident`, `resolve_incident`, `contain_incident` and
+/// `lift_containment`. Steps, history and times are in `get_incident`.
 #[derive(Debug, Serialize, JsonSchema)]
+pub struct IncidentChange {
+    pub incident_id: String,
+    #[schemars(schema_with = "status_schema")]
+    pub status: String,
+    #[schemars(schema_with = "severity_schema")]
+    pub severity: String,
+    /// Current workflow step.
+    #[schemars(schema_with = "step_schema")]
+    pub step: String,
+    #[schemars(schema_with = "level_schema")]
+    pub escalation_level: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// EU AI Act Art. 73 report deadline, when marked serious.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "time_schema")]
+    pub report_due_at: Option<DateTime<Utc>>,
+}
+
+impl From<&Incident> for IncidentChange {
+    fn from(i: &Incident) -> Self {
+        IncidentChange {
+            incident_id: i.id().to_string(),
+            status: i.status().to_string(),
+            severity: i.severity().to_string(),
+            step: i.step().to_string(),
+            escalation_level: i.escalation_level(),
+            owner: i.owner().map(str::to_string),
+            report_due_at: i.serious().map(|s| s.report_due_at),
+        }
+    }
+}
+
+/// One escalation step (the CLI's `escalate` output).
+#[derive(Debug, Serialize)]
 pub struct EscalationOut {
     pub from: u8,
     pub to: u8,
@@ -171,8 +268,8 @@ pub struct EscalationOut {
     pub by: String,
 }
 
-/// Result of `escalate_incident`.
-#[derive(Debug, Serialize, JsonSchema)]
+/// The escalation history of an incident (the CLI's `escalate` output).
+#[derive(Debug, Serialize)]
 pub struct EscalateOutput {
     pub incident_id: String,
     /// The level after this escalation (1-4).
@@ -201,60 +298,96 @@ impl From<&Incident> for EscalateOutput {
     }
 }
 
-/// A workflow step and when it was entered.
+/// Result of `verify_audit_log`.
 #[derive(Debug, Serialize, JsonSchema)]
-pub struct StepOut {
-    pub step: String,
-    pub at: DateTime<Utc>,
+pub struct AuditOutput {
+    /// True when the chain, the signed checkpoints (when configured) and the stored incident
+    /// state all agree.
+    pub ok: bool,
+    pub events_checked: u64,
+    /// Sequence number of the first event that fails.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_bad_event: Option<i64>,
+    /// What is wrong.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    /// Signed-checkpoint check; absent when no witness file and key are configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoints: Option<CheckpointsOut>,
+    /// Stored state vs. what the events imply.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub projection: Option<ProjectionOut>,
 }
 
-/// The lifecycle state of an incident after a change.
+/// The witness-file check.
 #[derive(Debug, Serialize, JsonSchema)]
-pub struct IncidentStateOutput {
+pub struct CheckpointsOut {
+    pub ok: bool,
+    pub file: String,
+    /// Validly signed checkpoints read.
+    pub checkpoints: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latest_seq: Option<i64>,
+    /// Events not yet covered by a signature.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events_after_latest: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+/// The projection check (incident and containment rows vs. the timeline).
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ProjectionOut {
+    pub ok: bool,
+    pub incidents_checked: u64,
+    pub mismatch_count: u64,
+    /// The first mismatches.
+    pub mismatches: Vec<MismatchOut>,
+}
+
+/// A stored value that differs from what the events imply.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct MismatchOut {
     pub incident_id: String,
-    pub status: String,
-    pub severity: String,
-    /// Current workflow step.
-    pub step: String,
-    /// Steps entered so far, each time-stamped.
-    pub steps: Vec<StepOut>,
-    /// Escalation level 1-4.
-    pub escalation_level: u8,
-    pub owner: Option<String>,
-    pub acknowledged_by: Option<String>,
-    pub acknowledged_at: Option<DateTime<Utc>>,
-    pub resolved_at: Option<DateTime<Utc>>,
-    pub root_cause: Option<String>,
-    pub resolution: Option<String>,
-    pub corrective_actions: Vec<String>,
-    /// EU AI Act reporting deadline, when marked serious.
-    pub report_due_at: Option<DateTime<Utc>>,
+    /// status, severity, level, owner, resolution, containment or incident.
+    pub field: String,
+    /// Where it is stored, e.g. incidents.status.
+    pub place: String,
+    pub expected: String,
+    pub found: String,
 }
 
-impl From<&Incident> for IncidentStateOutput {
-    fn from(i: &Incident) -> Self {
-        IncidentStateOutput {
-            incident_id: i.id().to_string(),
-            status: i.status().to_string(),
-            severity: i.severity().to_string(),
-            step: i.step().to_string(),
-            steps: i
-                .steps()
-                .iter()
-                .map(|s| StepOut {
-                    step: s.step.to_string(),
-                    at: s.at,
-                })
-                .collect(),
-            escalation_level: i.escalation_level(),
-            owner: i.owner().map(str::to_string),
-            acknowledged_by: i.acknowledged_by().map(str::to_string),
-            acknowledged_at: i.acknowledged_at(),
-            resolved_at: i.resolved_at(),
-            root_cause: i.root_cause().map(str::to_string),
-            resolution: i.resolution().map(str::to_string),
-            corrective_actions: i.corrective_actions().to_vec(),
-            report_due_at: i.serious().map(|s| s.report_due_at),
+impl From<AuditReport> for AuditOutput {
+    fn from(r: AuditReport) -> Self {
+        AuditOutput {
+            ok: r.ok,
+            events_checked: r.events_checked,
+            first_bad_event: r.first_bad_event,
+            problem: r.problem,
+            checkpoints: r.checkpoints.map(|c| CheckpointsOut {
+                ok: c.ok,
+                file: c.file,
+                checkpoints: c.checkpoints,
+                latest_seq: c.latest_seq,
+                events_after_latest: c.events_after_latest,
+                problem: c.problem,
+            }),
+            projection: r.projection.map(|p| ProjectionOut {
+                ok: p.ok,
+                incidents_checked: p.incidents_checked,
+                mismatch_count: p.mismatch_count,
+                mismatches: p
+                    .mismatches
+                    .into_iter()
+                    .map(|m| MismatchOut {
+                        incident_id: m.incident_id,
+                        field: m.field,
+                        place: m.place,
+                        expected: m.expected,
+                        found: m.found,
+                    })
+                    .collect(),
+            }),
         }
     }
 }

@@ -340,7 +340,8 @@ async fn unacknowledged_incident_climbs_then_ack_stops_it_then_resolve_and_docum
     let r = call_ok(&c, "resolve_incident", json!({"incident_id": id,
         "resolution": "retrieval sanitiser deployed", "root_cause": "untrusted web content reached the planner"})).await;
     assert_eq!(r["status"], "resolved");
-    let steps: Vec<&str> = r["steps"]
+    let full = call_ok(&c, "get_incident", json!({"incident_id": id})).await;
+    let steps: Vec<&str> = full["incident"]["steps"]
         .as_array()
         .unwrap()
         .iter()

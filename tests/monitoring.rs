@@ -206,7 +206,13 @@ async fn loop_finds_dangling_order_tool_change_and_corrupt_file() {
         json!({"pin_key": pin_key, "approver": "sec@example.com"}),
     )
     .await;
-    assert_eq!(ok["resolved_incident"]["status"], "resolved");
+    let resolved = call_ok(
+        &c,
+        "get_incident",
+        json!({"incident_id": ok["resolved_incident_id"]}),
+    )
+    .await;
+    assert_eq!(resolved["incident"]["status"], "resolved");
     let after = call_ok(&c, "check_data_quality", json!({})).await;
     assert!(
         !after.to_string().contains("tool_definition_changed"),

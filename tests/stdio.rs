@@ -42,28 +42,73 @@ async fn tools_list_has_schemas_and_annotations() {
     );
     // The real binary serves exactly the reviewed schemas (same golden file as the in-process test).
     crate::golden::assert_golden("tools_list.json", &crate::golden::tools_json(&tools));
-    for name in TOOLS {
+    // Output schemas where a program branches on the result; reports and the incident document
+    // come as structured content without one (docs/tools.md).
+    let no_schema = [
+        "get_incident",
+        "record_metrics",
+        "check_data_quality",
+        "approve_catalog_change",
+        "record_key_usage",
+        "record_access",
+        "list_upstreams",
+    ];
+    // (tool, readOnly, destructive, openWorld) as the spec reads them: absent hints take the
+    // spec defaults (readOnly false, destructive true, idempotent false, openWorld true).
+    let expected: &[(&str, bool, bool, bool)] = &[
+        ("screen_prompt", false, false, true),
+        ("report_incident", false, false, true),
+        ("get_incident", true, false, false),
+        ("list_incidents", true, false, false),
+        ("verify_audit_log", true, false, false),
+        ("acknowledge_incident", false, false, true),
+        ("escalate_incident", false, false, false),
+        ("update_incident", false, true, true),
+        ("resolve_incident", false, false, true),
+        ("contain_incident", false, true, false),
+        ("lift_containment", false, false, false),
+        ("document_incident", false, true, false),
+        ("record_metrics", false, false, true),
+        ("check_data_quality", false, false, true),
+        ("approve_catalog_change", false, true, true),
+        ("record_key_usage", false, false, true),
+        ("record_access", false, false, true),
+        ("list_upstreams", true, false, false),
+    ];
+    assert_eq!(expected.len(), TOOLS.len());
+    for (name, read_only, destructive, open_world) in expected {
         let t = tools
             .iter()
             .find(|t| t.name == *name)
             .unwrap_or_else(|| panic!("missing tool {name}"));
-        assert!(t.output_schema.is_some(), "{name} has no output schema");
+        assert_eq!(
+            t.output_schema.is_some(),
+            !no_schema.contains(name),
+            "{name} output schema"
+        );
         let a = t.annotations.as_ref().expect("annotations");
-        assert!(a.read_only_hint.is_some(), "{name} readOnlyHint");
+        assert_eq!(
+            a.read_only_hint.unwrap_or(false),
+            *read_only,
+            "{name} readOnlyHint"
+        );
+        if !read_only {
+            assert_eq!(
+                a.destructive_hint.unwrap_or(true),
+                *destructive,
+                "{name} destructiveHint"
+            );
+        }
+        assert_eq!(
+            a.open_world_hint.unwrap_or(true),
+            *open_world,
+            "{name} openWorldHint"
+        );
         assert!(
             t.description.as_ref().is_some_and(|d| d.len() > 40),
             "{name} description"
         );
     }
-    let ro = |n: &str| {
-        tools
-            .iter()
-            .find(|t| t.name == n)
-            .and_then(|t| t.annotations.as_ref())
-            .and_then(|a| a.read_only_hint)
-    };
-    assert_eq!(ro("get_incident"), Some(true));
-    assert_eq!(ro("report_incident"), Some(false));
     c.cancel().await.unwrap();
 }
 
@@ -194,8 +239,12 @@ async fn report_get_list_escalate_verify() {
         )
         .await;
         assert_eq!(e["escalation_level"], want);
+        let full = call_ok(&c, "get_incident", json!({"incident_id": id})).await;
         assert_eq!(
-            e["escalation_history"].as_array().unwrap().len() as u64,
+            full["incident"]["escalation_history"]
+                .as_array()
+                .unwrap()
+                .len() as u64,
             want - 2
         );
     }
@@ -384,4 +433,344 @@ async fn in_process_socket_pair() {
     .await;
     assert_ne!(r["verdict"], "allow");
     c.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn tools_flag_exposes_only_the_selection_and_refuses_unknown_names() {
+    let d = tempdir();
+    let db = db_in(d.path());
+    let c = stdio_client(&db, &[]).await;
+    let all = c.list_all_tools().await.unwrap().len();
+    c.cancel().await.unwrap();
+    let mut cmd = command(&db);
+    cmd.args(["serve", "--stdio", "--tools", "screening,list_incidents"]);
+    let c = spawn_client(cmd).await;
+    let mut names: Vec<String> = c
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "get_incident",
+            "list_incidents",
+            "report_incident",
+            "screen_prompt"
+        ]
+    );
+    assert!(all > names.len());
+    // a tool outside the selection is not callable
+    let r = c
+        .call_tool(
+            rmcp::model::CallToolRequestParams::new("record_metrics")
+                .with_arguments(args(json!({"source": "x", "error_rate": 0.5}))),
+        )
+        .await;
+    assert!(
+        r.is_err() || r.as_ref().is_ok_and(|r| r.is_error == Some(true)),
+        "{r:?}"
+    );
+    c.cancel().await.unwrap();
+
+    let out = command(&db)
+        .args(["serve", "--stdio", "--tools", "screening,nope"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("'nope'") && err.contains("screen_prompt"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn document_incident_writes_next_to_the_database_not_the_working_directory() {
+    let d = tempdir();
+    let cwd = tempdir();
+    let db = db_in(d.path());
+    let mut cmd = command(&db);
+    cmd.current_dir(cwd.path()).args(["serve", "--stdio"]);
+    let c = spawn_client(cmd).await;
+    let r = call_ok(
+        &c,
+        "report_incident",
+        json!({"incident_type": "other", "description": "a test incident", "reporter_email": "a@example.com"}),
+    )
+    .await;
+    let id = r["incident_id"].as_str().unwrap().to_string();
+    call_ok(
+        &c,
+        "resolve_incident",
+        json!({"incident_id": id, "resolution": "fixed", "root_cause": "test"}),
+    )
+    .await;
+    let doc = call_ok(&c, "document_incident", json!({"incident_id": id})).await;
+    let json_path = std::path::PathBuf::from(doc["json_path"].as_str().unwrap());
+    assert!(
+        json_path.starts_with(d.path().join("incidents")),
+        "{json_path:?} is not under the database's folder"
+    );
+    assert!(
+        json_path.exists() && std::path::Path::new(doc["markdown_path"].as_str().unwrap()).exists()
+    );
+    assert_eq!(doc["postmortem_uri"], format!("incident://{id}/postmortem"));
+    assert_eq!(
+        std::fs::read_dir(cwd.path()).unwrap().count(),
+        0,
+        "nothing written to the cwd"
+    );
+    c.cancel().await.unwrap();
+}
+
+async fn spawn_client(cmd: tokio::process::Command) -> Client {
+    use rmcp::ServiceExt;
+    let t = rmcp::transport::TokioChildProcess::builder(cmd)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+        .0;
+    ().serve(t).await.unwrap()
+}
+
+#[tokio::test]
+async fn prompts_gather_the_incident_and_completion_lists_ids_types_and_severities() {
+    let d = tempdir();
+    let c = stdio_client(&db_in(d.path()), &[]).await;
+    let mut names: Vec<String> = c
+        .list_all_prompts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["screen_and_report", "triage_incident", "write_postmortem"]
+    );
+    let r = call_ok(
+        &c,
+        "report_incident",
+        json!({"incident_type": "llm_api_failure", "description": "the LLM API returns 503 for every call",
+               "reporter_email": "oncall@example.com", "severity": "high"}),
+    )
+    .await;
+    let id = r["incident_id"].as_str().unwrap().to_string();
+    let text_of = |r: rmcp::model::GetPromptResult| serde_json::to_string(&r.messages).unwrap();
+    let triage = c
+        .get_prompt(
+            rmcp::model::GetPromptRequestParams::new("triage_incident")
+                .with_arguments(args(json!({"incident_id": id}))),
+        )
+        .await
+        .unwrap();
+    let t = text_of(triage);
+    assert!(
+        t.contains(&id) && t.contains("\\\"severity\\\": \\\"high\\\""),
+        "{t}"
+    );
+    assert!(
+        t.contains("acknowledge within") && t.contains("Allowed next statuses: acknowledged"),
+        "{t}"
+    );
+    assert!(
+        t.contains("created by"),
+        "the timeline is in the prompt: {t}"
+    );
+    let pm = text_of(
+        c.get_prompt(
+            rmcp::model::GetPromptRequestParams::new("write_postmortem")
+                .with_arguments(args(json!({"incident_id": id}))),
+        )
+        .await
+        .unwrap(),
+    );
+    assert!(pm.contains(&id) && pm.contains("lessons learned"), "{pm}");
+    let sr = text_of(
+        c.get_prompt(
+            rmcp::model::GetPromptRequestParams::new("screen_and_report")
+                .with_arguments(args(json!({"text": "hello", "severity": "low"}))),
+        )
+        .await
+        .unwrap(),
+    );
+    assert!(
+        sr.contains("screen_prompt") && sr.contains("severity \\\"low\\\""),
+        "{sr}"
+    );
+    // an unknown incident is an invalid-params error naming it
+    let bad = c
+        .get_prompt(
+            rmcp::model::GetPromptRequestParams::new("triage_incident")
+                .with_arguments(args(json!({"incident_id": "INC-20000101-00000000"}))),
+        )
+        .await;
+    assert!(
+        format!("{bad:?}").contains("INC-20000101-00000000"),
+        "{bad:?}"
+    );
+
+    let ids = c
+        .complete_prompt_simple("triage_incident", "incident_id", "inc-")
+        .await
+        .unwrap();
+    assert_eq!(ids, std::slice::from_ref(&id));
+    let none = c
+        .complete_prompt_simple("triage_incident", "incident_id", "x")
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    let sev = c
+        .complete_prompt_simple("screen_and_report", "severity", "h")
+        .await
+        .unwrap();
+    assert_eq!(sev, ["high"]);
+    let ty = c
+        .complete_prompt_simple("screen_and_report", "incident_type", "data_")
+        .await
+        .unwrap();
+    assert!(
+        ty.contains(&"data_quality".to_string()) && ty.contains(&"data_breach".to_string()),
+        "{ty:?}"
+    );
+    let res = c
+        .complete_resource_simple("incident://{id}", "id", "")
+        .await
+        .unwrap();
+    assert_eq!(res, [id]);
+    c.cancel().await.unwrap();
+}
+
+/// A client that records the notifications it receives, in order.
+#[derive(Clone)]
+struct Catcher(tokio::sync::mpsc::UnboundedSender<String>);
+
+#[allow(deprecated)]
+impl rmcp::ClientHandler for Catcher {
+    async fn on_resource_updated(
+        &self,
+        params: rmcp::model::ResourceUpdatedNotificationParam,
+        _ctx: rmcp::service::NotificationContext<rmcp::RoleClient>,
+    ) {
+        let _ = self.0.send(format!("updated {}", params.uri));
+    }
+    async fn on_logging_message(
+        &self,
+        params: rmcp::model::LoggingMessageNotificationParam,
+        _ctx: rmcp::service::NotificationContext<rmcp::RoleClient>,
+    ) {
+        let _ = self
+            .0
+            .send(format!("log {:?} {}", params.level, params.data));
+    }
+}
+
+/// Waits for a notification containing `needle`; returns the ones seen before it.
+async fn wait_note(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    needle: &str,
+) -> Vec<String> {
+    let mut seen = Vec::new();
+    loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(20), rx.recv()).await {
+            Ok(Some(n)) if n.contains(needle) => return seen,
+            Ok(Some(n)) => seen.push(n),
+            other => panic!("no notification with {needle}: {other:?}; seen {seen:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+#[allow(deprecated)]
+async fn subscriptions_and_log_messages_follow_changes_made_by_another_process() {
+    use rmcp::ServiceExt;
+    let d = tempdir();
+    let db = db_in(d.path());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut cmd = command(&db);
+    cmd.args(["serve", "--stdio"]);
+    let t = rmcp::transport::TokioChildProcess::builder(cmd)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+        .0;
+    let a = Catcher(tx).serve(t).await.unwrap();
+    let caps = a.peer_info().unwrap().capabilities.clone();
+    assert!(caps.logging.is_some() && caps.resources.as_ref().unwrap().subscribe == Some(true));
+    let r = a
+        .call_tool(
+            CallToolRequestParams::new("report_incident").with_arguments(args(json!({
+                "incident_type": "security", "description": "odd tool output",
+                "reporter_email": "a@example.com", "severity": "low"}))),
+        )
+        .await
+        .unwrap();
+    let id = r.structured_content.unwrap()["incident_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let uri = format!("incident://{id}");
+    a.subscribe(rmcp::model::SubscribeRequestParams::new(uri.clone()))
+        .await
+        .unwrap();
+    a.subscribe(rmcp::model::SubscribeRequestParams::new("incidents://open"))
+        .await
+        .unwrap();
+    a.set_level(rmcp::model::SetLevelRequestParams::new(
+        rmcp::model::LoggingLevel::Info,
+    ))
+    .await
+    .unwrap();
+    let bad = a
+        .subscribe(rmcp::model::SubscribeRequestParams::new(
+            "file:///etc/passwd",
+        ))
+        .await;
+    assert!(format!("{bad:?}").contains("incidents://open"), "{bad:?}");
+
+    // another process on the same database escalates the incident
+    let b = stdio_client(&db, &[]).await;
+    call_ok(
+        &b,
+        "escalate_incident",
+        json!({"incident_id": id, "reason": "to 2"}),
+    )
+    .await;
+    wait_note(&mut rx, &format!("updated {uri}")).await;
+    wait_note(&mut rx, "incident_escalated").await;
+
+    // after unsubscribing, a change to it is not reported, while the open list still is
+    a.unsubscribe(rmcp::model::UnsubscribeRequestParams::new(uri.clone()))
+        .await
+        .unwrap();
+    call_ok(
+        &b,
+        "update_incident",
+        json!({"incident_id": id, "note": "looked at it"}),
+    )
+    .await;
+    call_ok(
+        &b,
+        "report_incident",
+        json!({"incident_type": "other", "description": "second", "reporter_email": "b@example.com"}),
+    )
+    .await;
+    let before = wait_note(&mut rx, "incident_opened").await;
+    assert!(
+        !before.iter().any(|n| n == &format!("updated {uri}")),
+        "unsubscribed URI still notified: {before:?}"
+    );
+    assert!(
+        before.iter().any(|n| n == "updated incidents://open"),
+        "{before:?}"
+    );
+    b.cancel().await.unwrap();
+    a.cancel().await.unwrap();
 }

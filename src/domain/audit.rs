@@ -51,7 +51,7 @@ pub fn hash_time(at: &chrono::DateTime<chrono::Utc>) -> String {
 }
 
 /// The outcome of [`verify_chain`] (and of the whole audit: chain, checkpoints, projection).
-#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AuditReport {
     /// True when every event's hash and link is intact and nothing is missing, every signed
     /// checkpoint (when checked) matches the chain, and the incident and containment rows match

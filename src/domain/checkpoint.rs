@@ -234,7 +234,7 @@ impl Checkpoint {
 }
 
 /// What the witness file says, as reported by `verify_audit_log` / `verify-audit`.
-#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CheckpointStatus {
     /// True when every line is a validly signed checkpoint and the chain matches all of them.
     pub ok: bool,

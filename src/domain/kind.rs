@@ -14,19 +14,7 @@ use crate::detect::Category;
 use crate::domain::incident::IncidentType;
 
 /// What kind of incident this is, finer than [`IncidentType`].
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    schemars::JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IncidentKind {
     /// Instructions smuggled into a prompt or tool output (§8.5.2.1).

@@ -8,7 +8,6 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::domain::incident::{
@@ -18,7 +17,7 @@ use crate::domain::opening::fmt_dur;
 use crate::domain::policy;
 
 /// Response measurements computed from an incident's timeline.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ResponseMetrics {
     /// Detection → first acknowledgement, seconds (MTTA contribution).
     pub time_to_acknowledge_secs: Option<f64>,
@@ -125,7 +124,7 @@ pub fn response_metrics(inc: &Incident, timeline: &[Event], now: DateTime<Utc>) 
 }
 
 /// One timeline line of the document.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct DocTimelineEntry {
     pub at: DateTime<Utc>,
     pub actor: String,
@@ -136,7 +135,7 @@ pub struct DocTimelineEntry {
 }
 
 /// An action taken during the response (containment, escalation, acknowledgement, resolution, …).
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ResponseAction {
     pub at: DateTime<Utc>,
     pub by: String,
@@ -144,7 +143,7 @@ pub struct ResponseAction {
 }
 
 /// Root-cause analysis section.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct RootCauseAnalysis {
     /// The recorded root cause, or "not recorded".
     pub primary_cause: String,
@@ -159,7 +158,7 @@ pub struct RootCauseAnalysis {
 }
 
 /// The post-incident document (AIMS-IRP-001 §8.5.6 template, filled from the real timeline).
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct PostIncidentDocument {
     pub incident_id: String,
     pub incident_type: String,
@@ -182,9 +181,6 @@ pub struct PostIncidentDocument {
     pub lessons_learned: Vec<String>,
     pub improvement_recommendations: Vec<String>,
     /// EU AI Act serious-incident block, when marked serious.
-    // The schema stays the untyped one the golden tools/list records until the tool output views
-    // are written at the edge; the value is the typed block below.
-    #[schemars(with = "Option<serde_json::Value>")]
     pub regulatory: Option<RegulatoryBlock>,
 }
 

@@ -175,7 +175,7 @@ pub struct StoredContainment {
 }
 
 /// One difference between the rows and the timeline.
-#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Mismatch {
     /// The incident concerned.
     pub incident_id: String,
@@ -191,7 +191,7 @@ pub struct Mismatch {
 }
 
 /// The outcome of [`compare`].
-#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProjectionReport {
     /// True when every incident and containment row matches the timeline.
     pub ok: bool,

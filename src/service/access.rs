@@ -20,28 +20,24 @@ use crate::service::{IncidentService, ServiceError, clean, invalid};
 #[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccessInput {
-    /// Who accessed (user or service account).
     pub principal: String,
-    /// What was accessed (table, file, endpoint), e.g. crm.clients.
     pub resource: String,
-    /// read, export, write or delete.
+    #[schemars(extend("enum" = ["read", "export", "write", "delete"]))]
     pub action: String,
-    /// How many records (1 when omitted).
     #[serde(default)]
     pub records: Option<u64>,
-    /// public, internal, confidential or restricted.
     #[serde(default)]
+    #[schemars(extend("enum" = ["public", "internal", "confidential", "restricted"]))]
     pub sensitivity: Option<String>,
-    /// For exports: where the data went (URL, bucket, path).
     #[serde(default)]
     pub destination: Option<String>,
-    /// When (RFC 3339); now when omitted.
+    /// RFC 3339; default now.
     #[serde(default)]
     pub at: Option<String>,
 }
 
 /// One finding in an access.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct AccessFindingOut {
     /// Rule: bulk_access, sensitivity_exceeded, off_hours_bulk, contained_principal,
     /// export_not_allowed, rate_limited.
@@ -51,7 +47,7 @@ pub struct AccessFindingOut {
 }
 
 /// What `record_access` did.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct AccessOutcome {
     /// The access was recorded (always true: nothing sent is dropped).
     pub recorded: bool,

@@ -19,31 +19,24 @@ use crate::service::{IncidentService, ServiceError, clean, invalid};
 #[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyUsageInput {
-    /// The key's identifier: a label (`openai-prod`) or its public id (an AWS access key id),
-    /// never the secret itself.
     pub key_id: String,
-    /// Who used the key (user or service account).
     #[serde(default)]
     pub principal: Option<String>,
-    /// The caller's IP address.
     #[serde(default)]
     pub source_ip: Option<String>,
-    /// The caller's user agent.
     #[serde(default)]
     pub user_agent: Option<String>,
-    /// The endpoint called, e.g. /v1/chat/completions.
     #[serde(default)]
     pub endpoint: Option<String>,
-    /// The HTTP status of the call.
     #[serde(default)]
     pub status: Option<u16>,
-    /// When the key was used (RFC 3339); now when omitted.
+    /// RFC 3339; default now.
     #[serde(default)]
     pub at: Option<String>,
 }
 
 /// One anomaly found in a use.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct AnomalyOut {
     /// Rule: new_source_ip, new_user_agent, rate_spike, used_after_revocation, exposed_fingerprint.
     pub rule: String,
@@ -52,7 +45,7 @@ pub struct AnomalyOut {
 }
 
 /// What `record_key_usage` did.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct KeyUsageOutcome {
     /// The key.
     pub key_id: String,

@@ -7,7 +7,6 @@
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
-use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::domain::incident::{
@@ -48,7 +47,7 @@ pub const CONTAIN_ACTIONS: &[&str] = &[
 ];
 
 /// What `document_incident` wrote.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct DocumentOutcome {
     /// Path of the JSON document.
     pub json_path: String,

@@ -322,6 +322,14 @@ impl Store for MeteredStore {
             .await
     }
 
+    async fn changes_after(
+        &self,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<(i64, Vec<crate::store::Change>), StoreError> {
+        self.inner.changes_after(after, limit).await
+    }
+
     // Export and import move whole histories between stores; they are not counted as new
     // incidents or transitions.
     async fn export_incidents(

@@ -26,6 +26,7 @@ pub mod upstreams;
 
 pub use crate::domain::clock::Clock;
 pub use crate::notify::Notifier;
+pub use crate::store::Change;
 pub use crate::store::Store;
 pub use access::{AccessInput, AccessOutcome};
 pub use audit::{load_public_key, load_signing_key};

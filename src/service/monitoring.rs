@@ -57,7 +57,7 @@ pub struct MetricsInput {
 }
 
 /// What `record_metrics` did.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct MetricsOutcome {
     /// Threshold violations in this sample.
     pub violations: Vec<ViolationOut>,
@@ -66,7 +66,7 @@ pub struct MetricsOutcome {
 }
 
 /// One violation.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ViolationOut {
     pub metric: String,
     pub value: f64,
@@ -76,7 +76,7 @@ pub struct ViolationOut {
 }
 
 /// One data-quality finding and the incident that tracks it.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct FindingOut {
     pub kind: String,
     pub file: String,
@@ -88,7 +88,7 @@ pub struct FindingOut {
 }
 
 /// What a data-quality pass found.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct DqOutcome {
     /// False when neither folder exists (checks idle).
     pub ran: bool,
@@ -566,7 +566,7 @@ impl IncidentService {
 }
 
 /// What the last loop run did (shown by `/healthz` and `monitor://status`).
-#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct MonitorStatus {
     /// Loop period in seconds.
     pub interval_secs: f64,
@@ -581,7 +581,7 @@ pub struct MonitorStatus {
 }
 
 /// One check's outcome in a run.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct CheckOutcome {
     /// Check name.
     pub name: String,

@@ -203,6 +203,18 @@ impl IncidentService {
             .await?)
     }
 
+    /// The store's change sequence (see [`crate::store::Store::changes_after`]).
+    ///
+    /// # Errors
+    /// [`ServiceError::Internal`] when the store cannot be read.
+    pub async fn changes_after(
+        &self,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<(i64, Vec<crate::store::Change>), ServiceError> {
+        Ok(self.store.changes_after(after, limit).await?)
+    }
+
     /// Moves an incident one escalation level up.
     ///
     /// # Errors

@@ -46,7 +46,7 @@ pub trait Prober: Send + Sync {
 }
 
 /// One upstream's state, shown by `list_upstreams` and `monitor://status`.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct UpstreamStatus {
     /// Name.
     pub name: String,

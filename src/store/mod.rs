@@ -254,6 +254,19 @@ pub enum HeadCheck {
     Broken(AuditReport),
 }
 
+/// One appended timeline event, as [`Store::changes_after`] reports it (for change feeds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Its place in the global chain.
+    pub seq: i64,
+    /// The incident it belongs to.
+    pub incident_id: String,
+    /// The event kind (`created`, `escalated`, `notification_delivery`, …).
+    pub kind: String,
+    /// The event's `status` field, when it has one (a delivery's `sent`/`retrying`/`failed`).
+    pub status: Option<String>,
+}
+
 /// The storage port.
 ///
 /// Side tables follow the timeline: appending an [`EventKind::NotificationQueued`] also stores an
@@ -336,6 +349,15 @@ pub trait Store: Send + Sync {
     /// compares the incident and containment rows with the state the events imply (one
     /// snapshot). An unreadable event is a failed report, not an error.
     async fn verify_audit_log(&self, pins: Pins) -> Result<AuditReport, StoreError>;
+
+    /// The change sequence: the current head `seq` (0 when empty) and up to `limit` events after
+    /// `after` in chain order (none when `after` is `None`). Cheap; polled by change feeds,
+    /// including for changes other processes made on the same database.
+    async fn changes_after(
+        &self,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<(i64, Vec<Change>), StoreError>;
 
     /// The chain head, after verifying every event from `after` (a `(seq, hash)` this process
     /// signed before; `None`: from the start) — what may be signed next.

@@ -26,13 +26,13 @@ use crate::mcp::tools::lifecycle::{
     AcknowledgeArgs, ContainArgs, DocumentArgs, EscalateArgs, LiftArgs, ResolveArgs,
     UpdateIncidentArgs,
 };
-use crate::mcp::tools::monitoring::RecordMetricsArgs;
+use crate::mcp::tools::monitoring::{MetricsOutput, RecordMetricsArgs};
 use crate::mcp::tools::screening::{ScreenPromptArgs, ScreenPromptOutput};
 use crate::service::MetricsInput;
 use crate::service::UpdateInput;
 use crate::service::{IncidentService, ListInput, ReportInput, ScreenInput};
 use crate::view::{
-    EscalateOutput, IncidentDetail, IncidentStateOutput, ListIncidentsOutput, ReportIncidentOutput,
+    AuditOutput, IncidentChange, IncidentDetail, ListIncidentsOutput, ReportIncidentOutput,
 };
 use error::{ApiError, from_value, json_value};
 
@@ -286,7 +286,7 @@ async fn acknowledge(
 ) -> ApiResult {
     let a: AcknowledgeArgs = id_args(&st, id, &headers, body, false).await?;
     let inc = st.svc.acknowledge(&a.incident_id, &a.responder).await?;
-    Ok(json(StatusCode::OK, &IncidentStateOutput::from(&inc)))
+    Ok(json(StatusCode::OK, &IncidentChange::from(&inc)))
 }
 
 async fn escalate(
@@ -301,7 +301,7 @@ async fn escalate(
         .svc
         .escalate(&a.incident_id, a.reason, &actor(who))
         .await?;
-    Ok(json(StatusCode::OK, &EscalateOutput::from(&inc)))
+    Ok(json(StatusCode::OK, &IncidentChange::from(&inc)))
 }
 
 async fn resolve(
@@ -316,7 +316,7 @@ async fn resolve(
         .svc
         .resolve(&a.incident_id, &a.resolution, &a.root_cause, &actor(who))
         .await?;
-    Ok(json(StatusCode::OK, &IncidentStateOutput::from(&inc)))
+    Ok(json(StatusCode::OK, &IncidentChange::from(&inc)))
 }
 
 async fn contain(
@@ -331,7 +331,7 @@ async fn contain(
         .svc
         .contain(&a.incident_id, &a.action, a.reason, &actor(who))
         .await?;
-    Ok(json(StatusCode::OK, &IncidentStateOutput::from(&inc)))
+    Ok(json(StatusCode::OK, &IncidentChange::from(&inc)))
 }
 
 async fn lift(
@@ -346,7 +346,7 @@ async fn lift(
         .svc
         .lift_containment(&a.incident_id, a.reason, &actor(who))
         .await?;
-    Ok(json(StatusCode::OK, &IncidentStateOutput::from(&inc)))
+    Ok(json(StatusCode::OK, &IncidentChange::from(&inc)))
 }
 
 async fn document(
@@ -391,7 +391,7 @@ async fn update(
             &actor(who),
         )
         .await?;
-    Ok(json(StatusCode::OK, &IncidentStateOutput::from(&inc)))
+    Ok(json(StatusCode::OK, &IncidentChange::from(&inc)))
 }
 
 async fn screen(State(st): State<ApiState>, headers: HeaderMap, body: Body) -> ApiResult {
@@ -421,9 +421,12 @@ async fn metrics(State(st): State<ApiState>, headers: HeaderMap, body: Body) -> 
             availability: a.availability,
         })
         .await?;
-    Ok(json(StatusCode::OK, &out))
+    Ok(json(StatusCode::OK, &MetricsOutput::from(out)))
 }
 
 async fn audit_verify(State(st): State<ApiState>) -> ApiResult {
-    Ok(json(StatusCode::OK, &st.svc.verify_audit_log().await?))
+    Ok(json(
+        StatusCode::OK,
+        &AuditOutput::from(st.svc.verify_audit_log().await?),
+    ))
 }

@@ -12,19 +12,14 @@ use schemars::generate::{SchemaGenerator, SchemaSettings};
 use serde_json::{Map, Value, json};
 
 use super::error::ErrorBody;
-use crate::domain::audit::AuditReport;
 use crate::mcp::tools::incidents::ReportIncidentArgs;
 use crate::mcp::tools::lifecycle::{
     AcknowledgeArgs, ContainArgs, DocumentArgs, EscalateArgs, LiftArgs, ResolveArgs,
     UpdateIncidentArgs,
 };
-use crate::mcp::tools::monitoring::RecordMetricsArgs;
+use crate::mcp::tools::monitoring::{MetricsOutput, RecordMetricsArgs};
 use crate::mcp::tools::screening::{ScreenPromptArgs, ScreenPromptOutput};
-use crate::service::DocumentOutcome;
-use crate::service::MetricsOutcome;
-use crate::view::{
-    EscalateOutput, IncidentDetail, IncidentStateOutput, ListIncidentsOutput, ReportIncidentOutput,
-};
+use crate::view::{AuditOutput, IncidentChange, ListIncidentsOutput, ReportIncidentOutput};
 
 /// Both generators: request types are described as they deserialize, responses as they serialize.
 struct Gen {
@@ -144,7 +139,7 @@ const ID_BODY_ERRORS: &[u16] = &[400, 403, 404, 409, 413, 415, 422];
 pub fn document() -> Value {
     let mut g = Gen::new();
     let err = g.output::<ErrorBody>();
-    let state = g.output::<IncidentStateOutput>();
+    let state = g.output::<IncidentChange>();
     let list_params: Vec<Value> = [
         ("status", "Only this status", Some(vec!["new", "acknowledged", "contained", "investigating", "resolved", "closed"])),
         ("severity", "Only this severity", Some(vec!["critical", "high", "medium", "low"])),
@@ -219,7 +214,12 @@ pub fn document() -> Value {
             params: vec![id_param()],
             body: None,
             example: None,
-            ok: vec![(200, "The incident", g.output::<IncidentDetail>())],
+            ok: vec![(
+                200,
+                "The incident",
+                json!({ "type": "object", "required": ["incident", "timeline", "response"],
+                    "description": "The stored incident, its events oldest first, and its response measurements (a document: free-form)" }),
+            )],
             errors: &[404],
         },
         Op {
@@ -252,11 +252,7 @@ pub fn document() -> Value {
             params: vec![id_param()],
             body: Some((g.input_without_id::<EscalateArgs>(), false)),
             example: None,
-            ok: vec![(
-                200,
-                "The escalation level and history",
-                g.output::<EscalateOutput>(),
-            )],
+            ok: vec![(200, "The incident after the escalation", state.clone())],
             errors: ID_BODY_ERRORS,
         },
         Op {
@@ -300,7 +296,13 @@ pub fn document() -> Value {
             params: vec![id_param()],
             body: Some((g.input_without_id::<DocumentArgs>(), false)),
             example: None,
-            ok: vec![(200, "What was written", g.output::<DocumentOutcome>())],
+            ok: vec![(
+                200,
+                "What was written",
+                json!({ "type": "object", "required": ["json_path", "markdown_path", "document"],
+                    "properties": { "json_path": { "type": "string" }, "markdown_path": { "type": "string" },
+                        "document": { "type": "object", "description": "The post-incident document (free-form)" } } }),
+            )],
             errors: ID_BODY_ERRORS,
         },
         Op {
@@ -340,7 +342,7 @@ pub fn document() -> Value {
             ok: vec![(
                 200,
                 "Violations and the incidents they opened",
-                g.output::<MetricsOutcome>(),
+                g.output::<MetricsOutput>(),
             )],
             errors: BODY_ERRORS,
         },
@@ -352,7 +354,7 @@ pub fn document() -> Value {
             params: vec![],
             body: None,
             example: None,
-            ok: vec![(200, "The verification result", g.output::<AuditReport>())],
+            ok: vec![(200, "The verification result", g.output::<AuditOutput>())],
             errors: &[],
         },
         Op {

@@ -1,7 +1,8 @@
 //! Reporting and reading tools: `report_incident`, `get_incident`, `list_incidents`,
 //! `verify_audit_log`, with their arguments. Outputs are the shared [`crate::view`] types.
 //!
-//! May import: `crate::service`, `crate::view`, `crate::domain::audit`.
+//! May import: `crate::service`, `crate::view`, `crate::domain::incident`, `crate::domain::kind`
+//! (the value lists of the enums).
 
 use rmcp::handler::server::wrapper::{Json, Parameters};
 use rmcp::{tool, tool_router};
@@ -10,29 +11,24 @@ use serde::Deserialize;
 
 use super::Args;
 use crate::mcp::{IncidentMcp, ToolFailure};
-use crate::service::{ListInput, ReportInput};
-use crate::view::{IncidentDetail, ListIncidentsOutput, ReportIncidentOutput};
+use crate::service::{ListInput, ReportInput, ServiceError};
+use crate::view::{
+    AuditOutput, IncidentDetail, ListIncidentsOutput, ReportIncidentOutput, severity_schema,
+    string_enum, type_schema,
+};
+use rmcp::model::CallToolResult;
 
 /// Arguments of `report_incident`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReportIncidentArgs {
-    /// A type (security, performance, data_quality, other) or one of the procedure's incident
-    /// kinds, which also sets the kind's severity override and response time (data_breach is
-    /// always critical; llm_api_failure must be answered within 5 minutes; see docs/detection.md).
-    #[schemars(extend("enum" = ["security", "performance", "data_quality", "other",
-        "prompt_injection", "jailbreak", "data_exfiltration", "privilege_escalation", "data_access_attempt", "secret_exposure",
-        "api_key_compromise", "data_breach", "tool_poisoning", "llm_api_failure", "mcp_protocol_failure",
-        "performance_degradation", "data_corruption", "schema_validation_failure", "data_inconsistency"]))]
+    #[schemars(schema_with = "type_or_kind_schema")]
     pub incident_type: String,
-    /// What happened, where, and who is affected (at most 64 KiB).
     pub description: String,
-    /// The reporter's e-mail address, e.g. oncall@example.com.
     pub reporter_email: String,
-    /// critical, high, medium or low; assessed from the description when omitted.
-    #[schemars(extend("enum" = ["critical", "high", "medium", "low"]))]
+    #[serde(default)]
+    #[schemars(schema_with = "severity_schema")]
     pub severity: Option<String>,
-    /// The affected system, e.g. crm-agent.
     pub affected_system: Option<String>,
 }
 
@@ -48,33 +44,48 @@ pub struct IncidentIdArgs {
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListIncidentsArgs {
-    /// Only this status: new, acknowledged, contained, investigating, resolved, closed.
+    /// open: not resolved or closed.
+    #[serde(default)]
+    #[schemars(schema_with = "list_status_schema")]
     pub status: Option<String>,
-    /// Only this severity: critical, high, medium, low.
+    #[serde(default)]
+    #[schemars(schema_with = "severity_schema")]
     pub severity: Option<String>,
-    /// Only this type: security, performance, data_quality, other.
+    #[serde(default)]
+    #[schemars(schema_with = "type_schema")]
     pub incident_type: Option<String>,
-    /// Only incidents created at or after this RFC 3339 time.
+    #[serde(default)]
+    #[schemars(schema_with = "crate::view::time_schema")]
     pub since: Option<String>,
-    /// Page size, 1 to 200 (default 20).
+    /// Default 20.
+    #[schemars(range(min = 1, max = 200))]
     pub limit: Option<u32>,
-    /// next_cursor from the previous page.
     pub cursor: Option<String>,
+}
+
+/// `incident_type` of `report_incident`: a type or one of the procedure's kinds.
+fn type_or_kind_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    use crate::domain::incident::IncidentType;
+    use crate::domain::kind::IncidentKind;
+    string_enum(
+        IncidentType::ALL
+            .iter()
+            .map(IncidentType::as_str)
+            .chain(IncidentKind::ALL.iter().map(|k| k.as_str())),
+    )
+}
+
+/// `status` of `list_incidents`: a status, or `open`.
+fn list_status_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    use crate::domain::incident::Status;
+    string_enum(Status::ALL.iter().map(Status::as_str).chain(["open"]))
 }
 
 #[tool_router(router = incidents_router, vis = "pub(crate)")]
 impl IncidentMcp {
     #[tool(
-        description = "Report an AI incident (security, performance, data_quality or other). Needs a description and \
-the reporter's e-mail. Without a severity, it is assessed from the description (whole-word impact terms, adjusted by \
-mitigating/amplifying words; see docs/severity.md). Returns the new incident id, severity, status and SLA.",
-        annotations(
-            title = "Report incident",
-            read_only_hint = false,
-            destructive_hint = false,
-            idempotent_hint = false,
-            open_world_hint = false
-        )
+        description = "Report an AI incident. Severity is assessed from the description when omitted; a kind (e.g. data_breach) sets its own severity and response time.",
+        annotations(destructive_hint = false)
     )]
     async fn report_incident(
         &self,
@@ -97,67 +108,49 @@ mitigating/amplifying words; see docs/severity.md). Returns the new incident id,
     }
 
     #[tool(
-        description = "Get one incident with its full timeline (hash-chained events).",
-        annotations(
-            title = "Get incident",
-            read_only_hint = true,
-            idempotent_hint = true,
-            open_world_hint = false
-        )
+        description = "One incident with its timeline (hash-chained events) and response measurements.",
+        annotations(read_only_hint = true, open_world_hint = false)
     )]
     async fn get_incident(
         &self,
         Parameters(Args(a)): Parameters<Args<IncidentIdArgs>>,
-    ) -> Result<Json<IncidentDetail>, ToolFailure> {
+    ) -> Result<CallToolResult, ToolFailure> {
         let (inc, tl) = self.svc.get(&a.incident_id).await?;
         let response = self.svc.response_metrics(&inc, &tl);
-        Ok(Json(IncidentDetail::new(inc, tl, response)))
+        let detail = serde_json::to_value(IncidentDetail::new(inc, tl, response))
+            .map_err(|e| ServiceError::Internal(format!("cannot encode the incident: {e}")))?;
+        Ok(CallToolResult::structured(detail))
     }
 
     #[tool(
-        description = "List incidents, newest first, as compact summaries. Filter by status, severity, incident_type \
-and since (RFC 3339). limit defaults to 20 (max 200); pass next_cursor back as cursor for the next page.",
-        annotations(
-            title = "List incidents",
-            read_only_hint = true,
-            idempotent_hint = true,
-            open_world_hint = false
-        )
+        description = "Incident summaries, newest first. Pass next_cursor back as cursor for the next page.",
+        annotations(read_only_hint = true, open_world_hint = false)
     )]
     async fn list_incidents(
         &self,
         Parameters(Args(a)): Parameters<Args<ListIncidentsArgs>>,
     ) -> Result<Json<ListIncidentsOutput>, ToolFailure> {
+        let open_only = a.status.as_deref().map(str::trim) == Some("open");
         let page = self
             .svc
             .list(ListInput {
-                status: a.status,
+                status: a.status.filter(|_| !open_only),
                 severity: a.severity,
                 incident_type: a.incident_type,
                 since: a.since,
                 limit: a.limit,
                 cursor: a.cursor,
-                open_only: false,
+                open_only,
             })
             .await?;
         Ok(Json(page.into()))
     }
 
     #[tool(
-        description = "Verify the tamper-evident timeline: recomputes every event's SHA-256 chain link, compares \
-the chain with the signed checkpoints in the witness file (when [audit] has a key), and checks that every incident's \
-status, severity, level, owner, resolution and containments match what its events imply. ok=false names the first \
-event that was edited, deleted or reordered, or lists each mismatching incident and field.",
-        annotations(
-            title = "Verify audit log",
-            read_only_hint = true,
-            idempotent_hint = true,
-            open_world_hint = false
-        )
+        description = "Verify the tamper-evident timeline: hash chain, signed checkpoints and stored state. ok=false names what was altered.",
+        annotations(read_only_hint = true, open_world_hint = false)
     )]
-    async fn verify_audit_log(
-        &self,
-    ) -> Result<Json<crate::domain::audit::AuditReport>, ToolFailure> {
-        Ok(Json(self.svc.verify_audit_log().await?))
+    async fn verify_audit_log(&self) -> Result<Json<AuditOutput>, ToolFailure> {
+        Ok(Json(self.svc.verify_audit_log().await?.into()))
     }
 }

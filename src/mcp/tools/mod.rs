@@ -47,3 +47,71 @@ impl<T: JsonSchema> JsonSchema for Args<T> {
         T::inline_schema()
     }
 }
+
+/// Named tool groups for `[mcp] tools` / `--tools` (a deployment exposes only what its agents
+/// need; the way mcp-grafana enables tool categories). An entry is a group name or a tool name.
+pub const GROUPS: &[(&str, &[&str])] = &[
+    (
+        "screening",
+        &["screen_prompt", "report_incident", "get_incident"],
+    ),
+    (
+        "incidents",
+        &[
+            "report_incident",
+            "get_incident",
+            "list_incidents",
+            "verify_audit_log",
+        ],
+    ),
+    (
+        "lifecycle",
+        &[
+            "acknowledge_incident",
+            "update_incident",
+            "escalate_incident",
+            "resolve_incident",
+            "contain_incident",
+            "lift_containment",
+            "document_incident",
+        ],
+    ),
+    (
+        "monitoring",
+        &[
+            "record_metrics",
+            "check_data_quality",
+            "approve_catalog_change",
+            "list_upstreams",
+        ],
+    ),
+    ("detectors", &["record_key_usage", "record_access"]),
+];
+
+/// The tool names a selection stands for.
+///
+/// # Errors
+/// A sentence naming the unknown entry, the groups and the tools.
+pub fn resolve_selection(selection: &[String], all: &[String]) -> Result<Vec<String>, String> {
+    let mut keep = Vec::new();
+    for entry in selection {
+        let e = entry.trim();
+        if e == "all" {
+            keep.extend(all.iter().cloned());
+        } else if let Some((_, names)) = GROUPS.iter().find(|(g, _)| *g == e) {
+            keep.extend(names.iter().map(|n| (*n).to_owned()));
+        } else if all.iter().any(|n| n == e) {
+            keep.push(e.to_owned());
+        } else {
+            let groups: Vec<&str> = GROUPS.iter().map(|(g, _)| *g).collect();
+            return Err(format!(
+                "unknown tool or group '{e}' in the tool selection; groups: all, {}; tools: {}",
+                groups.join(", "),
+                all.join(", ")
+            ));
+        }
+    }
+    keep.sort();
+    keep.dedup();
+    Ok(keep)
+}

@@ -11,23 +11,21 @@ use serde::{Deserialize, Serialize};
 use super::Args;
 use crate::mcp::{IncidentMcp, ToolFailure};
 use crate::service::{DqOutcome, MetricsInput, MetricsOutcome};
-use crate::view::IncidentSummary;
 
 /// Arguments of `record_metrics`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecordMetricsArgs {
-    /// The monitored system, e.g. crm-agent.
     pub source: String,
-    /// LLM response time, seconds (threshold 10 s by default).
+    #[schemars(range(min = 0))]
     pub llm_response_time: Option<f64>,
-    /// Tool execution time, seconds (threshold 5 s).
+    #[schemars(range(min = 0))]
     pub tool_execution_time: Option<f64>,
-    /// End-to-end system response time, seconds (threshold 3 s).
+    #[schemars(range(min = 0))]
     pub system_response_time: Option<f64>,
-    /// Error rate as a fraction 0 to 1 (threshold 0.05).
+    #[schemars(range(min = 0, max = 1))]
     pub error_rate: Option<f64>,
-    /// Availability as a fraction 0 to 1 (below 0.99 is a violation).
+    #[schemars(range(min = 0, max = 1))]
     pub availability: Option<f64>,
 }
 
@@ -35,10 +33,8 @@ pub struct RecordMetricsArgs {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApproveCatalogArgs {
-    /// The changed tool as `<catalog file>/<tool name>`, e.g. crm_mcp.json/search_clients
-    /// (the `pin_key` that check_data_quality reports).
+    /// `<catalog file>/<tool>`, e.g. crm_mcp.json/search_clients.
     pub pin_key: String,
-    /// Who approves the change (kept on the incident timeline).
     pub approver: String,
 }
 
@@ -47,27 +43,111 @@ pub struct ApproveCatalogArgs {
 pub struct ApproveCatalogOutput {
     pub pin_key: String,
     /// The tool-change incident that was resolved, if one was open.
-    pub resolved_incident: Option<IncidentSummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolved_incident_id: Option<String>,
+}
+
+/// Result of `record_metrics`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct MetricsOutput {
+    /// Threshold violations in this sample.
+    pub violations: Vec<ViolationView>,
+    /// Incidents opened or updated, one per violated metric.
+    pub incident_ids: Vec<String>,
+}
+
+/// One threshold violation.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ViolationView {
+    pub metric: String,
+    pub value: f64,
+    pub threshold: f64,
+    #[schemars(schema_with = "crate::view::severity_schema")]
+    pub severity: String,
+    pub message: String,
+}
+
+impl From<MetricsOutcome> for MetricsOutput {
+    fn from(o: MetricsOutcome) -> Self {
+        MetricsOutput {
+            violations: o
+                .violations
+                .into_iter()
+                .map(|v| ViolationView {
+                    metric: v.metric,
+                    value: v.value,
+                    threshold: v.threshold,
+                    severity: v.severity,
+                    message: v.message,
+                })
+                .collect(),
+            incident_ids: o.incident_ids,
+        }
+    }
+}
+
+/// Result of `check_data_quality`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct DataQualityOutput {
+    /// False when neither data folder exists (checks idle).
+    pub ran: bool,
+    pub files_checked: usize,
+    pub records_checked: usize,
+    pub tools_checked: usize,
+    /// This pass recorded the first tool pins.
+    pub pins_recorded: bool,
+    pub findings: Vec<FindingView>,
+}
+
+/// One data-quality finding.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct FindingView {
+    pub kind: String,
+    pub file: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record: Option<String>,
+    pub message: String,
+    /// For a tool change: pass to approve_catalog_change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pin_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incident_id: Option<String>,
+}
+
+impl From<DqOutcome> for DataQualityOutput {
+    fn from(o: DqOutcome) -> Self {
+        DataQualityOutput {
+            ran: o.ran,
+            files_checked: o.files_checked,
+            records_checked: o.records_checked,
+            tools_checked: o.tools_checked,
+            pins_recorded: o.pins_recorded,
+            findings: o
+                .findings
+                .into_iter()
+                .map(|f| FindingView {
+                    kind: f.kind,
+                    file: f.file,
+                    record: f.record,
+                    message: f.message,
+                    pin_key: f.pin_key,
+                    incident_id: f.incident_id,
+                })
+                .collect(),
+        }
+    }
 }
 
 #[tool_router(router = monitoring_router, vis = "pub(crate)")]
 impl IncidentMcp {
     #[tool(
-        description = "Record performance metrics of a monitored AI system (seconds for times, 0-1 fractions for \
-error_rate and availability). A value past its threshold opens a performance incident for that system and metric, \
-or adds an occurrence to the open one; recovery is recorded by the background loop.",
-        annotations(
-            title = "Record metrics",
-            read_only_hint = false,
-            destructive_hint = false,
-            idempotent_hint = false,
-            open_world_hint = false
-        )
+        description = "Record a system's metrics (seconds; rates as 0-1). A value past its threshold opens or adds to a performance incident.",
+        annotations(destructive_hint = false)
     )]
     async fn record_metrics(
         &self,
         Parameters(Args(a)): Parameters<Args<RecordMetricsArgs>>,
-    ) -> Result<Json<MetricsOutcome>, ToolFailure> {
+    ) -> Result<Json<MetricsOutput>, ToolFailure> {
         Ok(Json(
             self.service()
                 .record_metrics(MetricsInput {
@@ -78,37 +158,22 @@ or adds an occurrence to the open one; recovery is recorded by the background lo
                     error_rate: a.error_rate,
                     availability: a.availability,
                 })
-                .await?,
+                .await?
+                .into(),
         ))
     }
 
     #[tool(
-        description = "Run the data-quality checks now: data files parse and match their shapes, referential \
-integrity (orders→clients/sales reps, managers, no management cycles), MCP tool catalogs are valid (input schemas \
-checked against the JSON Schema meta-schema), and tool definitions match their pinned SHA-256 (a silent change is a \
-tool-poisoning security incident). Each finding opens or updates an incident.",
-        annotations(
-            title = "Check data quality",
-            read_only_hint = false,
-            destructive_hint = false,
-            idempotent_hint = true,
-            open_world_hint = false
-        )
+        description = "Run the data-quality checks now: data files, references, tool catalogs and pins (a silent change is tool poisoning). Findings open incidents.",
+        annotations(destructive_hint = false, idempotent_hint = true)
     )]
-    async fn check_data_quality(&self) -> Result<Json<DqOutcome>, ToolFailure> {
-        Ok(Json(self.service().check_data_quality().await?))
+    async fn check_data_quality(&self) -> Result<Json<DataQualityOutput>, ToolFailure> {
+        Ok(Json(self.service().check_data_quality().await?.into()))
     }
 
     #[tool(
-        description = "Approve a changed, added or removed tool definition (pin_key from check_data_quality): the \
-pin lock takes the new definition and the tool-change incident is resolved.",
-        annotations(
-            title = "Approve catalog change",
-            read_only_hint = false,
-            destructive_hint = false,
-            idempotent_hint = false,
-            open_world_hint = false
-        )
+        description = "Approve a changed tool definition (pin_key from check_data_quality) and resolve its incident.",
+        annotations(destructive_hint = true)
     )]
     async fn approve_catalog_change(
         &self,
@@ -120,7 +185,7 @@ pin lock takes the new definition and the tool-change incident is resolved.",
             .await?;
         Ok(Json(ApproveCatalogOutput {
             pin_key: a.pin_key,
-            resolved_incident: inc.as_ref().map(IncidentSummary::from),
+            resolved_incident_id: inc.map(|i| i.id().to_string()),
         }))
     }
 }

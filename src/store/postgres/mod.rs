@@ -826,6 +826,43 @@ impl Store for PgStore {
         audit::verify(&mut c, pins).await
     }
 
+    async fn changes_after(
+        &self,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<(i64, Vec<super::Change>), StoreError> {
+        let c = self.client().await?;
+        let head: i64 = c
+            .query_one("SELECT COALESCE(MAX(seq), 0)::BIGINT FROM events", &[])
+            .await
+            .map_err(pg_error)?
+            .get(0);
+        let Some(after) = after else {
+            return Ok((head, Vec::new()));
+        };
+        let st = c
+            .prepare_cached(
+                "SELECT seq, incident_id, data::jsonb->>'kind', data::jsonb->>'status'
+                 FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+            )
+            .await
+            .map_err(pg_error)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = c
+            .query(&st, &[&after, &limit])
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(|r| super::Change {
+                seq: r.get(0),
+                incident_id: r.get(1),
+                kind: r.get::<_, Option<String>>(2).unwrap_or_default(),
+                status: r.get(3),
+            })
+            .collect();
+        Ok((head, rows))
+    }
+
     async fn verified_head(&self, after: Option<(i64, String)>) -> Result<HeadCheck, StoreError> {
         let mut c = self.client().await?;
         audit::verified_head(&mut c, after).await

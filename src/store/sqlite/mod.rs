@@ -506,6 +506,41 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn changes_after(
+        &self,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<(i64, Vec<super::Change>), StoreError> {
+        self.read(move |conn| {
+            let head: i64 = conn
+                .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
+                .map_err(backend)?;
+            let Some(after) = after else {
+                return Ok((head, Vec::new()));
+            };
+            let mut st = conn
+                .prepare_cached(
+                    "SELECT seq, incident_id, json_extract(data, '$.kind'), json_extract(data, '$.status')
+                     FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                )
+                .map_err(backend)?;
+            let rows = st
+                .query_map(params![after, limit as i64], |r| {
+                    Ok(super::Change {
+                        seq: r.get(0)?,
+                        incident_id: r.get(1)?,
+                        kind: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                        status: r.get(3)?,
+                    })
+                })
+                .map_err(backend)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(backend)?;
+            Ok((head, rows))
+        })
+        .await
+    }
+
     async fn verify_audit_log(&self, pins: Pins) -> Result<AuditReport, StoreError> {
         self.read(move |conn| audit_queries::verify(conn, pins))
             .await
