@@ -192,6 +192,7 @@ to = ["unused@example.com"]
         .unwrap();
     assert!(answer.contains("To: bob@example.com"), "{answer}");
     assert!(answer.contains(&id), "{answer}");
+    assert!(answer.contains("Auto-Submitted: auto-replied"), "{answer}");
     assert!(
         tokio::time::timeout(std::time::Duration::from_millis(500), replies.recv())
             .await

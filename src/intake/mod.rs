@@ -244,6 +244,23 @@ async fn file(
     }
 }
 
+/// `Auto-Submitted: auto-replied` (RFC 3834) on the answer, so autoresponders (and our own
+/// intake) do not answer it back.
+#[derive(Clone)]
+struct AutoSubmitted;
+
+impl lettre::message::header::Header for AutoSubmitted {
+    fn name() -> lettre::message::header::HeaderName {
+        lettre::message::header::HeaderName::new_from_ascii_str("Auto-Submitted")
+    }
+    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(Self)
+    }
+    fn display(&self) -> lettre::message::header::HeaderValue {
+        lettre::message::header::HeaderValue::new(Self::name(), "auto-replied".into())
+    }
+}
+
 /// Sends the answer with the incident id through the e-mail channel's SMTP server.
 async fn send_reply(
     ch: &ChannelConfig,
@@ -268,6 +285,7 @@ async fn send_reply(
         .to(to)
         .subject(format!("Re: incident {id} opened"))
         .header(ContentType::TEXT_PLAIN)
+        .header(AutoSubmitted)
         .body(format!(
             "Your report was filed as incident {id} (severity {severity}).\n\n{title}\n\n\
              Quote {id} in any follow-up. This message was sent automatically.\n"
