@@ -395,6 +395,13 @@ async fn malformed_jsonrpc_on_stdio_gets_an_error_and_serving_continues() {
     let e: Value = serde_json::from_str(&out.next_line().await.unwrap().unwrap()).unwrap();
     assert_eq!(e["error"]["code"], -32600, "{e}");
     assert_eq!(e["id"], 9);
+    // issue 14: JSON that is no JSON-RPC message, and a batch, get -32600 with id null
+    for line in [&b"{\"foo\":1}\n"[..], &b"[1,2]\n"[..]] {
+        stdin.write_all(line).await.unwrap();
+        let e: Value = serde_json::from_str(&out.next_line().await.unwrap().unwrap()).unwrap();
+        assert_eq!(e["error"]["code"], -32600, "{e}");
+        assert!(e["id"].is_null(), "{e}");
+    }
     stdin
         .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/list\"}\n")
         .await
