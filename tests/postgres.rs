@@ -545,3 +545,106 @@ async fn a_postgres_restart_under_load_fails_calls_clearly_then_recovers() {
     child.start_kill().unwrap();
     let _ = child.wait().await;
 }
+
+/// A self-signed certificate for `localhost` (its own CA): (certificate PEM, key PEM).
+fn self_signed_localhost() -> (Vec<u8>, Vec<u8>) {
+    use openssl::asn1::Asn1Time;
+    use openssl::bn::BigNum;
+    use openssl::hash::MessageDigest;
+    use openssl::pkey::PKey;
+    use openssl::rsa::Rsa;
+    use openssl::x509::extension::{BasicConstraints, SubjectAlternativeName};
+    use openssl::x509::{X509, X509NameBuilder};
+    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let mut name = X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", "localhost").unwrap();
+    let name = name.build();
+    let mut b = X509::builder().unwrap();
+    b.set_version(2).unwrap();
+    b.set_serial_number(&BigNum::from_u32(1).unwrap().to_asn1_integer().unwrap())
+        .unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(&name).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(2).unwrap())
+        .unwrap();
+    b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
+        .unwrap();
+    let san = SubjectAlternativeName::new()
+        .dns("localhost")
+        .build(&b.x509v3_context(None, None))
+        .unwrap();
+    b.append_extension(san).unwrap();
+    b.sign(&key, MessageDigest::sha256()).unwrap();
+    (
+        b.build().to_pem().unwrap(),
+        key.private_key_to_pem_pkcs8().unwrap(),
+    )
+}
+
+async fn cli_with_ca(db: &str, ca: Option<&str>, args: &[&str]) -> (i32, String) {
+    let mut c = command(db);
+    if let Some(ca) = ca {
+        c.env("AI_INCIDENT_PG_CA_FILE", ca);
+    } else {
+        c.env_remove("AI_INCIDENT_PG_CA_FILE");
+    }
+    let out = c.args(args).output().await.unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn sslmode_require_uses_tls_and_verifies_the_server_certificate() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if backends::pg_admin_url().is_none() {
+        return;
+    }
+    let pg = OwnServer::start();
+    let data = std::path::Path::new(&pg.dir).join("data");
+    let owner = std::fs::metadata(&data).unwrap();
+    let (cert, key) = self_signed_localhost();
+    for (name, bytes) in [("server.crt", &cert), ("server.key", &key)] {
+        let p = data.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::chown(&p, Some(owner.uid()), Some(owner.gid())).unwrap();
+    }
+    // TLS only: plain TCP connections are refused by pg_hba.conf from now on.
+    std::fs::write(
+        data.join("pg_hba.conf"),
+        "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostssl all all ::1/128 scram-sha-256\n",
+    )
+    .unwrap();
+    pg_connect(&pg.url)
+        .await
+        .batch_execute("ALTER SYSTEM SET ssl = on")
+        .await
+        .unwrap();
+    restart_server(&pg.dir, 0);
+    let d = tempdir();
+    let ca = d.path().join("ca.pem");
+    std::fs::write(&ca, &cert).unwrap();
+    let ca = ca.to_string_lossy().into_owned();
+    let base = pg.url.replace("127.0.0.1", "localhost");
+    let plain = format!("{base}?sslmode=disable");
+    let tls = format!("{base}?sslmode=require");
+    let (code, err) = cli_with_ca(&plain, Some(&ca), &["migrate"]).await;
+    assert_ne!(code, 0, "plain TCP must be refused by this server: {err}");
+    // An untrusted certificate is refused, with what to do about it.
+    let (code, err) = cli_with_ca(&tls, None, &["migrate"]).await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("TLS failed") && err.contains("AI_INCIDENT_PG_CA_FILE"),
+        "{err}"
+    );
+    // Trusted through AI_INCIDENT_PG_CA_FILE: works, and the server saw TLS.
+    let (code, err) = cli_with_ca(&tls, Some(&ca), &["migrate"]).await;
+    assert_eq!(code, 0, "{err}");
+    let (code, err) = cli_with_ca(&tls, Some(&ca), &["incidents", "list"]).await;
+    assert_eq!(code, 0, "{err}");
+}

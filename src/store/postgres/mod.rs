@@ -162,6 +162,12 @@ fn connect_error(e: &tokio_postgres::Error, cfg: &Config) -> StoreError {
         cause = s.to_string();
         src = s.source();
     }
+    if cause.contains("certificate") {
+        return backend(format!(
+            "PostgreSQL at {target}: TLS failed ({cause}); the server's certificate must be signed by a trusted CA \
+             for the host name in the URL: set AI_INCIDENT_PG_CA_FILE to the CA's PEM file, or fix the host name"
+        ));
+    }
     backend(format!(
         "cannot reach PostgreSQL at {target} ({cause}); is the server running, and are the host, port and sslmode in the URL right?"
     ))

@@ -131,7 +131,11 @@ pub(super) fn latest() -> i64 {
 pub(super) async fn migrate(client: &mut Client) -> Result<Vec<i64>, StoreError> {
     let tx = client.transaction().await.map_err(pg_error)?;
     // One migrator at a time across instances; the lock ends with the transaction.
-    tx.execute("SELECT pg_advisory_xact_lock($1, 0)", &[&LOCK_NS])
+    tx.execute("SELECT pg_advisory_xact_lock($1, 0)::TEXT", &[&LOCK_NS])
+        .await
+        .map_err(pg_error)?;
+    // No "already exists, skipping" notice in the log on every start.
+    tx.batch_execute("SET LOCAL client_min_messages = warning")
         .await
         .map_err(pg_error)?;
     tx.batch_execute(

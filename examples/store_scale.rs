@@ -1,0 +1,158 @@
+//! Scale generator and read benchmark for the store, on either backend: fills an empty
+//! database through the `Store` port (incidents with their opening events plus notes), then
+//! measures `get`, `list` (first page, and a page deep behind a cursor) and `verify_audit_log`.
+//!
+//! ```text
+//! cargo build --release --example store_scale
+//! target/release/examples/store_scale DB [--incidents 100000] [--events 10] [--samples 2000]
+//! ```
+//! `DB` is a SQLite path or a `postgres://` URL of an empty database. Prints one JSON object:
+//! fill rate, get/list p50/p99 in microseconds, verify events/s, and the sizes used.
+
+use std::time::Instant;
+
+use ai_incident_mcp::app::open_store;
+use ai_incident_mcp::domain::incident::{
+    DetectionMethod, EventKind, Incident, IncidentId, IncidentType, NewIncident, Severity,
+};
+use ai_incident_mcp::store::ListQuery;
+use chrono::{Duration, TimeZone, Utc};
+
+fn arg(args: &[String], name: &str, default: u64) -> u64 {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn pct(v: &mut [u128], p: f64) -> u128 {
+    v.sort_unstable();
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v.get(i).copied().unwrap_or(0)
+}
+
+/// A cheap deterministic generator (no rand dependency).
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        self.0 >> 33
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let db = args
+        .first()
+        .filter(|a| !a.starts_with("--"))
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("usage: store_scale DB [--incidents N] [--events E]"))?;
+    let n = arg(&args, "--incidents", 100_000);
+    let per = arg(&args, "--events", 10);
+    let samples = arg(&args, "--samples", 2000);
+    let store = open_store(&db)?;
+    let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+
+    // Fill: 32 writers at a time (group commit on SQLite, the pool on PostgreSQL).
+    let fill = Instant::now();
+    let mut ids: Vec<IncidentId> = Vec::with_capacity(n as usize);
+    let mut events_total = 0u64;
+    let mut pending = futures::stream::FuturesUnordered::new();
+    use futures::StreamExt;
+    for i in 0..n {
+        let at = t0 + Duration::seconds(i as i64);
+        let (inc, mut ev) = Incident::open(
+            NewIncident {
+                incident_type: IncidentType::Security,
+                category: None,
+                severity: [Severity::Low, Severity::Medium, Severity::High][(i % 3) as usize],
+                title: format!("scale incident {i}"),
+                description: format!("generated incident number {i} for the scale figures"),
+                reporter: Some("gen@example.com".into()),
+                affected_system: Some("scale".into()),
+                affected_user: None,
+                affected_session: None,
+                detection_method: DetectionMethod::ManualReport,
+                confidence: None,
+                evidence: vec![],
+                tags: vec![],
+                dedup_key: None,
+            },
+            at,
+        );
+        while (ev.len() as u64) < per {
+            ev.push(EventKind::Note {
+                text: format!("note {} on {i}", ev.len()),
+            });
+        }
+        events_total += ev.len() as u64;
+        ids.push(inc.id.clone());
+        let s = store.clone();
+        pending.push(async move { s.insert(inc, ev, "gen".into(), at).await });
+        if pending.len() >= 32
+            && let Some(r) = pending.next().await
+        {
+            r?;
+        }
+    }
+    while let Some(r) = pending.next().await {
+        r?;
+    }
+    let fill_s = fill.elapsed().as_secs_f64();
+
+    let mut rng = Lcg(42);
+    let mut get = Vec::new();
+    for _ in 0..samples {
+        let id = &ids[(rng.next() % n) as usize];
+        let t = Instant::now();
+        let got = store.get(id).await?;
+        get.push(t.elapsed().as_micros());
+        anyhow::ensure!(got.is_some(), "incident {id} missing");
+    }
+    let q = |cursor| ListQuery {
+        limit: 50,
+        cursor,
+        ..Default::default()
+    };
+    let mut first = Vec::new();
+    for _ in 0..samples.min(500) {
+        let t = Instant::now();
+        let p = store.list(q(None)).await?;
+        first.push(t.elapsed().as_micros());
+        anyhow::ensure!(p.items.len() == 50.min(n as usize));
+    }
+    // A cursor half way down: the page after incident n/2 in (created_at desc, id desc) order.
+    let mid = &ids[(n / 2) as usize];
+    let cursor = ai_incident_mcp::store::Cursor {
+        created_at_micros: (t0 + Duration::seconds((n / 2) as i64)).timestamp_micros(),
+        id: mid.as_str().to_string(),
+    };
+    let mut deep = Vec::new();
+    for _ in 0..samples.min(500) {
+        let t = Instant::now();
+        let p = store.list(q(Some(cursor.clone()))).await?;
+        deep.push(t.elapsed().as_micros());
+        anyhow::ensure!(!p.items.is_empty());
+    }
+    let t = Instant::now();
+    let report = store.verify_audit_log(Default::default()).await?;
+    let verify_s = t.elapsed().as_secs_f64();
+    anyhow::ensure!(report.ok, "audit failed: {report:?}");
+    let out = serde_json::json!({
+        "backend": if db.starts_with("postgres") { "postgresql" } else { "sqlite" },
+        "incidents": n,
+        "events": events_total,
+        "fill_incidents_per_s": (n as f64 / fill_s).round(),
+        "get_us": {"p50": pct(&mut get, 0.5), "p99": pct(&mut get, 0.99)},
+        "list_first_page_us": {"p50": pct(&mut first, 0.5), "p99": pct(&mut first, 0.99)},
+        "list_deep_page_us": {"p50": pct(&mut deep, 0.5), "p99": pct(&mut deep, 0.99)},
+        "verify_events_per_s": (report.events_checked as f64 / verify_s).round(),
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
