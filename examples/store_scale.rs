@@ -91,7 +91,7 @@ async fn main() -> anyhow::Result<()> {
             });
         }
         events_total += ev.len() as u64;
-        ids.push(inc.id.clone());
+        ids.push(inc.id().clone());
         let s = store.clone();
         pending.push(async move { s.insert(inc, ev, "gen".into(), at).await });
         if pending.len() >= 32

@@ -256,7 +256,14 @@ pub async fn mcp_layer(State(gate): State<Arc<SessionGate>>, req: Request, next:
                     .into_response();
             }
             gate.tracks().remove(&id);
-            next.run(req).await
+            let mut resp = next.run(req).await;
+            // rmcp answers a closed session with 202 Accepted; the spec's clients (the Python
+            // SDK among them) expect 200/204 and log "Session termination failed: 202".
+            if resp.status() == StatusCode::ACCEPTED {
+                *resp.status_mut() = StatusCode::NO_CONTENT;
+                *resp.body_mut() = axum::body::Body::empty();
+            }
+            resp
         }
         (_, Some(id)) => {
             let activity = gate.begin(&id);

@@ -5,6 +5,7 @@ Exits non-zero (with a message) on the first failed expectation.
 """
 import asyncio
 import json
+import logging
 import sys
 
 from mcp import ClientSession, StdioServerParameters
@@ -59,8 +60,25 @@ async def exercise(session, label):
     print(f"python sdk over {label}: ok ({len(tools)} tools)")
 
 
+class Warnings(logging.Handler):
+    """Collects the SDK's warnings: a clean session ends without any."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.seen = []
+
+    def emit(self, record):
+        self.seen.append(record.getMessage())
+
+
 async def main():
-    mode = sys.argv[1]
+    warnings = Warnings()
+    logging.getLogger().addHandler(warnings)
+    await run(sys.argv[1])
+    check(not warnings.seen, f"{sys.argv[1]}: the SDK logged warnings: {warnings.seen}")
+
+
+async def run(mode):
     if mode == "stdio":
         params = StdioServerParameters(command=sys.argv[2], args=["--db", sys.argv[3], "serve", "--stdio"])
         async with stdio_client(params) as (read, write):
@@ -84,6 +102,8 @@ async def main():
             print("python sdk Client (auto protocol era) over streamable-http: ok")
     else:
         sys.exit(f"unknown mode {mode}")
+    if mode == "http":
+        print("python sdk over streamable-http: disconnected without a warning")
 
 
 asyncio.run(main())

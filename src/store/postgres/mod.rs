@@ -517,7 +517,7 @@ impl Store for PgStore {
     ) -> Result<Incident, StoreError> {
         in_tx!(self, |tx| async {
             save_incident(&tx, &incident, true).await?;
-            append_events(&tx, &incident.id(), &actor, &now, &events).await?;
+            append_events(&tx, incident.id(), &actor, &now, &events).await?;
             Ok::<_, StoreError>(())
         }
         .await)?;
@@ -566,7 +566,7 @@ impl Store for PgStore {
                 });
             }
             save_incident(&tx, &incident, true).await?;
-            append_events(&tx, &incident.id(), &actor, &now, &events).await?;
+            append_events(&tx, incident.id(), &actor, &now, &events).await?;
             exec(
                 &tx,
                 "INSERT INTO idempotency_keys (key, fingerprint, incident_id, created_at) VALUES ($1, $2, $3, $4)",
@@ -699,7 +699,7 @@ impl Store for PgStore {
                 .ok_or_else(|| StoreError::NotFound(id.clone()))?;
             let events = f(&mut inc)?;
             save_incident(&tx, &inc, false).await?;
-            append_events(&tx, &inc.id(), &actor, &now, &events).await?;
+            append_events(&tx, inc.id(), &actor, &now, &events).await?;
             Ok(inc)
         }
         .await)
@@ -734,7 +734,7 @@ impl Store for PgStore {
                     let mut inc = parse_body(r.get::<_, &str>(0))?;
                     let events = on_repeat(&mut inc)?;
                     save_incident(&tx, &inc, false).await?;
-                    append_events(&tx, &inc.id(), &actor, &now, &events).await?;
+                    append_events(&tx, inc.id(), &actor, &now, &events).await?;
                     Ok(Upserted {
                         incident: inc,
                         created: false,
@@ -743,7 +743,7 @@ impl Store for PgStore {
                 None => {
                     let (inc, events) = new();
                     save_incident(&tx, &inc, true).await?;
-                    append_events(&tx, &inc.id(), &actor, &now, &events).await?;
+                    append_events(&tx, inc.id(), &actor, &now, &events).await?;
                     Ok(Upserted {
                         incident: inc,
                         created: true,
@@ -905,7 +905,7 @@ impl Store for PgStore {
                 )));
             }
             save_incident(&tx, &inc, false).await?;
-            append_events(&tx, &inc.id(), &actor, &now, &events).await?;
+            append_events(&tx, inc.id(), &actor, &now, &events).await?;
             Ok(Some(inc))
         }
         .await)
@@ -989,7 +989,7 @@ impl Store for PgStore {
                 .ok_or_else(|| StoreError::NotFound(id.clone()))?;
             let events = f(&mut inc)?;
             save_incident(&tx, &inc, false).await?;
-            append_events(&tx, &inc.id(), "notifier", &now, &events).await?;
+            append_events(&tx, inc.id(), "notifier", &now, &events).await?;
             Ok(Some(inc))
         }
         .await
