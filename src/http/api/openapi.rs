@@ -81,9 +81,73 @@ impl Gen {
 
     fn components(mut self) -> Map<String, Value> {
         let mut defs = self.input.take_definitions(true);
+        for d in defs.values_mut() {
+            null_for_optionals(d);
+        }
         defs.extend(self.output.take_definitions(true));
         defs
     }
+}
+
+/// The JSON bodies take `null` for every optional field (serde reads it as absent); say so for
+/// the fields whose schema does not already allow it (the closed sets written by hand, e.g.
+/// `severity`), so that the document and the server agree.
+fn null_for_optionals(def: &mut Value) {
+    let Some(o) = def.as_object_mut() else {
+        return;
+    };
+    let required: Vec<String> = o
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| {
+            r.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let Some(props) = o.get_mut("properties").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for (name, p) in props.iter_mut() {
+        if required.contains(name) || allows_null(p) {
+            continue;
+        }
+        let mut inner = p.take();
+        let description = inner.as_object_mut().and_then(|m| m.remove("description"));
+        let mut wrapped = json!({ "anyOf": [inner, { "type": "null" }] });
+        if let (Some(d), Some(w)) = (description, wrapped.as_object_mut()) {
+            w.insert("description".into(), d);
+        }
+        *p = wrapped;
+    }
+}
+
+fn allows_null(s: &Value) -> bool {
+    let Some(o) = s.as_object() else {
+        return true;
+    };
+    let is_null = |v: &Value| v == "null";
+    match o.get("type") {
+        Some(Value::String(t)) if t == "null" => return true,
+        Some(Value::Array(ts)) if ts.iter().any(is_null) => return true,
+        _ => {}
+    }
+    if o.get("enum")
+        .and_then(Value::as_array)
+        .is_some_and(|e| e.iter().any(Value::is_null))
+    {
+        return true;
+    }
+    ["anyOf", "oneOf"].iter().any(|k| {
+        o.get(*k)
+            .and_then(Value::as_array)
+            .is_some_and(|alts| alts.iter().any(allows_null))
+    }) || (!o.contains_key("type")
+        && !o.contains_key("enum")
+        && !o.contains_key("$ref")
+        && !o.contains_key("anyOf")
+        && !o.contains_key("oneOf")
+        && !o.contains_key("const"))
 }
 
 fn json_content(schema: Value) -> Value {
