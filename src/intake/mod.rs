@@ -8,7 +8,7 @@
 //! configured `reply_channel` (an e-mail channel), after the `250`; a failed answer is logged.
 //!
 //! May import: `crate::service`, `crate::config`, `crate::domain`, `crate::notify`
-//! (`ChannelConfig`); tokio, tokio-util, lettre, mail-parser.
+//! (`ChannelConfig` and the e-mail channel's SMTP transport); tokio, tokio-util, lettre, mail-parser.
 
 pub mod mail;
 pub mod smtp;
@@ -270,12 +270,8 @@ async fn send_reply(
     severity: &str,
 ) -> Result<(), String> {
     use lettre::message::{Mailbox, header::ContentType};
-    use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-    let from: Mailbox = ch
-        .from
-        .as_deref()
-        .unwrap_or_default()
-        .parse()
+    use lettre::{AsyncTransport, Message};
+    let from = crate::notify::from_mailbox(ch)
         .map_err(|e| format!("invalid `from` of channel {}: {e}", ch.name))?;
     let to: Mailbox = to
         .parse()
@@ -291,12 +287,7 @@ async fn send_reply(
              Quote {id} in any follow-up. This message was sent automatically.\n"
         ))
         .map_err(|e| format!("cannot build the answer: {e}"))?;
-    let host = ch.smtp_host.as_deref().unwrap_or_default().trim();
-    let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
-        .port(ch.smtp_port.unwrap_or(25))
-        .timeout(Some(std::time::Duration::from_secs(10)))
-        .build();
-    transport
+    crate::notify::smtp_transport(ch, std::time::Duration::from_secs(10))
         .send(msg)
         .await
         .map(|_| ())

@@ -723,17 +723,12 @@ async fn deliver_email(
     opts: &DeliveryOptions,
 ) -> Result<DeliveryReceipt, DeliveryError> {
     use lettre::message::{Mailbox, header::ContentType};
-    use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+    use lettre::{AsyncTransport, Message};
 
     let bad = |what: &str, e: &dyn fmt::Display| {
         DeliveryError::permanent(channel, format!("{what}: {e}"))
     };
-    let from: Mailbox = channel
-        .from
-        .as_deref()
-        .unwrap_or_default()
-        .parse()
-        .map_err(|e| bad("invalid `from` mailbox", &e))?;
+    let from = from_mailbox(channel).map_err(|e| bad("invalid `from` mailbox", &e))?;
     let mut builder = Message::builder()
         .from(from)
         .subject(email_subject(n))
@@ -748,12 +743,7 @@ async fn deliver_email(
         .body(email_text(n))
         .map_err(|e| bad("cannot build message", &e))?;
 
-    let host = channel.smtp_host.as_deref().unwrap_or_default().trim();
-    let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
-        .port(channel.smtp_port.unwrap_or(25))
-        .timeout(Some(opts.timeout))
-        .build();
-    match transport.send(message).await {
+    match smtp_transport(channel, opts.timeout).send(message).await {
         Ok(response) => {
             let code: u16 = response.code().to_string().parse().unwrap_or(250);
             let detail = response.message().next().map(|m| truncate_chars(m, 200));
@@ -768,6 +758,28 @@ async fn deliver_email(
             }
         }
     }
+}
+
+/// The `From` mailbox of an e-mail channel (also used by the e-mail intake's reply).
+///
+/// # Errors
+/// The address parser's error when `from` is missing or not a mailbox.
+pub fn from_mailbox(
+    channel: &ChannelConfig,
+) -> Result<lettre::message::Mailbox, lettre::address::AddressError> {
+    channel.from.as_deref().unwrap_or_default().parse()
+}
+
+/// The SMTP transport of an e-mail channel (also used by the e-mail intake's reply).
+pub fn smtp_transport(
+    channel: &ChannelConfig,
+    timeout: Duration,
+) -> lettre::AsyncSmtpTransport<lettre::Tokio1Executor> {
+    let host = channel.smtp_host.as_deref().unwrap_or_default().trim();
+    lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous(host)
+        .port(channel.smtp_port.unwrap_or(25))
+        .timeout(Some(timeout))
+        .build()
 }
 
 fn sanitize_message_id(id: &str) -> String {

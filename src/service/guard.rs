@@ -119,11 +119,7 @@ impl TrafficScreen {
                     } else {
                         f.categories.join(", ")
                     },
-                    match f.verdict {
-                        Verdict::Block => "block",
-                        Verdict::Flag => "flag",
-                        Verdict::Allow => "allow",
-                    }
+                    f.verdict.as_str()
                 )
             })
             .collect::<Vec<_>>()

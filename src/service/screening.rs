@@ -251,11 +251,7 @@ impl IncidentService {
     pub async fn screen(&self, input: ScreenInput) -> Result<ScreenOutcome, ServiceError> {
         let started = std::time::Instant::now();
         let out = self.screen_contained(input).await?;
-        let verdict = match out.screening.verdict {
-            Verdict::Allow => "allow",
-            Verdict::Flag => "flag",
-            Verdict::Block => "block",
-        };
+        let verdict = out.screening.verdict.as_str();
         let top = out.flagged_categories();
         let category = top.first().map_or("none", |c| c.as_str());
         self.metrics
