@@ -4,10 +4,11 @@
 //! May import: `crate::config`, `crate::detect`, `crate::domain`, `crate::service`,
 //! `crate::store`, `crate::notify`, `crate::probe`.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::config::Config;
-use crate::detect::{Engine, Thresholds};
+use crate::config::{Config, ConfigError};
+use crate::detect::{DetectError, Engine, Thresholds};
 use crate::domain::clock::{Clock, SystemClock};
 use crate::notify::{ChannelNotifier, Notifier};
 use crate::service::{IncidentService, Limits};
@@ -15,19 +16,60 @@ use crate::store::postgres::{PgStore, is_postgres_url};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 
+/// Why the service could not be assembled. Each variant says what to fix; the cause, when
+/// there is one, is its `source()`.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The configuration file is missing or wrong.
+    #[error("cannot load the configuration")]
+    Config(#[from] ConfigError),
+    /// The store cannot be opened (or migrated).
+    #[error("cannot open the store at {db}")]
+    Store {
+        /// The `--db` value, its password masked ([`display_db`]).
+        db: String,
+        /// Why.
+        #[source]
+        source: StoreError,
+    },
+    /// `screening.rules_file` cannot be read.
+    #[error("cannot read screening.rules_file {}", path.display())]
+    RulesFile {
+        /// The configured path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `screening.model_weight` is outside 0..=1.
+    #[error("screening.model_weight must be between 0 and 1, got {0}")]
+    ModelWeight(f64),
+    /// The screening rules or model do not load.
+    #[error("cannot load the screening rules or model")]
+    Engine(#[from] DetectError),
+    /// The upstream prober cannot be set up.
+    #[error("{0}")]
+    Prober(String),
+}
+
 /// Where the store lives: a SQLite file path (the default, `sqlite://` optional), or a
 /// `postgres://` / `postgresql://` URL. Pending migrations are applied on open.
 ///
 /// # Errors
-/// [`StoreError::Backend`] saying what to fix (an unreachable server, refused credentials, a
-/// schema newer than this binary, a file that cannot be opened).
-pub fn open_store(db: &str) -> Result<Arc<dyn Store>, StoreError> {
+/// [`AppError::Store`] naming `db` (password masked), with the [`StoreError`] as its source:
+/// an unreachable server ([`StoreError::Unavailable`]), refused credentials, a schema newer
+/// than this binary, a file that cannot be opened.
+pub fn open_store(db: &str) -> Result<Arc<dyn Store>, AppError> {
+    let store_err = |source| AppError::Store {
+        db: display_db(db),
+        source,
+    };
     if is_postgres_url(db) {
-        let s: Arc<dyn Store> = PgStore::open(db)?;
+        let s: Arc<dyn Store> = PgStore::open(db).map_err(store_err)?;
         return Ok(s);
     }
     let path = db.strip_prefix("sqlite://").unwrap_or(db);
-    let s: Arc<dyn Store> = SqliteStore::open(path)?;
+    let s: Arc<dyn Store> = SqliteStore::open(path).map_err(store_err)?;
     Ok(s)
 }
 
@@ -58,40 +100,44 @@ pub fn display_db(db: &str) -> String {
 ///
 /// # Errors
 /// As [`open_store`].
-pub fn migrate_store(db: &str) -> Result<Vec<i64>, StoreError> {
-    if is_postgres_url(db) {
-        return crate::store::postgres::migrate(db);
-    }
-    let path = db.strip_prefix("sqlite://").unwrap_or(db);
-    crate::store::sqlite::migrate_file(path)
+pub fn migrate_store(db: &str) -> Result<Vec<i64>, AppError> {
+    let applied = if is_postgres_url(db) {
+        crate::store::postgres::migrate(db)
+    } else {
+        crate::store::sqlite::migrate_file(db.strip_prefix("sqlite://").unwrap_or(db))
+    };
+    applied.map_err(|source| AppError::Store {
+        db: display_db(db),
+        source,
+    })
 }
 
 /// Builds the service over `db` with the built-in rules and the real clock.
 ///
 /// # Errors
-/// A message saying what failed (store or rules).
-pub fn build_service(db: &str, config: Arc<Config>) -> Result<Arc<IncidentService>, String> {
+/// [`AppError`] saying what failed (store or rules).
+pub fn build_service(db: &str, config: Arc<Config>) -> Result<Arc<IncidentService>, AppError> {
     build_service_with_clock(db, config, Arc::new(SystemClock))
 }
 
 /// Builds the service over `db` with the embedded default configuration.
 ///
 /// # Errors
-/// A message saying what failed.
-pub fn build_default_service(db: &str) -> Result<Arc<IncidentService>, String> {
-    let config = Config::load(None).map_err(|e| e.to_string())?;
+/// [`AppError`] saying what failed.
+pub fn build_default_service(db: &str) -> Result<Arc<IncidentService>, AppError> {
+    let config = Config::load(None)?;
     build_service(db, Arc::new(config))
 }
 
 /// As [`build_service`], with an injected clock (notifications go to the configured channels).
 ///
 /// # Errors
-/// A message saying what failed (store or rules).
+/// [`AppError`] saying what failed (store or rules).
 pub fn build_service_with_clock(
     db: &str,
     config: Arc<Config>,
     clock: Arc<dyn Clock>,
-) -> Result<Arc<IncidentService>, String> {
+) -> Result<Arc<IncidentService>, AppError> {
     let notifier = Arc::new(ChannelNotifier::new(config.notify.clone()));
     build_service_with(db, config, clock, notifier)
 }
@@ -99,22 +145,21 @@ pub fn build_service_with_clock(
 /// As [`build_service`], with an injected clock and notifier (tests pass fakes).
 ///
 /// # Errors
-/// A message saying what failed (store or rules).
+/// [`AppError`] saying what failed (store or rules).
 pub fn build_service_with(
     db: &str,
     config: Arc<Config>,
     clock: Arc<dyn Clock>,
     notifier: Arc<dyn Notifier>,
-) -> Result<Arc<IncidentService>, String> {
+) -> Result<Arc<IncidentService>, AppError> {
     let limits = Limits {
         max_prompt_bytes: config.screening.max_prompt_bytes,
         ..Limits::default()
     };
     let config = with_documentation_beside_db(db, config);
-    let store =
-        open_store(db).map_err(|e| format!("cannot open the store at {}: {e}", display_db(db)))?;
+    let store = open_store(db)?;
     let engine = build_engine(&config)?;
-    let prober = crate::probe::NetProber::new()?;
+    let prober = crate::probe::NetProber::new().map_err(AppError::Prober)?;
     Ok(Arc::new(
         IncidentService::new(store, Arc::new(engine), clock, notifier, limits, config)
             .with_prober(Arc::new(prober)),
@@ -154,19 +199,21 @@ pub enum ModelChoice<'a> {
 /// rules file, thresholds and model weight from `[screening]`.
 ///
 /// # Errors
-/// A message naming the rules file and what is wrong in it.
-pub fn build_engine(config: &Config) -> Result<Engine, String> {
+/// [`AppError`] naming the rules file and what is wrong in it.
+pub fn build_engine(config: &Config) -> Result<Engine, AppError> {
     build_engine_with(config, ModelChoice::Builtin)
 }
 
 /// As [`build_engine`], with the given model.
 ///
 /// # Errors
-/// A message naming the rules file, the weights, or the bad setting.
-pub fn build_engine_with(config: &Config, model: ModelChoice<'_>) -> Result<Engine, String> {
+/// [`AppError`] naming the rules file, the weights, or the bad setting.
+pub fn build_engine_with(config: &Config, model: ModelChoice<'_>) -> Result<Engine, AppError> {
     let extra = match &config.screening.rules_file {
-        Some(p) => std::fs::read_to_string(p)
-            .map_err(|e| format!("cannot read screening.rules_file {}: {e}", p.display()))?,
+        Some(p) => std::fs::read_to_string(p).map_err(|source| AppError::RulesFile {
+            path: p.clone(),
+            source,
+        })?,
         None => String::new(),
     };
     let th = Thresholds {
@@ -175,16 +222,13 @@ pub fn build_engine_with(config: &Config, model: ModelChoice<'_>) -> Result<Engi
     };
     let w = config.screening.model_weight;
     if !(0.0..=1.0).contains(&w) {
-        return Err(format!(
-            "screening.model_weight must be between 0 and 1, got {w}"
-        ));
+        return Err(AppError::ModelWeight(w));
     }
     let mut engine = match model {
         ModelChoice::Builtin => Engine::with_extra_rules(&extra, th),
         ModelChoice::Weights(bytes) => Engine::with_model_bytes(&extra, th, bytes),
         ModelChoice::None => Engine::with_model_bytes(&extra, th, &[]),
-    }
-    .map_err(|e| format!("cannot load the screening rules or model: {e}"))?;
+    }?;
     engine.set_model_weight(w as f32);
     engine.set_data_access(config.screening.data_access_attempt);
     Ok(engine)

@@ -20,6 +20,7 @@ use ai_incident_mcp::detect::{Engine, Source};
 use ai_incident_mcp::http::{self, HttpOptions};
 use ai_incident_mcp::mcp::IncidentMcp;
 use ai_incident_mcp::service::{ListInput, ReportInput, ServiceError};
+use ai_incident_mcp::store::StoreError;
 use std::sync::Arc;
 
 #[derive(Parser)]
@@ -291,8 +292,86 @@ fn quiet_epipe(r: Result<()>) -> Result<()> {
     }
 }
 
+/// A command that ran and found problems (exit 1); its output says which.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct ChecksFailed(String);
+
+/// Something the person running the command must change (exit 3).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UserError(String);
+
+/// The process exit code for a failed run — the one place exit codes are decided (the table is
+/// in README.md, "Exit codes"):
+///
+/// | code | meaning |
+/// |---|---|
+/// | 0 | done |
+/// | 1 | the command ran and found problems (`check-data` findings, `verify-audit` failure, an `import` whose copy does not verify, `screen` lines that could not be screened) |
+/// | 2 | the command line is wrong (clap's usage error) |
+/// | 3 | something to change: a bad argument, an unknown id, an illegal change, the configuration, the `--db` path or URL (credentials, TLS, database name), an `import` file with a bad line or a target that is not empty |
+/// | 4 | a fault on our side: the database, a file, the network |
+/// | 5 | the database cannot be reached now (server down, connection refused): try again later |
+fn exit_code(e: &anyhow::Error) -> u8 {
+    use ai_incident_mcp::store::transfer::TransferError;
+    let unavailable = |c: &(dyn std::error::Error + 'static)| {
+        c.downcast_ref::<ServiceError>()
+            .is_some_and(ServiceError::is_unavailable)
+            || c.downcast_ref::<StoreError>()
+                .is_some_and(StoreError::is_unavailable)
+            || matches!(c.downcast_ref::<TransferError>(), Some(TransferError::Store(s)) if s.is_unavailable())
+    };
+    if e.chain().any(unavailable) {
+        return 5;
+    }
+    for c in e.chain() {
+        if c.is::<ChecksFailed>() {
+            return 1;
+        }
+        if c.is::<UserError>() || c.is::<ai_incident_mcp::config::ConfigError>() {
+            return 3;
+        }
+        if let Some(s) = c.downcast_ref::<ServiceError>() {
+            return if s.is_caller_error() { 3 } else { 4 };
+        }
+        if let Some(t) = c.downcast_ref::<TransferError>() {
+            return match t {
+                TransferError::Bad { .. } | TransferError::NotEmpty(_) => 3,
+                TransferError::Unverified(_) => 1,
+                TransferError::Store(_) | TransferError::Write(_) | TransferError::Read(_) => 4,
+            };
+        }
+        if let Some(a) = c.downcast_ref::<app::AppError>() {
+            return match a {
+                app::AppError::Store {
+                    source: StoreError::Open { .. },
+                    ..
+                } => 3,
+                app::AppError::Store { .. } | app::AppError::Prober(_) => 4,
+                _ => 3,
+            };
+        }
+    }
+    4
+}
+
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            if e.is::<ChecksFailed>() {
+                eprintln!("{e}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            std::process::ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+async fn run() -> Result<()> {
     init_logs();
     let cli = Cli::parse();
     if let Cmd::Config { print_default } = &cli.cmd {
@@ -370,7 +449,7 @@ async fn main() -> Result<()> {
                 (None, true) => app::ModelChoice::None,
                 (None, false) => app::ModelChoice::Builtin,
             };
-            let mut engine = app::build_engine_with(&config, choice).map_err(anyhow::Error::msg)?;
+            let mut engine = app::build_engine_with(&config, choice)?;
             if let Some(w) = model_weight {
                 engine.set_model_weight(w);
             }
@@ -386,11 +465,11 @@ async fn main() -> Result<()> {
             ..
         } => {
             if token.as_deref().is_some_and(|t| t.trim().is_empty()) {
-                bail!(
-                    "--token (or AI_INCIDENT_TOKEN) is empty: no client could authenticate; pass a non-empty token or leave it unset"
-                );
+                bail!(UserError(
+                    "--token (or AI_INCIDENT_TOKEN) is empty: no client could authenticate; pass a non-empty token or leave it unset".into()
+                ));
             }
-            let svc = app::build_service(&cli.db, config.clone()).map_err(anyhow::Error::msg)?;
+            let svc = app::build_service(&cli.db, config.clone())?;
             match svc.audit_signing_key()? {
                 Some(k) => {
                     tracing::info!(key_id = %k.public().key_id(), witness = %config.audit.witness_file.display(), "audit checkpoints on")
@@ -406,7 +485,7 @@ async fn main() -> Result<()> {
             } else {
                 tools
             };
-            let handler = IncidentMcp::with_tools(svc, &selection).map_err(anyhow::Error::msg)?;
+            let handler = IncidentMcp::with_tools(svc, &selection).map_err(UserError)?;
             if config.server.read_only {
                 tracing::info!("read-only mode: write tools and write endpoints are off");
             }
@@ -421,13 +500,15 @@ async fn main() -> Result<()> {
                 return Ok(());
             }
             let (addr, addr_host) = match addr {
-                Some(a) => http::resolve_listen_addr(&a).await?,
+                Some(a) => http::resolve_listen_addr(&a)
+                    .await
+                    .map_err(|e| UserError(e.to_string()))?,
                 None => (SocketAddr::from(([127, 0, 0, 1], 8080)), None),
             };
             if !addr.ip().is_loopback() && token.is_none() && config.auth.tokens.is_empty() {
-                bail!(
+                bail!(UserError(format!(
                     "refusing to serve on non-loopback address {addr} without a bearer token: pass --token or set AI_INCIDENT_TOKEN"
-                );
+                )));
             }
             let mut opts = HttpOptions {
                 bearer_token: token,
@@ -486,25 +567,29 @@ async fn main() -> Result<()> {
                 (Some(u), true) => Target::Url(u),
                 (None, false) => Target::Command(command),
                 (Some(_), false) => {
-                    bail!("give either --upstream-url or a command after --, not both")
+                    bail!(UserError(
+                        "give either --upstream-url or a command after --, not both".into()
+                    ))
                 }
-                (None, true) => bail!(
-                    "no upstream: give its command after --, e.g. `proxy --name crm -- python3 server.py`, or --upstream-url http://host/mcp"
-                ),
+                (None, true) => bail!(UserError(
+                    "no upstream: give its command after --, e.g. `proxy --name crm -- python3 server.py`, or --upstream-url http://host/mcp".into()
+                )),
             };
-            let svc = app::build_service(&cli.db, config.clone()).map_err(anyhow::Error::msg)?;
+            let svc = app::build_service(&cli.db, config.clone())?;
             let opts = ProxyOptions { name, target };
             let Some(addr) = addr else {
-                tracing::info!(db = %cli.db, "guard proxy serving MCP on stdio");
+                tracing::info!(db = %app::display_db(&cli.db), "guard proxy serving MCP on stdio");
                 return proxy::run_stdio(svc, opts)
                     .await
                     .context("guard proxy failed");
             };
-            let (addr, addr_host) = http::resolve_listen_addr(&addr).await?;
+            let (addr, addr_host) = http::resolve_listen_addr(&addr)
+                .await
+                .map_err(|e| UserError(e.to_string()))?;
             if !addr.ip().is_loopback() && token.as_deref().is_none_or(|t| t.trim().is_empty()) {
-                bail!(
+                bail!(UserError(format!(
                     "refusing to serve on non-loopback address {addr} without a bearer token: pass --token or set AI_INCIDENT_TOKEN"
-                );
+                )));
             }
             let mut hopts = HttpOptions {
                 bearer_token: token,
@@ -517,7 +602,7 @@ async fn main() -> Result<()> {
             let local = proxy::serve_http(&started, addr, hopts).await?;
             eprintln!(
                 "guard proxy listening on http://{local}/mcp (store {}); stop with Ctrl-C",
-                cli.db
+                app::display_db(&cli.db)
             );
             let _ = tokio::signal::ctrl_c().await;
             started.shutdown().await;
@@ -530,7 +615,7 @@ async fn main() -> Result<()> {
             severity,
             system,
         } => {
-            let svc = app::build_service(&cli.db, config.clone()).map_err(anyhow::Error::msg)?;
+            let svc = app::build_service(&cli.db, config.clone())?;
             let inc = svc
                 .report(ReportInput {
                     incident_type,
@@ -546,7 +631,7 @@ async fn main() -> Result<()> {
             ))
         }
         Cmd::Incidents { cmd } => {
-            let svc = app::build_service(&cli.db, config.clone()).map_err(anyhow::Error::msg)?;
+            let svc = app::build_service(&cli.db, config.clone())?;
             match cmd {
                 IncidentsCmd::List {
                     status,
@@ -571,7 +656,7 @@ async fn main() -> Result<()> {
                 }
                 IncidentsCmd::Get { id } => {
                     let (inc, tl) = match svc.get(&id).await {
-                        Err(ServiceError::NotFound(id)) => bail!("{}", unknown_id(&id)),
+                        Err(ServiceError::NotFound(id)) => bail!(UserError(unknown_id(&id))),
                         r => r?,
                     };
                     let response = svc.response_metrics(&inc, &tl);
@@ -582,26 +667,29 @@ async fn main() -> Result<()> {
             }
         }
         Cmd::Escalate { id, reason } => {
-            let svc = app::build_service(&cli.db, config.clone()).map_err(anyhow::Error::msg)?;
+            let svc = app::build_service(&cli.db, config.clone())?;
             let inc = match svc.escalate(&id, reason, &actor).await {
-                Err(ServiceError::NotFound(id)) => bail!("{}", unknown_id(&id)),
+                Err(ServiceError::NotFound(id)) => bail!(UserError(unknown_id(&id))),
                 r => r?,
             };
             print_json(&ai_incident_mcp::view::EscalateOutput::from(&inc))
         }
         Cmd::CheckData => {
-            let svc = app::build_service(&cli.db, config.clone()).map_err(anyhow::Error::msg)?;
+            let svc = app::build_service(&cli.db, config.clone())?;
             let r = svc.check_data_quality().await?;
             print_json(&r)?;
             if !r.ran {
-                bail!(
+                bail!(UserError(format!(
                     "neither {} nor {} exists; set monitor.data_dir / monitor.catalog_dir",
                     config.monitor.data_dir.display(),
                     config.monitor.catalog_dir.display()
-                );
+                )));
             }
             if !r.findings.is_empty() {
-                std::process::exit(1);
+                bail!(ChecksFailed(format!(
+                    "{} data-quality finding(s)",
+                    r.findings.len()
+                )));
             }
             Ok(())
         }
@@ -610,21 +698,23 @@ async fn main() -> Result<()> {
             checkpoints,
             public_key,
         } => {
-            let svc = app::build_service(&cli.db, config.clone()).map_err(anyhow::Error::msg)?;
+            let svc = app::build_service(&cli.db, config.clone())?;
             let r = match checkpoints {
                 Some(file) => {
                     let keys = public_key
                         .iter()
                         .map(|k| ai_incident_mcp::service::load_public_key(k))
                         .collect::<Result<Vec<_>, _>>()
-                        .map_err(anyhow::Error::msg)?;
+                        .map_err(UserError)?;
                     svc.verify_audit(Some(file), keys).await?
                 }
                 None => svc.verify_audit_log().await?,
             };
             print_json(&r)?;
             if !r.ok {
-                std::process::exit(1);
+                bail!(ChecksFailed(
+                    "the audit log does not verify (see the report)".into()
+                ));
             }
             Ok(())
         }
@@ -636,16 +726,13 @@ async fn store_command(cmd: &Cmd, db: &str) -> Option<Result<()>> {
     use ai_incident_mcp::store::transfer;
     let r = match cmd {
         Cmd::Migrate => app::migrate_store(db)
-            .map_err(|e| {
-                anyhow::anyhow!("cannot migrate the store at {}: {e}", app::display_db(db))
-            })
+            .map_err(anyhow::Error::from)
             .and_then(|applied| {
                 print_json(&serde_json::json!({ "applied": applied, "up_to_date": true }))
             }),
         Cmd::Export { out } => {
             async {
-                let store = app::open_store(db)
-                    .with_context(|| format!("cannot open the store at {db}"))?;
+                let store = app::open_store(db)?;
                 let counts = match out {
                     Some(p) => {
                         let f = std::fs::File::create(p)
@@ -665,8 +752,7 @@ async fn store_command(cmd: &Cmd, db: &str) -> Option<Result<()>> {
         }
         Cmd::Import { file } => {
             async {
-                let store = app::open_store(db)
-                    .with_context(|| format!("cannot open the store at {db}"))?;
+                let store = app::open_store(db)?;
                 let counts = if file.as_os_str() == "-" {
                     transfer::import(&*store, std::io::stdin().lock()).await?
                 } else {
@@ -769,11 +855,10 @@ fn screen_jsonl(engine: &Engine, path: &std::path::Path, max_bytes: usize) -> Re
     }
     out.flush()?;
     if bad > 0 {
-        eprintln!(
+        bail!(ChecksFailed(format!(
             "screened {} of {n} lines; {bad} could not be screened (see the error lines)",
             n - bad
-        );
-        std::process::exit(1);
+        )));
     }
     Ok(())
 }

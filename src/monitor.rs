@@ -40,6 +40,8 @@ async fn checkpoint(svc: &IncidentService) {
     match svc.write_checkpoint().await {
         Ok(Some(cp)) => tracing::debug!(seq = cp.seq, "audit checkpoint written"),
         Ok(None) => {}
-        Err(e) => tracing::error!(error = %e, "audit checkpoint not written"),
+        Err(e) => {
+            tracing::error!(error = %crate::service::error_chain(&e), "audit checkpoint not written")
+        }
     }
 }

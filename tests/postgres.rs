@@ -266,7 +266,7 @@ async fn connection_errors_say_what_to_fix() {
     };
     let unreachable = format!("postgres://aim:x@127.0.0.1:{port}/postgres");
     let (code, _, err) = run_cli(&unreachable, &["migrate"]).await;
-    assert_ne!(code, 0);
+    assert_eq!(code, 5, "unreachable is 'try again later': {err}");
     assert!(
         err.contains(&format!(
             "cannot reach PostgreSQL at 127.0.0.1:{port}/postgres"
@@ -282,13 +282,13 @@ async fn connection_errors_say_what_to_fix() {
         &admin[at..]
     );
     let (code, _, err) = run_cli(&bad, &["incidents", "list"]).await;
-    assert_ne!(code, 0);
+    assert_eq!(code, 3, "credentials are the caller's to fix: {err}");
     assert!(err.contains("refused the credentials of user"), "{err}");
     assert!(!err.contains("not-the-password"), "password leaked: {err}");
     // A database that does not exist.
     let missing = with_dbname(&admin, "aim_no_such_db");
     let (code, _, err) = run_cli(&missing, &["migrate"]).await;
-    assert_ne!(code, 0);
+    assert_eq!(code, 3, "{err}");
     assert!(err.contains("create the database first"), "{err}");
 }
 
@@ -377,7 +377,7 @@ async fn export_from_sqlite_import_into_postgres_keeps_the_chain() {
     }
     // The same file again: the target is no longer empty.
     let (code, _, err) = run_cli(pg.url(), &["import", &f]).await;
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 3, "a target to change: {err}");
     assert!(err.contains("not empty"), "{err}");
     // An edited event is refused at its line, into a fresh database.
     let pg2 = backends::postgres().await.unwrap();
@@ -404,7 +404,7 @@ async fn export_from_sqlite_import_into_postgres_keeps_the_chain() {
     assert!(edited_one, "no event line to edit in {text}");
     std::fs::write(&file, edited).unwrap();
     let (code, _, err) = run_cli(pg2.url(), &["import", &f]).await;
-    assert_ne!(code, 0);
+    assert_eq!(code, 3, "a file to fix: {err}");
     assert!(
         err.contains("does not match its hash (it was edited)"),
         "{err}"
@@ -466,7 +466,7 @@ impl Drop for OwnServer {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_postgres_restart_under_load_fails_calls_clearly_then_recovers() {
+async fn a_postgres_restart_under_load_answers_503_then_recovers() {
     if backends::pg_admin_url().is_none() {
         return;
     }
@@ -476,10 +476,19 @@ async fn a_postgres_restart_under_load_fails_calls_clearly_then_recovers() {
     let http = reqwest::Client::new();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Load: reports back to back; record which were acknowledged (201) and which failed.
+    // While the database is down every failure is a 503 "try again later" with Retry-After
+    // and a JSON error saying the database is unreachable, nothing of the URL in it.
+    let password = pg
+        .url
+        .split(['@', ':'])
+        .nth(2)
+        .unwrap_or_default()
+        .to_string();
+    assert!(!password.is_empty(), "no password in the test URL");
     let load = {
         let (http, api, stop) = (http.clone(), api.clone(), stop.clone());
         tokio::spawn(async move {
-            let (mut acked, mut failed, mut n) = (Vec::new(), 0u32, 0u32);
+            let (mut acked, mut failed, mut n, mut after) = (Vec::new(), 0u32, 0u32, 0u32);
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 n += 1;
                 let r = http
@@ -495,15 +504,31 @@ async fn a_postgres_restart_under_load_fails_calls_clearly_then_recovers() {
                     Ok(r) if r.status() == 201 => {
                         let v: Value = r.json().await.unwrap();
                         acked.push(v["incident_id"].as_str().unwrap().to_string());
+                        if failed > 0 {
+                            after += 1;
+                        }
                     }
                     Ok(r) => {
-                        assert!(r.status().is_server_error(), "{}", r.status());
+                        let status = r.status();
+                        let retry = r.headers().get("retry-after").cloned();
+                        let body = r.text().await.unwrap();
+                        assert_eq!(status, 503, "{body}");
+                        let retry = retry.expect("a 503 carries Retry-After");
+                        assert!(retry.to_str().unwrap().parse::<u32>().unwrap() > 0);
+                        let v: Value = serde_json::from_str(&body).unwrap();
+                        assert_eq!(v["error"]["code"], "unavailable", "{body}");
+                        let msg = v["error"]["message"].as_str().unwrap();
+                        assert!(msg.contains("database is unreachable"), "{body}");
+                        assert!(
+                            !body.contains(&password) && !body.contains("127.0.0.1"),
+                            "{body}"
+                        );
                         failed += 1;
                     }
                     Err(e) => panic!("the server itself must keep answering: {e}"),
                 }
             }
-            (acked, failed)
+            (acked, failed, after)
         })
     };
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -524,8 +549,9 @@ async fn a_postgres_restart_under_load_fails_calls_clearly_then_recovers() {
     .await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (acked, failed) = load.await.unwrap();
+    let (acked, failed, after) = load.await.unwrap();
     assert!(failed > 0, "no call failed: the server was not really down");
+    assert!(after > 0, "no report was acknowledged after the outage");
     assert!(
         acked.len() > 2,
         "too few reports went through: {}",

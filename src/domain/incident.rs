@@ -27,6 +27,11 @@ pub enum DomainError {
     /// The requested change is not allowed from the incident's current state.
     #[error("{0}")]
     Conflict(String),
+    /// A background step no longer applies: the incident moved on since it was read (another
+    /// process took the step, or it was acknowledged, reported or resolved meanwhile). Sweeps
+    /// skip it; to a caller it is a conflict.
+    #[error("{0}")]
+    Superseded(String),
 }
 
 fn invalid(field: &'static str, message: impl Into<String>) -> DomainError {
@@ -699,30 +704,26 @@ impl Incident {
     /// Sets the owner.
     pub fn set_owner(&mut self, owner: String, now: DateTime<Utc>) -> EventKind {
         self.owner = Some(owner.clone());
-        self.updated_at = now;
-        EventKind::FieldUpdated {
-            field: "owner".into(),
-            value: owner,
-        }
+        self.field_updated("owner", owner, now)
     }
 
     /// Records the root cause (replacing an earlier one).
     pub fn set_root_cause(&mut self, root_cause: String, now: DateTime<Utc>) -> EventKind {
         self.root_cause = Some(root_cause.clone());
-        self.updated_at = now;
-        EventKind::FieldUpdated {
-            field: "root_cause".into(),
-            value: root_cause,
-        }
+        self.field_updated("root_cause", root_cause, now)
     }
 
     /// Appends a corrective action.
     pub fn add_corrective_action(&mut self, action: String, now: DateTime<Utc>) -> EventKind {
         self.corrective_actions.push(action.clone());
+        self.field_updated("corrective_action", action, now)
+    }
+
+    fn field_updated(&mut self, field: &str, value: String, now: DateTime<Utc>) -> EventKind {
         self.updated_at = now;
         EventKind::FieldUpdated {
-            field: "corrective_action".into(),
-            value: action,
+            field: field.into(),
+            value,
         }
     }
 
@@ -1049,13 +1050,16 @@ impl Incident {
     /// [`DomainError::Conflict`] unless [`Self::overdue_unrecorded`] holds at `now`.
     pub fn record_overdue(&mut self, now: DateTime<Utc>) -> Result<EventKind, DomainError> {
         if !self.overdue_unrecorded(now) {
-            return Err(DomainError::Conflict(format!(
+            return Err(DomainError::Superseded(format!(
                 "incident {} has no unrecorded passed reporting deadline",
                 self.id
             )));
         }
         let Some(s) = self.serious.as_mut() else {
-            return Err(DomainError::Conflict("not serious".into()));
+            return Err(DomainError::Superseded(format!(
+                "incident {} is not marked serious",
+                self.id
+            )));
         };
         s.overdue_recorded = true;
         self.updated_at = now;

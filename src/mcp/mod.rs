@@ -38,15 +38,28 @@ impl From<ServiceError> for ToolFailure {
 
 impl IntoCallToolResult for ToolFailure {
     fn into_call_tool_result(self) -> Result<CallToolResponse, McpError> {
-        if self.0.is_caller_error() {
+        if self.0.is_unavailable() {
+            // Not the caller's to fix, but worth retrying: a tool error the model can read,
+            // saying only that the store is unavailable (the cause goes to the log).
+            tracing::warn!(error = %crate::service::error_chain(&self.0), "tool call failed: the store is unavailable");
+            Ok(CallToolResult::error(vec![ContentBlock::text(self.0.to_string())]).into())
+        } else if self.0.is_caller_error() {
             Ok(CallToolResult::error(vec![ContentBlock::text(self.0.to_string())]).into())
         } else {
-            tracing::error!(error = %self.0, "tool call failed");
-            Err(McpError::internal_error(
-                "internal error; the server log has the details",
-                None,
-            ))
+            Err(fault_error(&self.0, "tool call failed"))
         }
+    }
+}
+
+/// The protocol error for a fault, logged once with its whole chain (`what` says which
+/// request failed); only the store's unavailability is named to the client, nothing else.
+pub(crate) fn fault_error(e: &ServiceError, what: &str) -> McpError {
+    if e.is_unavailable() {
+        tracing::warn!(error = %crate::service::error_chain(e), "{what}: the store is unavailable");
+        McpError::internal_error(e.to_string(), None)
+    } else {
+        tracing::error!(error = %crate::service::error_chain(e), "{what}");
+        McpError::internal_error("internal error; the server log has the details", None)
     }
 }
 
@@ -421,7 +434,6 @@ fn resource_error(e: ServiceError) -> McpError {
     if e.is_caller_error() {
         McpError::invalid_params(e.to_string(), None)
     } else {
-        tracing::error!(error = %e, "resource read failed");
-        McpError::internal_error("internal error; the server log has the details", None)
+        fault_error(&e, "resource read failed")
     }
 }

@@ -52,8 +52,7 @@ fn prompt_error(e: ServiceError) -> McpError {
     if e.is_caller_error() {
         McpError::invalid_params(e.to_string(), None)
     } else {
-        tracing::error!(error = %e, "prompt failed");
-        McpError::internal_error("internal error; the server log has the details", None)
+        super::fault_error(&e, "prompt failed")
     }
 }
 

@@ -15,7 +15,7 @@ use std::sync::{Arc, OnceLock};
 use crate::config::{AUDIT_KEY_ENV, AuditConfig};
 use crate::domain::audit::{AuditReport, Pins};
 use crate::domain::checkpoint::{self, Checkpoint, CheckpointStatus, PublicKey, SigningKey};
-use crate::service::{IncidentService, ServiceError, invalid};
+use crate::service::{Fault, IncidentService, ServiceError, invalid};
 use crate::store::HeadCheck;
 
 /// Checkpoint state of one server process.
@@ -84,10 +84,6 @@ fn append_line(path: &Path, line: &str) -> std::io::Result<()> {
     f.sync_data()
 }
 
-fn internal(e: impl std::fmt::Display) -> ServiceError {
-    ServiceError::Internal(e.to_string())
-}
-
 impl IncidentService {
     /// The checkpoint signing key, if one is configured (loaded once).
     ///
@@ -118,17 +114,18 @@ impl IncidentService {
             let (p, pk) = (path.clone(), key.public());
             let w = tokio::task::spawn_blocking(move || read_witness_file(&p, &[pk]))
                 .await
-                .map_err(internal)?
-                .map_err(ServiceError::Internal)?;
+                .map_err(Fault::Task)?
+                .map_err(Fault::Refused)?;
             *last = w.pins.last_key_value().map(|(s, (h, _))| (*s, h.clone()));
         }
         let (seq, hash) = match self.store.verified_head(last.clone()).await? {
             HeadCheck::Empty => return Ok(None),
             HeadCheck::Broken(r) => {
-                return Err(ServiceError::Internal(format!(
+                return Err(Fault::Refused(format!(
                     "not signing an audit checkpoint: {}",
                     r.problem.unwrap_or_default()
-                )));
+                ))
+                .into());
             }
             HeadCheck::Head { seq, hash } => (seq, hash),
         };
@@ -140,12 +137,10 @@ impl IncidentService {
         let p = path.clone();
         tokio::task::spawn_blocking(move || append_line(&p, &line))
             .await
-            .map_err(internal)?
-            .map_err(|e| {
-                ServiceError::Internal(format!(
-                    "cannot append to the witness file {}: {e}",
-                    path.display()
-                ))
+            .map_err(Fault::Task)?
+            .map_err(|source| Fault::Io {
+                what: format!("cannot append to the witness file {}", path.display()),
+                source,
             })?;
         if self.config.audit.log_checkpoints {
             tracing::info!(target: "audit_checkpoint", checkpoint = %cp.to_line(), "audit checkpoint");
@@ -171,7 +166,7 @@ impl IncidentService {
         let p = path.clone();
         let w = tokio::task::spawn_blocking(move || read_witness_file(&p, &keys))
             .await
-            .map_err(internal)?
+            .map_err(Fault::Task)?
             .map_err(|m| invalid("checkpoints", m))?;
         let latest = w.pins.last_key_value().map(|(s, (_, at))| (*s, at.clone()));
         let latest_seq = latest.as_ref().map(|l| l.0);

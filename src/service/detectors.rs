@@ -15,7 +15,7 @@ use crate::checks::access::AccessMonitor;
 use crate::checks::keys::KeyMonitor;
 use crate::checks::upstreams::UpstreamState;
 use crate::service::upstreams::Prober;
-use crate::service::{AccessInput, IncidentService, KeyUsageInput, ServiceError};
+use crate::service::{AccessInput, Fault, IncidentService, KeyUsageInput, ServiceError};
 
 /// Everything the detectors remember between calls (per process; baselines are learned again
 /// after a restart, containments and incidents are in the store).
@@ -78,7 +78,7 @@ pub(crate) fn lock<'a, T>(
     what: &str,
 ) -> Result<std::sync::MutexGuard<'a, T>, ServiceError> {
     m.lock()
-        .map_err(|_| ServiceError::Internal(format!("{what} lock poisoned")))
+        .map_err(|_| Fault::Poisoned(what.to_string()).into())
 }
 
 /// New complete lines of `path` since the last call (the first call on an existing file starts
@@ -146,7 +146,7 @@ impl IncidentService {
         for (path, is_keys) in [(&m.key_usage_log, true), (&m.access_log, false)] {
             let Some(path) = path.clone() else { continue };
             let offsets = &self.detectors.tails;
-            let lines = read_new_lines(offsets, &path).map_err(ServiceError::Internal)?;
+            let lines = read_new_lines(offsets, &path).map_err(Fault::Refused)?;
             for line in lines {
                 let r = if is_keys {
                     match serde_json::from_str::<KeyUsageInput>(&line) {

@@ -22,7 +22,7 @@ use crate::domain::incident::{
     Severity,
 };
 use crate::domain::kind::IncidentKind;
-use crate::service::{IncidentService, MetricsInput, ScreenInput, ServiceError};
+use crate::service::{Fault, IncidentService, MetricsInput, ScreenInput, ServiceError};
 
 /// Which part of the traffic a text came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,12 +177,11 @@ fn pending_path(lock: &Path) -> PathBuf {
 }
 
 fn load_lock(path: &Path) -> Result<PinLock, ServiceError> {
-    PinLock::load(path).map_err(|e| ServiceError::Internal(format!("proxy pin lock: {e}")))
+    Ok(PinLock::load(path).map_err(Fault::PinLock)?)
 }
 
 fn save_lock(lock: &PinLock, path: &Path) -> Result<(), ServiceError> {
-    lock.save(path)
-        .map_err(|e| ServiceError::Internal(format!("proxy pin lock: {e}")))
+    Ok(lock.save(path).map_err(Fault::PinLock)?)
 }
 
 fn ev(rule: &str, category: &str, excerpt: &str) -> Evidence {
@@ -447,7 +446,7 @@ impl IncidentService {
             Ok((false, diffs))
         })
         .await
-        .map_err(|e| ServiceError::Internal(e.to_string()))??;
+        .map_err(Fault::Task)??;
         let mut changes = Vec::new();
         for (tool, change, pin_key, hash) in diffs {
             let id = self
@@ -561,7 +560,7 @@ impl IncidentService {
             save_lock(&pending, &pp)
         })
         .await
-        .map_err(|e| ServiceError::Internal(e.to_string()))??;
+        .map_err(Fault::Task)??;
         let Some(inc) = self
             .store
             .find_open_by_dedup(&format!("dq|proxy|{pin_key}"))
@@ -612,7 +611,7 @@ impl IncidentService {
                 .collect())
         })
         .await
-        .map_err(|e| ServiceError::Internal(e.to_string()))?
+        .map_err(Fault::Task)?
     }
 }
 

@@ -18,7 +18,7 @@ use crate::domain::postmortem::{
     PostIncidentDocument, ResponseMetrics, build_document, render_markdown, response_metrics,
 };
 use crate::service::{
-    IncidentService, NotificationBuilder, ServiceError, clean, conflict, invalid, parse_opt,
+    Fault, IncidentService, NotificationBuilder, ServiceError, clean, conflict, invalid, parse_opt,
 };
 
 /// Input of [`IncidentService::update_incident`], as received.
@@ -381,14 +381,14 @@ impl IncidentService {
         let stem = format!("incident_{}_{}", inc.id(), now.format("%Y%m%d"));
         let json_path = dir.join(format!("{stem}.json"));
         let md_path = dir.join(format!("{stem}.md"));
-        let json = serde_json::to_string_pretty(&doc)
-            .map_err(|e| ServiceError::Internal(format!("cannot encode the document: {e}")))?;
+        let json = serde_json::to_string_pretty(&doc).map_err(|source| Fault::Encode {
+            what: "the post-incident document",
+            source,
+        })?;
         let md = render_markdown(&doc);
-        let io = |e: std::io::Error| {
-            ServiceError::Internal(format!(
-                "cannot write documentation to {}: {e}",
-                dir.display()
-            ))
+        let io = |source: std::io::Error| Fault::Io {
+            what: format!("cannot write documentation to {}", dir.display()),
+            source,
         };
         tokio::fs::create_dir_all(&dir).await.map_err(io)?;
         tokio::fs::write(&json_path, json).await.map_err(io)?;

@@ -48,6 +48,10 @@ use crate::domain::incident::{EventKind, Incident};
 use crate::domain::opening;
 use crate::store::StoreError;
 
+/// Seconds the surfaces ask a caller to wait before retrying when the store is unavailable
+/// ([`ServiceError::Unavailable`]; REST and web send it as `Retry-After`).
+pub const RETRY_AFTER_SECS: u32 = 5;
+
 /// A use case failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -65,23 +69,89 @@ pub enum ServiceError {
     /// The change is not allowed in the incident's current state.
     #[error("{0}")]
     Conflict(String),
-    /// A fault on our side (database, I/O). Logged; not shown in detail.
-    #[error("internal error: {0}")]
-    Internal(String),
+    /// The database cannot be reached now (server down or restarting, connection refused,
+    /// pool timeout); the same call may succeed later. Surfaces say
+    /// "try again later" (REST 503 with `Retry-After`); the cause is logged, never shown.
+    #[error("the incident store is unavailable right now; try again shortly")]
+    Unavailable(#[source] StoreError),
+    /// A fault on our side (database, I/O). Logged with its chain ([`error_chain`]); not shown
+    /// in detail.
+    #[error(transparent)]
+    Internal(#[from] Fault),
+}
+
+/// What failed on our side, with its cause as `source()`.
+#[derive(Debug, thiserror::Error)]
+pub enum Fault {
+    /// The store failed.
+    #[error("the store failed")]
+    Store(#[source] StoreError),
+    /// A file could not be read or written; `what` names it.
+    #[error("{what}")]
+    Io {
+        /// What was being done, with the path.
+        what: String,
+        /// The operating system's answer.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A value could not be encoded as JSON.
+    #[error("cannot encode {what}")]
+    Encode {
+        /// What was being encoded.
+        what: &'static str,
+        /// The encoder's answer.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A blocking task panicked or was cancelled.
+    #[error("a background task failed")]
+    Task(#[from] tokio::task::JoinError),
+    /// A pin lock file (data quality, upstream catalogs, the guard proxy) cannot be read or
+    /// written; the pin error names the file.
+    #[error("the pin lock cannot be used")]
+    PinLock(#[from] crate::checks::dataquality::PinError),
+    /// A lock was poisoned by a panicked thread; names the lock.
+    #[error("the {0} lock was poisoned by a panicked thread")]
+    Poisoned(String),
+    /// A component below the service refused (pin lock, witness file, audit chain); the
+    /// message is its own sentence.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl ServiceError {
     /// True when the caller can fix it (bad input, unknown id, illegal change).
     pub fn is_caller_error(&self) -> bool {
-        !matches!(self, ServiceError::Internal(_))
+        !matches!(
+            self,
+            ServiceError::Internal(_) | ServiceError::Unavailable(_)
+        )
     }
+
+    /// True when the store could not be reached: the caller should try again later.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, ServiceError::Unavailable(_))
+    }
+}
+
+/// `e` and each of its causes, joined by `: ` — how a fault is logged (once, whole).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cur = c.source();
+    }
+    out
 }
 
 impl From<DomainError> for ServiceError {
     fn from(e: DomainError) -> Self {
         match e {
             DomainError::Invalid { field, message } => ServiceError::Invalid { field, message },
-            DomainError::Conflict(m) => ServiceError::Conflict(m),
+            DomainError::Conflict(m) | DomainError::Superseded(m) => ServiceError::Conflict(m),
         }
     }
 }
@@ -91,7 +161,8 @@ impl From<StoreError> for ServiceError {
         match e {
             StoreError::NotFound(id) => ServiceError::NotFound(id.to_string()),
             StoreError::Domain(d) => d.into(),
-            StoreError::Backend(m) => ServiceError::Internal(m),
+            e @ StoreError::Unavailable { .. } => ServiceError::Unavailable(e),
+            e => ServiceError::Internal(Fault::Store(e)),
         }
     }
 }

@@ -18,7 +18,7 @@ use crate::domain::incident::{
 };
 use crate::domain::kind::IncidentKind;
 use crate::domain::opening;
-use crate::service::{IncidentService, ServiceError};
+use crate::service::{Fault, IncidentService, ServiceError};
 
 /// Monitoring state held by the service.
 #[derive(Debug)]
@@ -33,7 +33,7 @@ impl MonitoringState {
     pub(crate) fn perf_lock(&self) -> Result<std::sync::MutexGuard<'_, PerfMonitor>, ServiceError> {
         self.perf
             .lock()
-            .map_err(|_| ServiceError::Internal("performance monitor lock poisoned".into()))
+            .map_err(|_| ServiceError::from(Fault::Poisoned("performance monitor".into())))
     }
 
     /// State for the given performance thresholds.
@@ -154,7 +154,7 @@ impl IncidentService {
         let violations = {
             let mut perf =
                 self.monitoring().perf.lock().map_err(|_| {
-                    ServiceError::Internal("performance monitor lock poisoned".into())
+                    ServiceError::from(Fault::Poisoned("performance monitor".into()))
                 })?;
             perf.record(sample).map_err(|e| ServiceError::Invalid {
                 field: e.field(),
@@ -284,7 +284,7 @@ impl IncidentService {
         let recovered = {
             let mut perf =
                 self.monitoring().perf.lock().map_err(|_| {
-                    ServiceError::Internal("performance monitor lock poisoned".into())
+                    ServiceError::from(Fault::Poisoned("performance monitor".into()))
                 })?;
             perf.prune(now);
             perf.take_recovered(now)
@@ -353,22 +353,18 @@ impl IncidentService {
             });
         }
         let report: DqReport = tokio::task::spawn_blocking(move || {
-            let lock = PinLock::load(&pin_path).map_err(|e| {
-                ServiceError::Internal(format!("pin lock {}: {e}", pin_path.display()))
-            })?;
+            let lock = PinLock::load(&pin_path).map_err(Fault::PinLock)?;
             let report = dataquality::check_all(&data_dir, &catalog_dir, &lock);
             if report.bootstrapped {
-                report.current_pins.save(&pin_path).map_err(|e| {
-                    ServiceError::Internal(format!(
-                        "cannot write pin lock {}: {e}",
-                        pin_path.display()
-                    ))
-                })?;
+                report
+                    .current_pins
+                    .save(&pin_path)
+                    .map_err(Fault::PinLock)?;
             }
             Ok::<_, ServiceError>(report)
         })
         .await
-        .map_err(|e| ServiceError::Internal(e.to_string()))??;
+        .map_err(Fault::Task)??;
         let now = self.now();
         let mut findings = Vec::new();
         for f in &report.findings {
@@ -489,8 +485,7 @@ impl IncidentService {
         let key = pin_key.trim().to_string();
         let key2 = key.clone();
         let finding = tokio::task::spawn_blocking(move || {
-            let mut lock = PinLock::load(&pin_path)
-                .map_err(|e| ServiceError::Internal(format!("pin lock: {e}")))?;
+            let mut lock = PinLock::load(&pin_path).map_err(Fault::PinLock)?;
             let report = dataquality::check_all(&data_dir, &catalog_dir, &lock);
             let pending: Vec<&Finding> = report
                 .findings
@@ -530,12 +525,11 @@ impl IncidentService {
                 let hash = f.metadata.get("new_hash").cloned().unwrap_or_default();
                 dataquality::approve(&mut lock, &key2, &hash);
             }
-            lock.save(&pin_path)
-                .map_err(|e| ServiceError::Internal(format!("cannot write pin lock: {e}")))?;
+            lock.save(&pin_path).map_err(Fault::PinLock)?;
             Ok((*f).clone())
         })
         .await
-        .map_err(|e| ServiceError::Internal(e.to_string()))??;
+        .map_err(Fault::Task)??;
         let dedup = format!("dq|{}", finding.dedup_key());
         let Some(inc) = self.store.find_open_by_dedup(&dedup).await? else {
             return Ok(None);
@@ -626,7 +620,7 @@ impl IncidentService {
         let mut record = |name: &str, r: Result<String, ServiceError>| {
             svc.metrics.check_ran(name, r.is_ok());
             if let Err(e) = &r {
-                tracing::warn!(check = name, error = %e, "monitor check failed; the loop goes on");
+                tracing::warn!(check = name, error = %crate::service::error_chain(e), "monitor check failed; the loop goes on");
             }
             checks.push(CheckOutcome {
                 name: name.to_string(),

@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::incident::{self, EventKind, Incident, IncidentType, NewIncident, Severity};
+use crate::domain::incident::{
+    self, DomainError, EventKind, Incident, IncidentType, NewIncident, Severity,
+};
 use crate::domain::opening::{self, StepReason};
 use crate::notify::{self, Notification, RetryDecision};
-use crate::service::{IncidentService, ServiceError, conflict};
+use crate::service::{IncidentService, ServiceError};
 use crate::store::{OutboxItem, OutboxStatus, OutboxUpdate, StoreError};
 
 /// Most outbox rows one worker claims per tick.
@@ -103,7 +105,7 @@ impl IncidentService {
         match r {
             Ok(_) => Ok(true),
             // Another process recorded it (or a report was filed) meanwhile.
-            Err(StoreError::Domain(_)) => Ok(false),
+            Err(StoreError::Domain(DomainError::Superseded(_))) => Ok(false),
             Err(e) => Err(e.into()),
         }
     }
@@ -127,12 +129,18 @@ impl IncidentService {
                 now,
                 Box::new(move |inc| {
                     if inc.escalation_level() != from {
-                        return Err(conflict("level moved"));
+                        return Err(DomainError::Superseded(format!(
+                            "incident {} left level {from} meanwhile",
+                            inc.id()
+                        )));
                     }
                     let mut ev = match &reason {
                         StepReason::Timeout(t) => {
                             if inc.acknowledged_at().is_some() {
-                                return Err(conflict("acknowledged meanwhile"));
+                                return Err(DomainError::Superseded(format!(
+                                    "incident {} was acknowledged meanwhile",
+                                    inc.id()
+                                )));
                             }
                             vec![inc.escalate(t, "escalation-sweep", now)?]
                         }
@@ -150,17 +158,15 @@ impl IncidentService {
                 }),
             )
             .await;
-        match r {
-            Ok(Some(inc)) => {
-                if sla_breach {
-                    self.metrics.sla_breach("response", inc.severity().as_str());
-                }
-                Ok(true)
-            }
-            Ok(None) | Err(StoreError::Domain(_)) => Ok(false),
-            Err(e) => Err(e.into()),
+        let Some(inc) = claimed(r)? else {
+            return Ok(false);
+        };
+        if sla_breach {
+            self.metrics.sla_breach("response", inc.severity().as_str());
         }
+        Ok(true)
     }
+
     // -----------------------------------------------------------------------------------------
     // Outbox
     // -----------------------------------------------------------------------------------------
@@ -316,5 +322,110 @@ impl IncidentService {
             )
             .await?;
         Ok(())
+    }
+}
+
+/// What a claimed escalation step came to: taken (the incident after it); not taken because
+/// another process claimed it or the incident moved on (`None`: the expected races); any other
+/// failure, including a domain rule the step broke, is an error for the caller to see.
+fn claimed(r: Result<Option<Incident>, StoreError>) -> Result<Option<Incident>, ServiceError> {
+    match r {
+        Ok(inc) => Ok(inc),
+        Err(StoreError::Domain(DomainError::Superseded(_))) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::detect::Engine;
+    use crate::domain::clock::ManualClock;
+    use crate::domain::incident::DomainError;
+    use crate::notify::ChannelNotifier;
+    use crate::service::{Limits, ReportInput};
+    use crate::store::sqlite::SqliteStore;
+
+    fn service(dir: &std::path::Path) -> IncidentService {
+        let config = Arc::new(Config::load(None).unwrap());
+        IncidentService::new(
+            SqliteStore::open(dir.join("t.db")).unwrap(),
+            Arc::new(Engine::builtin().unwrap()),
+            Arc::new(ManualClock::new(Utc::now())),
+            Arc::new(ChannelNotifier::new(config.notify.clone())),
+            Limits::default(),
+            config,
+        )
+    }
+
+    async fn report(svc: &IncidentService) -> Incident {
+        svc.report(ReportInput {
+            incident_type: "performance".into(),
+            description: "answers are slow".into(),
+            reporter_email: "oncall@example.com".into(),
+            severity: Some("medium".into()),
+            affected_system: None,
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Only the expected races ("already at/after this step": claimed elsewhere, level moved,
+    /// acknowledged meanwhile) are skipped; a step that breaks a domain rule is an error.
+    #[tokio::test]
+    async fn claim_step_skips_only_superseded_steps() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service(dir.path());
+        let now = svc.now();
+        let timeout = || StepReason::Timeout("not acknowledged in time".into());
+
+        // Acknowledged after the sweep read it: skipped, nothing changes.
+        let inc = report(&svc).await;
+        svc.acknowledge(inc.id().as_str(), "ann").await.unwrap();
+        let from = inc.escalation_level();
+        assert!(!svc.claim_step(&inc, from, timeout(), now).await.unwrap());
+        let (after, _) = svc.get(inc.id().as_str()).await.unwrap();
+        assert_eq!(after.escalation_level(), from);
+
+        // Another process took the step: the claim finds the level moved, skipped.
+        let inc = report(&svc).await;
+        let from = inc.escalation_level();
+        assert!(svc.claim_step(&inc, from, timeout(), now).await.unwrap());
+        assert!(!svc.claim_step(&inc, from, timeout(), now).await.unwrap());
+
+        // A step from the top level breaks the escalation rule: an error, not a skip.
+        let inc = report(&svc).await;
+        let mut top = inc.clone();
+        while top.escalation_level() < incident::MAX_LEVEL {
+            top = svc
+                .escalate(inc.id().as_str(), Some("r".into()), "t")
+                .await
+                .unwrap();
+        }
+        let e = svc
+            .claim_step(&top, incident::MAX_LEVEL, timeout(), now)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, ServiceError::Conflict(ref m) if m.contains("highest level")),
+            "{e}"
+        );
+        let (after, _) = svc.get(inc.id().as_str()).await.unwrap();
+        assert_eq!(after.escalation_level(), incident::MAX_LEVEL, "rolled back");
+    }
+
+    #[test]
+    fn claimed_maps_races_to_false_and_everything_else_through() {
+        let superseded = StoreError::Domain(DomainError::Superseded("moved".into()));
+        assert!(claimed(Err(superseded)).unwrap().is_none());
+        assert!(claimed(Ok(None)).unwrap().is_none());
+        let conflict = StoreError::Domain(DomainError::Conflict("broken rule".into()));
+        assert!(matches!(
+            claimed(Err(conflict)),
+            Err(ServiceError::Conflict(_))
+        ));
     }
 }

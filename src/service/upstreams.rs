@@ -25,7 +25,7 @@ use crate::domain::incident::{
 };
 use crate::domain::kind::IncidentKind;
 use crate::service::detectors::lock;
-use crate::service::{IncidentService, ServiceError};
+use crate::service::{Fault, IncidentService, ServiceError};
 
 /// What one probe saw.
 #[derive(Debug, Clone, PartialEq)]
@@ -156,7 +156,7 @@ impl IncidentService {
         let mut first_err = None;
         for (u, rep) in due.iter().zip(reports) {
             if let Err(e) = self.record_probe(u, rep, now).await {
-                tracing::warn!(upstream = %u.name, error = %e, "recording a probe failed");
+                tracing::warn!(upstream = %u.name, error = %crate::service::error_chain(&e), "recording a probe failed");
                 first_err.get_or_insert(e);
             }
         }
@@ -322,8 +322,8 @@ impl IncidentService {
                     crate::checks::dataquality::PinLock::load(&path)
                 })
                 .await
-                .map_err(|e| ServiceError::Internal(e.to_string()))?
-                .map_err(|e| ServiceError::Internal(format!("pin lock: {e}")))?;
+                .map_err(Fault::Task)?
+                .map_err(Fault::PinLock)?;
                 let prefix = format!("{catalog}/");
                 lock_file
                     .tools

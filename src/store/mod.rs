@@ -5,7 +5,7 @@
 //!
 //! Every write appends its events to the hash-chained timeline in the same
 //! transaction, and returns only after the transaction is committed.
-//! May import: `crate::domain::incident`, `crate::domain::audit`, std, async-trait, chrono.
+//! May import: `crate::domain::incident`, `crate::domain::audit`, std, async-trait, chrono, serde_json (codec errors).
 
 pub mod postgres;
 pub(crate) mod records;
@@ -20,7 +20,12 @@ use crate::domain::incident::{
     DomainError, Event, EventKind, Incident, IncidentId, IncidentType, Severity, Status,
 };
 
-/// A storage failure.
+/// The cause of a storage fault, kept whole for the error chain (shared, because one failed
+/// group commit answers every caller in the batch).
+pub type Cause = std::sync::Arc<dyn std::error::Error + Send + Sync>;
+
+/// A storage failure. Faults keep their cause as the error's `source()`; their own message
+/// says what the store was doing, so a chain printer shows each part once.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// No incident with that id.
@@ -29,9 +34,84 @@ pub enum StoreError {
     /// The change was refused by a domain rule (nothing was written).
     #[error(transparent)]
     Domain(#[from] DomainError),
-    /// The database failed; the message is for logs, not for callers.
-    #[error("database error: {0}")]
-    Backend(String),
+    /// The database (driver, SQL, constraint) failed.
+    #[error("database error")]
+    Database(#[source] Cause),
+    /// A stored record could not be encoded or decoded.
+    #[error("a stored record cannot be encoded or decoded")]
+    Codec(#[source] std::sync::Arc<serde_json::Error>),
+    /// The database cannot be opened, created or connected to as configured; `what` says what
+    /// to fix (the path, the URL, the credentials, TLS, a schema newer than this binary).
+    #[error("{what}")]
+    Open {
+        /// What failed and what to change, naming the file or `host:port/dbname` (never a
+        /// password).
+        what: String,
+        /// The driver's or the system's answer, when there is one.
+        #[source]
+        source: Option<Cause>,
+    },
+    /// A schema migration failed.
+    #[error("migration {version} failed")]
+    Migration {
+        /// The migration's number.
+        version: i64,
+        /// The database's answer.
+        #[source]
+        source: Cause,
+    },
+    /// The operating system failed the store (a file, starting a thread).
+    #[error("store I/O failed")]
+    Io(#[source] std::sync::Arc<std::io::Error>),
+    /// The database cannot be reached now: the server is down or restarting, the connection
+    /// was refused or closed, the pool timed out, the file stayed locked, or the store was
+    /// closed. Nothing of the call was applied; the same call may succeed later (surfaces
+    /// answer "try again later": REST 503 with `Retry-After`).
+    #[error("{what}")]
+    Unavailable {
+        /// What could not be reached (`host:port/dbname` at most, never a password).
+        what: String,
+        /// The driver's answer, when there is one.
+        #[source]
+        source: Option<Cause>,
+    },
+    /// A store thread or task failed (panicked, was cancelled, or a lock it held was poisoned).
+    #[error("{what}")]
+    Task {
+        /// Which.
+        what: &'static str,
+        /// The runtime's answer, when there is one.
+        #[source]
+        source: Option<Cause>,
+    },
+    /// A stored row breaks what the store guarantees (a vanished incident, a bad stored value);
+    /// the message names it.
+    #[error("{0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// [`StoreError::Unavailable`] with `what` and its cause.
+    pub fn unavailable(
+        what: impl Into<String>,
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        StoreError::Unavailable {
+            what: what.into(),
+            source: source.map(Cause::from),
+        }
+    }
+
+    /// Whether the database could not be reached (the call may succeed later).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Codec(std::sync::Arc::new(e))
+    }
 }
 
 /// A change to one incident, run inside the store's transaction on the

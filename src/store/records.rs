@@ -5,6 +5,7 @@
 //! May import: `crate::domain`, `crate::store`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
@@ -12,9 +13,53 @@ use crate::domain::incident::{Event, EventKind, IncidentId};
 use crate::domain::projection::{ContainmentFold, StoredBody};
 use crate::store::{ActiveContainment, OutboxItem, StoreError};
 
-/// A database failure as a [`StoreError::Backend`].
-pub(crate) fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
+/// The typed [`StoreError`] of each failure the adapters meet (the driver's own error types
+/// are mapped beside their adapter: `rusqlite::Error` in `sqlite`, `tokio_postgres::Error` in
+/// `postgres`).
+pub(crate) trait IntoStoreError {
+    fn into_store_error(self) -> StoreError;
+}
+
+impl IntoStoreError for serde_json::Error {
+    fn into_store_error(self) -> StoreError {
+        self.into()
+    }
+}
+
+impl IntoStoreError for std::io::Error {
+    fn into_store_error(self) -> StoreError {
+        StoreError::Io(Arc::new(self))
+    }
+}
+
+impl IntoStoreError for tokio::task::JoinError {
+    fn into_store_error(self) -> StoreError {
+        StoreError::Task {
+            what: "a database task panicked or was cancelled",
+            source: Some(Arc::new(self)),
+        }
+    }
+}
+
+impl<T> IntoStoreError for std::sync::PoisonError<T> {
+    fn into_store_error(self) -> StoreError {
+        StoreError::Task {
+            what: "a store lock was poisoned by a panicked thread",
+            source: None,
+        }
+    }
+}
+
+/// A broken guarantee, named by the message.
+impl IntoStoreError for String {
+    fn into_store_error(self) -> StoreError {
+        StoreError::Corrupt(self)
+    }
+}
+
+/// A failure as its typed [`StoreError`] (for `map_err`).
+pub(crate) fn backend(e: impl IntoStoreError) -> StoreError {
+    e.into_store_error()
 }
 
 /// An instant as stored: microseconds since the epoch.
@@ -30,7 +75,7 @@ pub(crate) fn from_micros(m: i64) -> DateTime<Utc> {
 /// One stored event row: `(seq, incident_id, at, actor, data, prev_hash, hash)`.
 pub(crate) type EventRow = (i64, String, String, String, String, String, String);
 
-/// An event row as an [`Event`]; a row that cannot be read is a backend error.
+/// An event row as an [`Event`]; a row that cannot be read is [`StoreError::Corrupt`].
 pub(crate) fn to_event(row: EventRow) -> Result<Event, StoreError> {
     let seq = row.0;
     audit_event(row).map_err(|why| backend(format!("event {seq}: {why}")))

@@ -1,6 +1,7 @@
 //! REST errors and the JSON body extractor: every failure of `/api/v1` is
 //! `{"error": {"code", "message", "field"?}}` with the status that fits, mapped
-//! from [`ServiceError`] in one place ([`ApiError::from`]).
+//! from [`ServiceError`] in one place ([`ApiError::from`]). A store that cannot be reached is
+//! 503 `unavailable` with `Retry-After` ([`RETRY_AFTER_SECS`]).
 //!
 //! May import: `crate::service`, `crate::domain`; axum, serde, serde_json, serde_path_to_error.
 
@@ -10,7 +11,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::service::ServiceError;
+use crate::service::{RETRY_AFTER_SECS, ServiceError};
 
 /// The body of every REST error.
 #[derive(Debug, Serialize, JsonSchema)]
@@ -22,7 +23,8 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct ErrorDetail {
     /// Machine-readable kind: invalid_json, invalid_argument, unknown_field, not_found,
-    /// conflict, payload_too_large, unsupported_media_type, internal.
+    /// conflict, payload_too_large, unsupported_media_type, unavailable (503: the database
+    /// cannot be reached now; retry after the `Retry-After` seconds), internal.
     pub code: String,
     /// A sentence saying what is wrong and what would be accepted.
     pub message: String,
@@ -31,7 +33,7 @@ pub struct ErrorDetail {
     pub field: Option<String>,
 }
 
-/// A REST failure, rendered as [`ErrorBody`].
+/// A REST failure, rendered as [`ErrorBody`] (a 503 also carries `Retry-After`).
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -100,8 +102,19 @@ impl From<ServiceError> for ApiError {
                 message: m,
                 field: None,
             },
+            e @ ServiceError::Unavailable(_) => {
+                tracing::warn!(error = %crate::service::error_chain(&e), "REST call failed: the store is unavailable");
+                ApiError {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    code: "unavailable",
+                    message: format!(
+                        "the incident database is unreachable right now; try again in {RETRY_AFTER_SECS} s"
+                    ),
+                    field: None,
+                }
+            }
             e @ ServiceError::Internal(_) => {
-                tracing::error!(error = %e, "REST call failed");
+                tracing::error!(error = %crate::service::error_chain(&e), "REST call failed");
                 ApiError {
                     status: StatusCode::INTERNAL_SERVER_ERROR,
                     code: "internal",
@@ -115,8 +128,11 @@ impl From<ServiceError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let retry = (self.status == StatusCode::SERVICE_UNAVAILABLE)
+            .then(|| [(header::RETRY_AFTER, RETRY_AFTER_SECS.to_string())]);
         (
             self.status,
+            retry,
             axum::Json(ErrorBody {
                 error: ErrorDetail {
                     code: self.code.into(),

@@ -120,8 +120,22 @@ fn error_page(e: &ServiceError) -> Response {
     let status = match e {
         ServiceError::NotFound(_) | ServiceError::Invalid { .. } => StatusCode::NOT_FOUND,
         ServiceError::Conflict(_) => StatusCode::CONFLICT,
+        ServiceError::Unavailable(_) => {
+            tracing::warn!(error = %crate::service::error_chain(e), "web page failed: the store is unavailable");
+            let mut r = html(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Try again shortly",
+                "<div class=\"banner bad\">The incident database cannot be reached right now; \
+                 try again in a few seconds.</div>",
+            );
+            r.headers_mut().insert(
+                header::RETRY_AFTER,
+                axum::http::HeaderValue::from(crate::service::RETRY_AFTER_SECS),
+            );
+            return r;
+        }
         ServiceError::Internal(_) => {
-            tracing::error!(error = %e, "web page failed");
+            tracing::error!(error = %crate::service::error_chain(e), "web page failed");
             return html(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Error",

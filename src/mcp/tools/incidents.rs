@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::Args;
 use crate::mcp::{IncidentMcp, ToolFailure};
-use crate::service::{ListInput, ReportInput, ServiceError};
+use crate::service::{Fault, ListInput, ReportInput, ServiceError};
 use crate::view::{
     AuditOutput, IncidentDetail, ListIncidentsOutput, ReportIncidentOutput, severity_schema,
     string_enum, type_schema,
@@ -118,7 +118,11 @@ impl IncidentMcp {
         let (inc, tl) = self.svc.get(&a.incident_id).await?;
         let response = self.svc.response_metrics(&inc, &tl);
         let detail = serde_json::to_value(IncidentDetail::new(inc, tl, response))
-            .map_err(|e| ServiceError::Internal(format!("cannot encode the incident: {e}")))?;
+            .map_err(|source| Fault::Encode {
+                what: "the incident",
+                source,
+            })
+            .map_err(ServiceError::from)?;
         Ok(CallToolResult::structured(detail))
     }
 

@@ -74,20 +74,21 @@ fn tls_for(cfg: &Config) -> Result<Tls, StoreError> {
     let mut b = native_tls::TlsConnector::builder();
     if let Ok(path) = std::env::var("AI_INCIDENT_PG_CA_FILE") {
         let pem = std::fs::read(&path).map_err(|e| {
-            backend(format!(
-                "cannot read AI_INCIDENT_PG_CA_FILE {path}: {e}; point it at the PEM file of the CA that signed the server's certificate"
-            ))
+            open_error(format!(
+                "cannot read AI_INCIDENT_PG_CA_FILE {path}; point it at the PEM file of the CA that signed the server's certificate"
+            ), e)
         })?;
         let cert = native_tls::Certificate::from_pem(&pem).map_err(|e| {
-            backend(format!(
-                "AI_INCIDENT_PG_CA_FILE {path} is not a PEM certificate: {e}"
-            ))
+            open_error(
+                format!("AI_INCIDENT_PG_CA_FILE {path} is not a PEM certificate"),
+                e,
+            )
         })?;
         b.add_root_certificate(cert);
     }
     let c = b
         .build()
-        .map_err(|e| backend(format!("cannot set up TLS for PostgreSQL: {e}")))?;
+        .map_err(|e| open_error("cannot set up TLS for PostgreSQL", e))?;
     Ok(Tls::Native(postgres_native_tls::MakeTlsConnector::new(c)))
 }
 
@@ -105,9 +106,10 @@ fn describe(cfg: &Config) -> String {
 
 fn parse_url(url: &str) -> Result<Config, StoreError> {
     let mut cfg: Config = url.parse().map_err(|e| {
-        backend(format!(
-            "the PostgreSQL URL is not valid ({e}); write it as postgres://USER:PASSWORD@HOST:PORT/DBNAME?sslmode=require"
-        ))
+        open_error(
+            "the PostgreSQL URL is not valid; write it as postgres://USER:PASSWORD@HOST:PORT/DBNAME?sslmode=require",
+            e,
+        )
     })?;
     if cfg.get_connect_timeout().is_none() {
         cfg.connect_timeout(Duration::from_secs(5));
@@ -118,59 +120,106 @@ fn parse_url(url: &str) -> Result<Config, StoreError> {
     Ok(cfg)
 }
 
-/// A PostgreSQL error as a sentence: the server's message (with its SQLSTATE) or the client's.
-pub(super) fn pg_error(e: tokio_postgres::Error) -> StoreError {
-    match e.as_db_error() {
-        Some(db) => backend(format!(
-            "PostgreSQL: {} (SQLSTATE {})",
-            db.message(),
-            db.code().code()
-        )),
-        None => backend(format!("PostgreSQL: {e}")),
+/// [`StoreError::Open`]: `what` to fix, with the cause.
+fn open_error(
+    what: impl Into<String>,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> StoreError {
+    StoreError::Open {
+        what: what.into(),
+        source: Some(Arc::new(source)),
     }
 }
 
-/// A failed connection attempt as a sentence saying what to fix.
-fn connect_error(e: &tokio_postgres::Error, cfg: &Config) -> StoreError {
+/// Whether `e` says the server cannot be reached now rather than that the call is wrong: a
+/// connection that could not be opened, broke or was closed, a timeout, or a server answer of
+/// SQLSTATE class 08 (connection exception) or 57P01–57P03 (shutting down, crashed, starting).
+fn unreachable(e: &tokio_postgres::Error) -> bool {
+    if let Some(code) = e.code() {
+        let c = code.code();
+        return c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03");
+    }
+    if e.is_closed() {
+        return true;
+    }
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        if s.is::<std::io::Error>() {
+            return true;
+        }
+        src = s.source();
+    }
+    // The client's own connect and timeout errors carry no source to tell them by.
+    let text = e.to_string();
+    text == "error connecting to server" || text == "timeout waiting for server"
+}
+
+/// A PostgreSQL error, its driver error kept as the source: [`StoreError::Unavailable`] when
+/// the server cannot be reached now ([`unreachable`]), [`StoreError::Database`] otherwise.
+pub(super) fn pg_error(e: tokio_postgres::Error) -> StoreError {
+    if unreachable(&e) {
+        StoreError::Unavailable {
+            what: "PostgreSQL cannot be reached".into(),
+            source: Some(Arc::new(e)),
+        }
+    } else {
+        StoreError::Database(Arc::new(e))
+    }
+}
+
+/// A failed connection attempt, saying what to fix: refused credentials, a missing database
+/// or a TLS failure are [`StoreError::Open`]; a server that cannot be reached is
+/// [`StoreError::Unavailable`]. The driver's error is the source.
+fn connect_error(e: tokio_postgres::Error, cfg: &Config) -> StoreError {
     let target = describe(cfg);
     let user = cfg.get_user().unwrap_or("(default)");
-    if let Some(db) = e.as_db_error() {
-        let code = db.code();
+    let what = if let Some(code) = e.code() {
         if *code == SqlState::INVALID_PASSWORD
             || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
         {
-            return backend(format!(
-                "PostgreSQL at {target} refused the credentials of user '{user}' ({}); check the user name and password in the URL",
-                db.message()
-            ));
+            format!(
+                "PostgreSQL at {target} refused the credentials of user '{user}'; check the user name and password in the URL"
+            )
+        } else if *code == SqlState::INVALID_CATALOG_NAME {
+            format!(
+                "PostgreSQL at {target} has no such database; create the database first (createdb) or fix its name in the URL"
+            )
+        } else if unreachable(&e) {
+            return StoreError::Unavailable {
+                what: format!("PostgreSQL at {target} cannot take connections now"),
+                source: Some(Arc::new(e)),
+            };
+        } else {
+            format!("PostgreSQL at {target} refused the connection")
         }
-        if *code == SqlState::INVALID_CATALOG_NAME {
-            return backend(format!(
-                "PostgreSQL at {target}: {}; create the database first (createdb) or fix its name in the URL",
-                db.message()
-            ));
-        }
-        return backend(format!(
-            "PostgreSQL at {target} refused the connection: {} (SQLSTATE {})",
-            db.message(),
-            code.code()
-        ));
+    } else if root_cause(&e).contains("certificate") {
+        format!(
+            "PostgreSQL at {target}: TLS failed; the server's certificate must be signed by a trusted CA \
+             for the host name in the URL: set AI_INCIDENT_PG_CA_FILE to the CA's PEM file, or fix the host name"
+        )
+    } else {
+        return StoreError::Unavailable {
+            what: format!(
+                "cannot reach PostgreSQL at {target}; is the server running, and are the host, port and sslmode in the URL right?"
+            ),
+            source: Some(Arc::new(e)),
+        };
+    };
+    StoreError::Open {
+        what,
+        source: Some(Arc::new(e)),
     }
+}
+
+/// The innermost cause's text (where a TLS failure names the certificate).
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cause = e.to_string();
-    let mut src = std::error::Error::source(e);
+    let mut src = e.source();
     while let Some(s) = src {
         cause = s.to_string();
         src = s.source();
     }
-    if cause.contains("certificate") {
-        return backend(format!(
-            "PostgreSQL at {target}: TLS failed ({cause}); the server's certificate must be signed by a trusted CA \
-             for the host name in the URL: set AI_INCIDENT_PG_CA_FILE to the CA's PEM file, or fix the host name"
-        ));
-    }
-    backend(format!(
-        "cannot reach PostgreSQL at {target} ({cause}); is the server running, and are the host, port and sslmode in the URL right?"
-    ))
+    cause
 }
 
 async fn connect_direct(cfg: &Config, tls: &Tls) -> Result<tokio_postgres::Client, StoreError> {
@@ -179,7 +228,7 @@ async fn connect_direct(cfg: &Config, tls: &Tls) -> Result<tokio_postgres::Clien
             let (client, conn) = cfg
                 .connect(NoTls)
                 .await
-                .map_err(|e| connect_error(&e, cfg))?;
+                .map_err(|e| connect_error(e, cfg))?;
             tokio::spawn(async move {
                 let _ = conn.await;
             });
@@ -189,7 +238,7 @@ async fn connect_direct(cfg: &Config, tls: &Tls) -> Result<tokio_postgres::Clien
             let (client, conn) = cfg
                 .connect(t.clone())
                 .await
-                .map_err(|e| connect_error(&e, cfg))?;
+                .map_err(|e| connect_error(e, cfg))?;
             tokio::spawn(async move {
                 let _ = conn.await;
             });
@@ -214,15 +263,19 @@ fn block_on_own_runtime<T: Send + 'static>(
         })
         .map_err(backend)?
         .join()
-        .map_err(|_| backend("the PostgreSQL migration thread failed"))?
+        .map_err(|_| StoreError::Task {
+            what: "the PostgreSQL migration thread panicked",
+            source: None,
+        })?
 }
 
 /// Applies the pending migrations to the database at `url`; returns the versions applied
 /// (empty when it was up to date).
 ///
 /// # Errors
-/// [`StoreError::Backend`] saying what to fix: an unreachable server, refused credentials, a
-/// missing database, or a schema newer than this binary.
+/// [`StoreError::Unavailable`] for a server that cannot be reached; [`StoreError::Open`] saying
+/// what to fix for a bad URL, refused credentials, a missing database, TLS, or a schema newer
+/// than this binary; [`StoreError::Migration`] when a migration fails.
 pub fn migrate(url: &str) -> Result<Vec<i64>, StoreError> {
     let cfg = parse_url(url)?;
     let tls = tls_for(&cfg)?;
@@ -259,31 +312,24 @@ impl PgStore {
             .create_timeout(Some(Duration::from_secs(5)))
             .recycle_timeout(Some(Duration::from_secs(5)))
             .build()
-            .map_err(backend)?;
+            .map_err(|e| open_error("cannot set up the PostgreSQL connection pool", e))?;
         Ok(Arc::new(PgStore { pool, target }))
     }
 
+    /// A pooled connection. A server that cannot be reached, a closed pool or a pool timeout
+    /// is [`StoreError::Unavailable`] (nothing of the call was applied; the pool error is
+    /// the source).
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.pool.get().await.map_err(|e| {
-            let cause = match &e {
-                deadpool_postgres::PoolError::Backend(pe) => match pe.as_db_error() {
-                    Some(db) => db.message().to_string(),
-                    None => {
-                        let mut c = pe.to_string();
-                        let mut s = std::error::Error::source(pe);
-                        while let Some(x) = s {
-                            c = x.to_string();
-                            s = x.source();
-                        }
-                        c
-                    }
-                },
-                other => other.to_string(),
-            };
-            backend(format!(
-                "PostgreSQL at {} is unavailable ({cause}); the call was not applied, try again",
-                self.target
-            ))
+        use deadpool_postgres::PoolError;
+        self.pool.get().await.map_err(|e| match e {
+            PoolError::Backend(pe) if !unreachable(&pe) => StoreError::Database(Arc::new(pe)),
+            PoolError::Backend(_) | PoolError::Timeout(_) | PoolError::Closed => {
+                StoreError::Unavailable {
+                    what: format!("PostgreSQL at {} cannot be reached", self.target),
+                    source: Some(Arc::new(e)),
+                }
+            }
+            other => StoreError::Database(Arc::new(other)),
         })
     }
 }
@@ -900,7 +946,7 @@ impl Store for PgStore {
                 .ok_or_else(|| StoreError::NotFound(id.clone()))?;
             let events = f(&mut inc)?;
             if inc.escalation_level() <= from_level {
-                return Err(StoreError::Backend(format!(
+                return Err(StoreError::Corrupt(format!(
                     "escalation claim on {id} did not raise the level"
                 )));
             }

@@ -152,17 +152,24 @@ pub(super) async fn migrate(client: &mut Client) -> Result<Vec<i64>, StoreError>
         .map_err(pg_error)?
         .get(0);
     if current > latest() {
-        return Err(StoreError::Backend(format!(
-            "the database schema is at version {current} but this binary knows versions up to {}: \
-             run a newer ai-incident-mcp against this database (or point --db at another one)",
-            latest()
-        )));
+        return Err(StoreError::Open {
+            what: format!(
+                "the database schema is at version {current} but this binary knows versions up to {}: \
+                 run a newer ai-incident-mcp against this database (or point --db at another one)",
+                latest()
+            ),
+            source: None,
+        });
     }
     let mut applied = Vec::new();
     for (v, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
-        tx.batch_execute(sql)
-            .await
-            .map_err(|e| StoreError::Backend(format!("migration {v}: {}", pg_message(&e))))?;
+        tx.batch_execute(sql).await.map_err(|e| match pg_error(e) {
+            StoreError::Database(source) => StoreError::Migration {
+                version: *v,
+                source,
+            },
+            unavailable => unavailable,
+        })?;
         tx.execute(
             "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
             &[v, &chrono::Utc::now().to_rfc3339()],
@@ -173,11 +180,4 @@ pub(super) async fn migrate(client: &mut Client) -> Result<Vec<i64>, StoreError>
     }
     tx.commit().await.map_err(pg_error)?;
     Ok(applied)
-}
-
-fn pg_message(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => db.message().to_string(),
-        None => e.to_string(),
-    }
 }

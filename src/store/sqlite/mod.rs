@@ -31,12 +31,34 @@ mod rows;
 mod schema;
 mod writer;
 
-use crate::store::records::{backend, check_link, from_micros, micros, outbox_item, to_event};
+use crate::store::records::{
+    IntoStoreError, backend, check_link, from_micros, micros, outbox_item, to_event,
+};
 use rows::{append_events, load_incident, row_event, save_incident, side_tables};
 use schema::migrate;
 #[cfg(test)]
 use writer::CACHE_HITS;
 use writer::{Job, cache_put, cache_take, in_savepoint, writer_loop};
+
+/// A SQLite failure: a busy or locked database (after the busy timeout) is
+/// [`StoreError::Unavailable`], anything else [`StoreError::Database`]; the driver's error is
+/// the source either way.
+impl IntoStoreError for rusqlite::Error {
+    fn into_store_error(self) -> StoreError {
+        let busy = matches!(
+            self.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        );
+        if busy {
+            StoreError::Unavailable {
+                what: "the SQLite database stayed locked by another process".into(),
+                source: Some(Arc::new(self)),
+            }
+        } else {
+            StoreError::Database(Arc::new(self))
+        }
+    }
+}
 
 /// The SQLite store.
 pub struct SqliteStore {
@@ -62,34 +84,37 @@ fn configure(conn: &Connection) -> Result<(), rusqlite::Error> {
 /// versions applied.
 ///
 /// # Errors
-/// [`StoreError::Backend`] when the file cannot be opened or migrated, or its schema is newer
-/// than this binary.
+/// [`StoreError::Open`] when the file cannot be created or opened, or its schema is newer than
+/// this binary; [`StoreError::Migration`] when a migration fails.
 pub fn migrate_file(path: impl AsRef<Path>) -> Result<Vec<i64>, StoreError> {
-    let path = path.as_ref();
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| backend(format!("cannot create {}: {e}", dir.display())))?;
-    }
-    let mut conn = Connection::open(path)
-        .map_err(|e| backend(format!("cannot open {}: {e}", path.display())))?;
-    configure(&conn).map_err(backend)?;
+    let mut conn = open_file(path.as_ref())?;
     migrate(&mut conn)
+}
+
+/// The read-write connection to `path`, its folder and file created if needed, configured.
+fn open_file(path: &Path) -> Result<Connection, StoreError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+            what: format!("cannot create the folder {}", dir.display()),
+            source: Some(Arc::new(e)),
+        })?;
+    }
+    let conn = Connection::open(path).map_err(|e| StoreError::Open {
+        what: format!("cannot open or create the SQLite file {}", path.display()),
+        source: Some(Arc::new(e)),
+    })?;
+    configure(&conn).map_err(backend)?;
+    Ok(conn)
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
     ///
     /// # Errors
-    /// [`StoreError::Backend`] when the file cannot be opened or migrated.
+    /// As [`migrate_file`].
     pub fn open(path: impl AsRef<Path>) -> Result<Arc<SqliteStore>, StoreError> {
         let path = path.as_ref().to_path_buf();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| backend(format!("cannot create {}: {e}", dir.display())))?;
-        }
-        let mut conn = Connection::open(&path)
-            .map_err(|e| backend(format!("cannot open {}: {e}", path.display())))?;
-        configure(&conn).map_err(backend)?;
+        let mut conn = open_file(&path)?;
         let applied = migrate(&mut conn)?;
         if !applied.is_empty() {
             tracing::info!(db = %path.display(), ?applied, "applied SQLite migrations");
@@ -134,11 +159,11 @@ impl SqliteStore {
         });
         let sent = self.send_job(job)?;
         if !sent {
-            return Err(backend("the store is closed"));
+            return Err(StoreError::unavailable("the store is closed", None));
         }
-        reply_rx
-            .await
-            .map_err(|_| backend("the write could not be committed"))?
+        reply_rx.await.map_err(|_| {
+            StoreError::unavailable("the SQLite writer stopped before the commit", None)
+        })?
     }
 
     /// Hands a job to the writer thread; false when the store is closed.
@@ -175,7 +200,7 @@ impl SqliteStore {
         if sent {
             Ok(())
         } else {
-            Err(backend("the store is closed"))
+            Err(StoreError::unavailable("the store is closed", None))
         }
     }
 
@@ -579,7 +604,7 @@ impl Store for SqliteStore {
                 .ok_or_else(|| StoreError::NotFound(id.clone()))?;
             let events = f(&mut inc)?;
             if inc.escalation_level() <= from_level {
-                return Err(StoreError::Backend(format!(
+                return Err(StoreError::Corrupt(format!(
                     "escalation claim on {id} did not raise the level"
                 )));
             }

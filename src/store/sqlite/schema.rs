@@ -140,16 +140,21 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<Vec<i64>, StoreError> {
         )
         .map_err(backend)?;
     if current > latest() {
-        return Err(backend(format!(
-            "the database schema is at version {current} but this binary knows versions up to {}: \
-             run a newer ai-incident-mcp against this file (or point --db at another one)",
-            latest()
-        )));
+        return Err(StoreError::Open {
+            what: format!(
+                "the database schema is at version {current} but this binary knows versions up to {}: \
+                 run a newer ai-incident-mcp against this file (or point --db at another one)",
+                latest()
+            ),
+            source: None,
+        });
     }
     let mut applied = Vec::new();
     for (v, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
-        tx.execute_batch(sql)
-            .map_err(|e| backend(format!("migration {v}: {e}")))?;
+        tx.execute_batch(sql).map_err(|e| StoreError::Migration {
+            version: *v,
+            source: std::sync::Arc::new(e),
+        })?;
         tx.execute(
             "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
             params![v, Utc::now().to_rfc3339()],

@@ -88,7 +88,10 @@ pub(super) fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
         };
         if let Some(e) = &commit_err {
             cache_clear();
-            tracing::error!(error = %e, "sqlite batch failed; callers get an error and nothing is acknowledged");
+            let cause = std::error::Error::source(e)
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            tracing::error!(error = %e, %cause, "sqlite batch failed; callers get an error and nothing is acknowledged");
             // Jobs that never ran are dropped: their callers get an error.
             batch.clear();
         }
@@ -136,5 +139,8 @@ pub(super) fn begin_immediate(conn: &Connection) -> Result<(), StoreError> {
             Err(e) => last = Some(e),
         }
     }
-    Err(backend(last.map(|e| e.to_string()).unwrap_or_default()))
+    Err(last.map_or_else(
+        || StoreError::unavailable("the SQLite database stayed locked", None),
+        backend,
+    ))
 }
