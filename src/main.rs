@@ -337,7 +337,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         }
         if let Some(t) = c.downcast_ref::<TransferError>() {
             return match t {
-                TransferError::Bad { .. } | TransferError::NotEmpty(_) => 3,
+                TransferError::Bad { .. }
+                | TransferError::NotEmpty(_)
+                | TransferError::Store(StoreError::Domain(_)) => 3,
                 TransferError::Unverified(_) => 1,
                 TransferError::Store(_) | TransferError::Write(_) | TransferError::Read(_) => 4,
             };

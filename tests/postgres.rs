@@ -572,6 +572,80 @@ async fn a_postgres_restart_under_load_answers_503_then_recovers() {
     let _ = child.wait().await;
 }
 
+/// With the database down, each surface says "try again later" and nothing more: REST a 503
+/// `unavailable` with `Retry-After`, the web page a 503 page, an MCP tool an error result
+/// saying the store is unavailable; none shows the URL, host or password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_database_down_every_surface_says_try_again_later() {
+    use rmcp::ServiceExt;
+    if backends::pg_admin_url().is_none() {
+        return;
+    }
+    let pg = OwnServer::start();
+    let password = pg.url.split(['@', ':']).nth(2).unwrap().to_string();
+    let (mut child, url) = http_server(&pg.url, &[]).await;
+    let http = reqwest::Client::new();
+    let ok = http.get(format!("{url}/")).send().await.unwrap();
+    assert_eq!(
+        ok.status(),
+        200,
+        "the web page is served while the database is up"
+    );
+    let mcp = ()
+        .serve(rmcp::transport::StreamableHttpClientTransport::from_uri(
+            format!("{url}/mcp"),
+        ))
+        .await
+        .unwrap();
+    let report = serde_json::json!({
+        "incident_type": "security",
+        "description": "reported while the database is down",
+        "reporter_email": "oncall@example.com"
+    });
+    call_ok(&mcp, "report_incident", report.clone()).await;
+    // Down for good (the server directory goes too).
+    let st = std::process::Command::new("bash")
+        .arg(repo_path("scripts/pg-test-server.sh"))
+        .args(["stop", &pg.dir])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let secret_free = |text: &str| {
+        assert!(
+            !text.contains(&password)
+                && !text.contains("127.0.0.1")
+                && !text.contains("postgres://"),
+            "internals shown: {text}"
+        );
+    };
+
+    let r = http
+        .get(format!("{url}/api/v1/incidents?limit=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    let body = r.text().await.unwrap();
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"]["code"], "unavailable", "{body}");
+    secret_free(&body);
+
+    let r = http.get(format!("{url}/")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    let page = r.text().await.unwrap();
+    assert!(page.contains("cannot be reached right now"), "{page}");
+    secret_free(&page);
+
+    let text = call_err(&mcp, "report_incident", report).await;
+    assert!(text.contains("store is unavailable"), "{text}");
+    secret_free(&text);
+    let _ = mcp.cancel().await;
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+}
+
 /// A self-signed certificate for `localhost` (its own CA): (certificate PEM, key PEM).
 fn self_signed_localhost() -> (Vec<u8>, Vec<u8>) {
     use openssl::asn1::Asn1Time;

@@ -176,6 +176,17 @@ fn errors(codes: &[u16], err: &Value) -> Map<String, Value> {
         .collect()
 }
 
+/// The 503 every store operation may answer while the database cannot be reached.
+fn unavailable_response(err: &Value) -> Value {
+    json!({
+        "description": "The incident database is unreachable right now (code `unavailable`); nothing to fix in the request, retry after `Retry-After` seconds",
+        "headers": {
+            "Retry-After": { "description": "Seconds to wait before retrying", "schema": { "type": "integer", "minimum": 1 } }
+        },
+        "content": json_content(err.clone())
+    })
+}
+
 fn id_param() -> Value {
     json!({
         "name": "id", "in": "path", "required": true,
@@ -436,6 +447,10 @@ pub fn document() -> Value {
     let mut paths = Map::new();
     for op in ops {
         let mut responses = errors(op.errors, &err);
+        // Every operation but this document reads or writes the store.
+        if op.id != "getOpenApi" {
+            responses.insert("503".into(), unavailable_response(&err));
+        }
         for (code, desc, schema) in op.ok {
             let content = if op.id == "getPostmortem" {
                 json!({ "text/markdown": { "schema": schema } })
@@ -536,5 +551,28 @@ mod tests {
         assert_eq!(ack["required"], json!(["responder"]));
         assert_eq!(ack["additionalProperties"], json!(false));
         assert_eq!(d["paths"].as_object().unwrap().len(), 14);
+    }
+
+    /// Every operation that reaches the store documents the 503 it answers while the database
+    /// is down, with its `Retry-After`; the document itself does not.
+    #[test]
+    fn store_operations_document_503_with_retry_after() {
+        let d = document();
+        let mut seen = 0;
+        for (path, item) in d["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let r = &op["responses"]["503"];
+                if path == "/api/v1/openapi.json" {
+                    assert!(r.is_null(), "{method} {path} lists 503");
+                    continue;
+                }
+                assert!(
+                    r["headers"]["Retry-After"].is_object(),
+                    "{method} {path}: {r}"
+                );
+                seen += 1;
+            }
+        }
+        assert!(seen >= 14, "{seen}");
     }
 }
