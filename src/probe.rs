@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use crate::checks::dataquality::{input_schema_problem, tool_hash};
 use crate::checks::upstreams::FailureKind;
 use crate::config::{UpstreamConfig, UpstreamKind};
-use crate::service::{ProbeReport, Prober};
+use crate::service::{ProbeReport, Prober, error_chain};
 
 /// Probes over the network and child processes.
 #[derive(Debug, Clone)]
@@ -181,17 +181,6 @@ async fn tcp_reachable(url: &str) -> Result<(), String> {
         .await
         .map(|_| ())
         .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
 }
 
 async fn probe_mcp(u: &UpstreamConfig, started: Instant) -> ProbeReport {

@@ -136,7 +136,7 @@ impl ServiceError {
 }
 
 /// `e` and each of its causes, joined by `: ` — how a fault is logged (once, whole).
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

@@ -57,6 +57,18 @@ impl IntoStoreError for String {
     }
 }
 
+/// [`StoreError::Open`] for a schema at `current` when this binary knows versions up to
+/// `latest`: a newer binary migrated it (`what` is "file" or "database").
+pub(crate) fn schema_too_new(current: i64, latest: i64, what: &str) -> StoreError {
+    StoreError::Open {
+        what: format!(
+            "the database schema is at version {current} but this binary knows versions up to {latest}: \
+             run a newer ai-incident-mcp against this {what} (or point --db at another one)"
+        ),
+        source: None,
+    }
+}
+
 /// A failure as its typed [`StoreError`] (for `map_err`).
 pub(crate) fn backend(e: impl IntoStoreError) -> StoreError {
     e.into_store_error()

@@ -7,6 +7,7 @@ use tokio_postgres::Client;
 
 use super::{LOCK_NS, pg_error};
 use crate::store::StoreError;
+use crate::store::records::schema_too_new;
 
 /// Versioned migrations. Version numbers follow SQLite's where a step exists in both, so a
 /// `schema_migrations` row means the same thing on either backend.
@@ -152,14 +153,7 @@ pub(super) async fn migrate(client: &mut Client) -> Result<Vec<i64>, StoreError>
         .map_err(pg_error)?
         .get(0);
     if current > latest() {
-        return Err(StoreError::Open {
-            what: format!(
-                "the database schema is at version {current} but this binary knows versions up to {}: \
-                 run a newer ai-incident-mcp against this database (or point --db at another one)",
-                latest()
-            ),
-            source: None,
-        });
+        return Err(schema_too_new(current, latest(), "database"));
     }
     let mut applied = Vec::new();
     for (v, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {

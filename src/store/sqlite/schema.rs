@@ -6,6 +6,7 @@ use rusqlite::{Connection, TransactionBehavior, params};
 
 use super::{audit_queries, backend};
 use crate::store::StoreError;
+use crate::store::records::schema_too_new;
 
 /// Versioned migrations; each runs once, in order, in its own transaction.
 pub(super) const MIGRATIONS: &[(i64, &str)] = &[
@@ -140,14 +141,7 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<Vec<i64>, StoreError> {
         )
         .map_err(backend)?;
     if current > latest() {
-        return Err(StoreError::Open {
-            what: format!(
-                "the database schema is at version {current} but this binary knows versions up to {}: \
-                 run a newer ai-incident-mcp against this file (or point --db at another one)",
-                latest()
-            ),
-            source: None,
-        });
+        return Err(schema_too_new(current, latest(), "file"));
     }
     let mut applied = Vec::new();
     for (v, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
