@@ -1,7 +1,11 @@
 //! Criterion benchmarks: full engine vs a baseline (lower-case + one aho-corasick pass over the
 //! same phrases) on a 1 KB prompt and a 100 KB document.
+//!
+//! `DETECT_BENCH_MODEL=FILE` adds `engine_1kb_model_file` / `engine_100kb_model_file`: the same
+//! engine with that weight file instead of the shipped one, so two model files compare in one run
+//! (e.g. `git show <rev>:data/model/weights.bin > /tmp/old.bin`).
 use aho_corasick::AhoCorasick;
-use ai_incident_mcp::detect::{Engine, Source};
+use ai_incident_mcp::detect::{Engine, Source, Thresholds};
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 
@@ -41,6 +45,11 @@ fn phrases() -> Vec<String> {
 
 fn bench(c: &mut Criterion) {
     let engine = Engine::builtin().unwrap();
+    let alt = std::env::var("DETECT_BENCH_MODEL").ok().map(|path| {
+        let bytes =
+            std::fs::read(&path).unwrap_or_else(|e| panic!("DETECT_BENCH_MODEL {path}: {e}"));
+        Engine::with_model_bytes("", Thresholds::default(), &bytes).unwrap()
+    });
     let ac = AhoCorasick::new(phrases()).unwrap();
     let small = corpus(1024);
     let big = corpus(100 * 1024);
@@ -54,10 +63,20 @@ fn bench(c: &mut Criterion) {
             ac.find_overlapping_iter(&l).count()
         })
     });
+    if let Some(alt) = &alt {
+        g.bench_function("engine_1kb_model_file", |b| {
+            b.iter(|| alt.screen(black_box(&small), Source::User))
+        });
+    }
     g.sample_size(30);
     g.bench_function("engine_100kb", |b| {
         b.iter(|| engine.screen(black_box(&big), Source::Document))
     });
+    if let Some(alt) = &alt {
+        g.bench_function("engine_100kb_model_file", |b| {
+            b.iter(|| alt.screen(black_box(&big), Source::Document))
+        });
+    }
     g.bench_function("baseline_100kb", |b| {
         b.iter(|| {
             let l = black_box(&big).to_lowercase();

@@ -1,6 +1,6 @@
 //! Trains the learned parts of the detector. Three modes (plain JSONL inputs):
 //!
-//! - `train_model --data FILE[,FILE...] --out W [--bits 16] [--epochs 12]`: the n-gram model
+//! - `train_model --data FILE[,FILE...] --out W [--bits 18] [--epochs 12]`: the n-gram model
 //!   (multinomial logistic regression, benign + 4 attack categories, hashed features of
 //!   `detect::model`, AdaGrad SGD, L2, fixed-seed shuffle: reproducible byte for byte) and the
 //!   naturalness model (`detect::natural`, trained on 80 % of the benign rows; its threshold is
@@ -45,7 +45,7 @@ fn main() {
     let out = get("--out").expect("--out FILE");
     let bits: u32 = get("--bits")
         .map(|s| s.parse().expect("bits"))
-        .unwrap_or(16);
+        .unwrap_or(18);
     let epochs: usize = get("--epochs")
         .map(|s| s.parse().expect("epochs"))
         .unwrap_or(12);

@@ -266,3 +266,23 @@ fn a_fusion_that_says_benign_never_overrules_a_rule_match() {
     let b = fused.screen("what is the weather in Lisbon tomorrow", Source::User);
     assert_eq!(b.verdict, Verdict::Allow, "{b:?}");
 }
+
+/// Issue 16 §7: the shipped weight file stays ≤ 8 MB and the built engine's tables ≤ 30 MB.
+#[test]
+fn shipped_model_and_engine_memory_stay_within_budget() {
+    assert!(
+        super::MODEL_BYTES.len() <= 8 * 1024 * 1024,
+        "data/model/weights.bin is {} bytes, over the 8 MB budget",
+        super::MODEL_BYTES.len()
+    );
+    let e = Engine::builtin().unwrap();
+    let (rules, model) = e.heap_bytes();
+    assert!(
+        rules + model <= 30 * 1024 * 1024,
+        "engine tables {rules} + model {model} bytes, over the 30 MB budget"
+    );
+    assert!(
+        model >= super::MODEL_BYTES.len() / 2,
+        "the model is loaded ({model} bytes)"
+    );
+}
