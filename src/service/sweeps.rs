@@ -44,11 +44,13 @@ impl IncidentService {
     /// several processes on one database it happens exactly once. Returns the steps taken.
     ///
     /// # Errors
-    /// [`ServiceError::Internal`] if the store fails.
+    /// [`ServiceError::Internal`] if the store fails (the first failure, after every other
+    /// incident of the sweep was tried).
     pub async fn escalation_sweep(&self) -> Result<usize, ServiceError> {
         let now = self.now();
         let cfg = self.config.clone();
         let mut taken = 0usize;
+        let mut first_error: Option<ServiceError> = None;
         let mut cursor = None;
         loop {
             let page = self
@@ -61,11 +63,24 @@ impl IncidentService {
                 })
                 .await?;
             for inc in &page.items {
-                if inc.overdue_unrecorded(now) {
-                    taken += usize::from(self.record_overdue(inc, now).await?);
-                }
-                if let Some((from, reason)) = opening::due_step(inc, cfg.rules(), now) {
-                    taken += usize::from(self.claim_step(inc, from, reason, now).await?);
+                // One incident's failure must not hold back the others' escalations: the sweep
+                // goes on and reports the first error at the end.
+                let steps = async {
+                    let mut n = 0usize;
+                    if inc.overdue_unrecorded(now) {
+                        n += usize::from(self.record_overdue(inc, now).await?);
+                    }
+                    if let Some((from, reason)) = opening::due_step(inc, cfg.rules(), now) {
+                        n += usize::from(self.claim_step(inc, from, reason, now).await?);
+                    }
+                    Ok::<usize, ServiceError>(n)
+                };
+                match steps.await {
+                    Ok(n) => taken += n,
+                    Err(e) => {
+                        tracing::warn!(incident = %inc.id(), error = %e, "escalation step failed; the sweep goes on with the other incidents");
+                        first_error.get_or_insert(e);
+                    }
                 }
             }
             match page.next_cursor {
@@ -73,7 +88,10 @@ impl IncidentService {
                 None => break,
             }
         }
-        Ok(taken)
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(taken),
+        }
     }
 
     /// Records the passed regulatory deadline of `inc` (once) and notifies its level's channels.
