@@ -113,7 +113,25 @@ pub fn build_service_with(
     let config = with_documentation_beside_db(db, config);
     let store =
         open_store(db).map_err(|e| format!("cannot open the store at {}: {e}", display_db(db)))?;
-    let engine = build_engine(&config)?;
+    let mut engine = build_engine(&config)?;
+    let (key, source) = crate::service::fingerprint_key(db, &config)?;
+    if let Some(k) = key {
+        engine.set_fingerprint_key(&k);
+    }
+    match source {
+        crate::service::FingerprintKeySource::File {
+            path,
+            created: true,
+        } => {
+            tracing::info!(file = %path.display(), "created the secret fingerprint key file (mode 0600)");
+        }
+        crate::service::FingerprintKeySource::Process if !db.starts_with(':') => {
+            tracing::warn!(
+                "no fingerprint key: set AI_INCIDENT_FINGERPRINT_KEY or screening.fingerprint_key_file so secret fingerprints compare across processes and restarts"
+            );
+        }
+        _ => {}
+    }
     let prober = crate::probe::NetProber::new()?;
     Ok(Arc::new(
         IncidentService::new(store, Arc::new(engine), clock, notifier, limits, config)

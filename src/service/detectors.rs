@@ -30,6 +30,8 @@ pub struct DetectorState {
     pub(crate) live_pins: Mutex<HashMap<String, BTreeMap<String, String>>>,
     /// Fingerprints of credentials seen exposed in screened text.
     pub(crate) exposed: Mutex<HashSet<String>>,
+    /// When `exposed` was last rebuilt from the store (the evidence of secret_exposure incidents).
+    pub(crate) exposed_loaded: Mutex<Option<DateTime<Utc>>>,
     pub(crate) buckets: Mutex<HashMap<String, Bucket>>,
     pub(crate) tails: Mutex<HashMap<PathBuf, u64>>,
     pub(crate) prober: OnceLock<Arc<dyn Prober>>,
