@@ -441,7 +441,7 @@ mod tests {
     use super::*;
     use crate::domain::clock::{Clock, ManualClock};
 
-    struct Counting(AtomicUsize);
+    struct Counting(AtomicUsize, bool);
 
     #[async_trait]
     impl Prober for Counting {
@@ -449,7 +449,9 @@ mod tests {
             self.0.fetch_add(1, Ordering::SeqCst);
             ProbeReport {
                 latency: Duration::from_millis(5),
-                failure: None,
+                failure: self
+                    .1
+                    .then(|| (FailureKind::Connection, "connection refused".to_string())),
                 tools: None,
             }
         }
@@ -458,6 +460,14 @@ mod tests {
     fn service(
         dir: &std::path::Path,
         interval: &str,
+    ) -> (IncidentService, Arc<ManualClock>, Arc<Counting>) {
+        service_with(dir, interval, false)
+    }
+
+    fn service_with(
+        dir: &std::path::Path,
+        interval: &str,
+        failing: bool,
     ) -> (IncidentService, Arc<ManualClock>, Arc<Counting>) {
         let cfg = crate::config::Config::from_toml_str(&format!(
             "[monitor]\ninterval = \"30s\"\n\n[[upstreams]]\nname = \"llm\"\nkind = \"http\"\n\
@@ -470,7 +480,7 @@ mod tests {
                 .unwrap()
                 .with_timezone(&Utc),
         ));
-        let counting = Arc::new(Counting(AtomicUsize::new(0)));
+        let counting = Arc::new(Counting(AtomicUsize::new(0), failing));
         let svc = IncidentService::new(
             store,
             Arc::new(crate::detect::Engine::builtin().unwrap()),
@@ -524,6 +534,50 @@ mod tests {
                 "interval {interval} ({secs} s) over 1200 s"
             );
         }
+    }
+
+    /// Issue #11: a standing finding (an upstream down all day, found again on every pass at
+    /// the default 30 s loop and probe interval) counts 2,880 occurrences but appends at most
+    /// one `detected_again` per `monitor.detected_again_every` (default 1 h): ≤ 24 a day.
+    #[tokio::test]
+    async fn a_day_of_a_standing_finding_appends_at_most_24_detected_again_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let (svc, clock, probes) = service_with(dir.path(), "30s", true);
+        assert_eq!(
+            svc.config.monitor.detected_again_every,
+            Duration::from_secs(3600)
+        );
+        let start = clock.now();
+        let passes = 24 * 60 * 2;
+        for i in 0..passes {
+            clock.set(start + TimeDelta::seconds(30 * i) + TimeDelta::milliseconds(i % 7 * 40));
+            svc.probe_upstreams().await.unwrap();
+        }
+        assert_eq!(probes.0.load(Ordering::SeqCst), passes as usize);
+        let inc = svc
+            .store
+            .find_open_by_dedup("upstream|llm")
+            .await
+            .unwrap()
+            .expect("the upstream's incident is open");
+        let timeline = svc.store.timeline(inc.id()).await.unwrap();
+        let again = timeline
+            .iter()
+            .filter(|e| {
+                serde_json::from_str::<crate::domain::incident::EventKind>(&e.data)
+                    .is_ok_and(|k| k.name() == "detected_again")
+            })
+            .count();
+        eprintln!(
+            "standing finding over 24 h at defaults: {} passes, {} occurrences, {} detected_again events, {} timeline events",
+            passes,
+            inc.occurrences(),
+            again,
+            timeline.len()
+        );
+        assert_eq!(inc.occurrences() as i64, passes);
+        assert!(again <= 24, "{again} detected_again events in a day");
+        assert!(again >= 23, "one per hour is still recorded: {again}");
     }
 
     #[test]
