@@ -1,5 +1,6 @@
 //! Criterion benchmarks: full engine vs a baseline (lower-case + one aho-corasick pass over the
-//! same phrases) on a 1 KB prompt and a 100 KB document.
+//! same phrases) on a 1 KB prompt and a 100 KB document; and the cost of the secret rules
+//! (`secret_rules`): the same texts screened by the engine with and without them, in one run.
 //!
 //! `DETECT_BENCH_MODEL=FILE` adds `engine_1kb_model_file` / `engine_100kb_model_file`: the same
 //! engine with that weight file instead of the shipped one, so two model files compare in one run
@@ -86,5 +87,37 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// The secret rules' cost: the full engine vs the same engine without the secret library, on
+/// the same texts (the attack corpus at 1 KB and 100 KB, and 1 KB with three credentials in it).
+fn secret_rules(c: &mut Criterion) {
+    let on = Engine::builtin().unwrap();
+    let off = Engine::builtin().unwrap().without_secret_rules();
+    let small = corpus(1024);
+    let big = corpus(100 * 1024);
+    let mut with_keys = corpus(900);
+    with_keys.push_str(&format!(
+        " deploy with {} and {} or postgres://app:{}@db:5432/app",
+        ["AKIA", "Q3EGRZ7TXWLM2KVB"].concat(),
+        ["ghp_", "R7tK2mQ9vX4bN8cL1pZ6wY3hJ5fD0sA2eG7u"].concat(),
+        "Zq8-vT4r!pL2"
+    ));
+    assert!(!on.screen(&with_keys, Source::User).secrets.is_empty());
+    assert!(off.screen(&with_keys, Source::User).secrets.is_empty());
+    let mut g = c.benchmark_group("secret_rules");
+    for (name, text, source) in [
+        ("1kb", &small, Source::User),
+        ("1kb_with_keys", &with_keys, Source::User),
+        ("100kb", &big, Source::Document),
+    ] {
+        g.bench_function(format!("on_{name}"), |b| {
+            b.iter(|| on.screen(black_box(text), source))
+        });
+        g.bench_function(format!("off_{name}"), |b| {
+            b.iter(|| off.screen(black_box(text), source))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, secret_rules);
 criterion_main!(benches);

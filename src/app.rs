@@ -50,6 +50,10 @@ pub enum AppError {
     /// The upstream prober cannot be set up.
     #[error("{0}")]
     Prober(String),
+    /// The secret fingerprint key (`AI_INCIDENT_FINGERPRINT_KEY`, `screening.fingerprint_key_file`
+    /// or the key file beside the database) cannot be read, created or is too short.
+    #[error("{0}")]
+    FingerprintKey(String),
 }
 
 /// Where the store lives: a SQLite file path (the default, `sqlite://` optional), or a
@@ -158,7 +162,26 @@ pub fn build_service_with(
     };
     let config = with_documentation_beside_db(db, config);
     let store = open_store(db)?;
-    let engine = build_engine(&config)?;
+    let mut engine = build_engine(&config)?;
+    let (key, source) =
+        crate::service::fingerprint_key(db, &config).map_err(AppError::FingerprintKey)?;
+    if let Some(k) = key {
+        engine.set_fingerprint_key(&k);
+    }
+    match source {
+        crate::service::FingerprintKeySource::File {
+            path,
+            created: true,
+        } => {
+            tracing::info!(file = %path.display(), "created the secret fingerprint key file (mode 0600)");
+        }
+        crate::service::FingerprintKeySource::Process if !db.starts_with(':') => {
+            tracing::warn!(
+                "no fingerprint key: set AI_INCIDENT_FINGERPRINT_KEY or screening.fingerprint_key_file so secret fingerprints compare across processes and restarts"
+            );
+        }
+        _ => {}
+    }
     let prober = crate::probe::NetProber::new().map_err(AppError::Prober)?;
     Ok(Arc::new(
         IncidentService::new(store, Arc::new(engine), clock, notifier, limits, config)

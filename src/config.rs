@@ -451,6 +451,12 @@ pub struct ScreeningConfig {
     /// Screen for bulk data-access requests (`data_access_attempt`: flagged, never blocked).
     #[serde(default = "default_true")]
     pub data_access_attempt: bool,
+    /// File holding the key of the secret fingerprints (HMAC-SHA256), created with mode 0600 on
+    /// first use. Default: `<database file>.fingerprint-key` beside a SQLite database. The
+    /// environment variable `AI_INCIDENT_FINGERPRINT_KEY` takes precedence (the key itself is
+    /// never in this file).
+    #[serde(default)]
+    pub fingerprint_key_file: Option<std::path::PathBuf>,
 }
 
 /// `[performance]`.

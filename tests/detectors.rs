@@ -806,3 +806,105 @@ async fn exposed_secret_is_reported_masked_and_never_stored() {
     let hay = String::from_utf8_lossy(&raw);
     assert!(!hay.contains(&key), "secret in the database file");
 }
+
+/// The secret fingerprint key is kept beside the database: the same secret screened by two runs
+/// of the binary has one fingerprint, and a key-usage record of that key is an
+/// `exposed_fingerprint` anomaly in a later run that never screened it (the registry is rebuilt
+/// from the store's secret_exposure evidence).
+#[tokio::test]
+async fn secret_fingerprints_compare_across_runs_and_exposed_keys_open_api_key_compromise() {
+    let dir = tempdir();
+    let db = db_in(dir.path());
+    let key = ["AKIA", "Q3EGRZ7TXWLM2KVB"].concat();
+    let text = format!("here is the deploy key {key} for the staging bucket, keep it safe");
+    let screen = |c: Client| {
+        let text = text.clone();
+        async move {
+            let v = call_ok(
+                &c,
+                "screen_prompt",
+                json!({"text": text, "user_id": "dev-3"}),
+            )
+            .await;
+            c.cancel().await.ok();
+            v
+        }
+    };
+    let first = screen(stdio_client(&db, &[]).await).await;
+    assert_eq!(first["verdict"], "flag", "{first}");
+    let fp = first["secrets"][0]["fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(fp.len(), 32);
+    let second = screen(stdio_client(&db, &[]).await).await;
+    assert_eq!(
+        second["secrets"][0]["fingerprint"],
+        fp.as_str(),
+        "a second run must fingerprint the same secret the same way"
+    );
+
+    // the key file: beside the database, 0600, not the secret, not in the store
+    let key_file = format!("{db}.fingerprint-key");
+    let meta = std::fs::metadata(&key_file).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    }
+    let stored_key = std::fs::read_to_string(&key_file).unwrap();
+    assert!(!stored_key.contains(&key));
+    let db_bytes = std::fs::read(&db).unwrap();
+    assert!(
+        !db_bytes
+            .windows(stored_key.trim().len())
+            .any(|w| w == stored_key.trim().as_bytes()),
+        "the fingerprint key must not be in the database"
+    );
+
+    // a later run that has not screened anything: the key's use matches the exposed credential
+    let c = stdio_client(&db, &[]).await;
+    let used = call_ok(
+        &c,
+        "record_key_usage",
+        json!({"key_id": key, "source_ip": "10.0.0.5"}),
+    )
+    .await;
+    let rules: Vec<&str> = used["anomalies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["rule"].as_str().unwrap())
+        .collect();
+    assert_eq!(rules, vec!["exposed_fingerprint"], "{used}");
+    let id = used["incident_id"].as_str().unwrap().to_string();
+    let inc = call_ok(&c, "get_incident", json!({"incident_id": id})).await;
+    assert_eq!(inc["incident"]["kind"], "api_key_compromise", "{inc}");
+    assert_eq!(inc["incident"]["severity"], "high");
+    // a key labelled by the fingerprint screen_prompt returned matches too; an unrelated key not
+    let by_fp = call_ok(&c, "record_key_usage", json!({"key_id": fp})).await;
+    assert_eq!(
+        by_fp["anomalies"][0]["rule"], "exposed_fingerprint",
+        "{by_fp}"
+    );
+    let other = call_ok(
+        &c,
+        "record_key_usage",
+        json!({"key_id": "AKIAZZZZZZZZZZZZZZZZ"}),
+    )
+    .await;
+    assert_eq!(other["anomalies"], json!([]), "{other}");
+    c.cancel().await.ok();
+
+    // a key from the environment must be long enough; the message says so
+    let mut cmd = command(&db);
+    cmd.env("AI_INCIDENT_FINGERPRINT_KEY", "short")
+        .args(["incidents", "list"]);
+    let out = cmd.output().await.unwrap();
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("AI_INCIDENT_FINGERPRINT_KEY") && e.contains("at least 16"),
+        "{e}"
+    );
+}

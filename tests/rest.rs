@@ -449,3 +449,266 @@ async fn rest_sits_behind_the_same_guards_and_serves_its_openapi() {
         false
     );
 }
+
+fn detector_config(dir: &std::path::Path, extra: &str) -> String {
+    let p = dir.join("detectors.toml");
+    std::fs::write(&p, format!("[keys]\nlearning_period = \"0s\"\n{extra}")).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+#[tokio::test]
+async fn rest_records_key_usage_and_access_through_the_detectors() {
+    let d = tempdir();
+    let cfg = detector_config(d.path(), "[access]\nbulk_floor = 1000\n");
+    let (_srv, url) = http_server(&db_in(d.path()), &["--config", &cfg]).await;
+    let api = format!("{url}/api/v1");
+    let http = reqwest::Client::new();
+
+    // key usage: a known source, then a new one → api_key_compromise (high)
+    let use_from = |ip: &str| json!({"key_id": "billing-prod", "source_ip": ip, "user_agent": "billing/2.1", "status": 200});
+    let (s, v) = send(
+        &http,
+        "POST",
+        &format!("{api}/key-usage"),
+        Some(use_from("10.0.0.5")),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["anomalies"], json!([]));
+    assert_eq!(v["incident_created"], false);
+    assert!(v.get("incident_id").is_none(), "{v}");
+    let (s, v) = send(
+        &http,
+        "POST",
+        &format!("{api}/key-usage"),
+        Some(use_from("203.0.113.9")),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["anomalies"][0]["rule"], "new_source_ip", "{v}");
+    assert_eq!(v["incident_created"], true);
+    let key_incident = v["incident_id"].as_str().unwrap().to_string();
+    let (s, inc) = send(
+        &http,
+        "GET",
+        &format!("{api}/incidents/{key_incident}"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(inc["incident"]["kind"], "api_key_compromise", "{inc}");
+    assert_eq!(inc["incident"]["severity"], "high");
+
+    // access: a bulk export → data_breach, critical through the default override
+    let (s, v) = send(
+        &http,
+        "POST",
+        &format!("{api}/access"),
+        Some(json!({"principal": "analyst-7", "resource": "crm.customers", "action": "read", "records": 10,
+                    "at": "2026-12-01T10:00:00Z"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["recorded"], true);
+    assert_eq!(v["findings"], json!([]));
+    let (s, v) = send(
+        &http,
+        "POST",
+        &format!("{api}/access"),
+        Some(json!({"principal": "analyst-7", "resource": "crm.customers", "action": "export", "records": 25000,
+                    "destination": "https://paste.example/x", "at": "2026-12-01T10:05:00Z"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let rules: Vec<&str> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["rule"].as_str().unwrap())
+        .collect();
+    assert_eq!(rules, vec!["bulk_access", "export_not_allowed"], "{v}");
+    let breach = v["incident_id"].as_str().unwrap().to_string();
+    let (_, inc) = send(&http, "GET", &format!("{api}/incidents/{breach}"), None).await;
+    assert_eq!(inc["incident"]["kind"], "data_breach", "{inc}");
+    assert_eq!(inc["incident"]["severity"], "critical");
+}
+
+#[tokio::test]
+async fn rest_key_usage_and_access_errors_say_what_to_fix() {
+    let d = tempdir();
+    let (_srv, url) = http_server(&db_in(d.path()), &[]).await;
+    let api = format!("{url}/api/v1");
+    let http = reqwest::Client::new();
+    let cases = [
+        (
+            "key-usage",
+            json!({"key_id": "has a space"}),
+            "key_id",
+            "without spaces",
+        ),
+        (
+            "key-usage",
+            json!({"source_ip": "10.0.0.1"}),
+            "key_id",
+            "missing field",
+        ),
+        (
+            "key-usage",
+            json!({"key_id": "k1", "at": "yesterday"}),
+            "at",
+            "RFC 3339",
+        ),
+        (
+            "key-usage",
+            json!({"key_id": "k1", "status": "ok"}),
+            "status",
+            "invalid type",
+        ),
+        (
+            "key-usage",
+            json!({"key_id": "k1", "secret": "x"}),
+            "secret",
+            "unknown field",
+        ),
+        (
+            "access",
+            json!({"principal": "p", "resource": "r", "action": "steal"}),
+            "action",
+            "read, export, write, delete",
+        ),
+        (
+            "access",
+            json!({"principal": "p", "resource": "r", "action": "read", "sensitivity": "secret"}),
+            "sensitivity",
+            "restricted",
+        ),
+        (
+            "access",
+            json!({"principal": " ", "resource": "r", "action": "read"}),
+            "principal",
+            "required",
+        ),
+        (
+            "access",
+            json!({"principal": "p", "action": "read"}),
+            "resource",
+            "missing field",
+        ),
+        (
+            "access",
+            json!({"principal": "p", "resource": "r", "action": "read", "records": -1}),
+            "records",
+            "invalid value",
+        ),
+    ];
+    for (path, body, field, says) in cases {
+        let (s, e) = send(&http, "POST", &format!("{api}/{path}"), Some(body.clone())).await;
+        assert_eq!(s, 422, "{path} {body}: {e}");
+        assert_eq!(e["error"]["field"], field, "{path} {body}: {e}");
+        let msg = e["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(says), "{path} {body}: {msg}");
+    }
+    // not JSON, wrong media type
+    let r = http
+        .post(format!("{api}/access"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = http
+        .post(format!("{api}/key-usage"))
+        .header("content-type", "text/plain")
+        .body("key_id=k1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    // the server still serves
+    let (s, v) = send(
+        &http,
+        "POST",
+        &format!("{api}/key-usage"),
+        Some(json!({"key_id": "k1"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+}
+
+#[tokio::test]
+async fn rest_key_usage_and_access_are_writes_refused_read_only_and_to_readers() {
+    use sha2::Digest;
+    let d = tempdir();
+    let db = db_in(d.path());
+    let bodies = [
+        (
+            "key-usage",
+            json!({"key_id": "k1", "source_ip": "10.0.0.1"}),
+        ),
+        (
+            "access",
+            json!({"principal": "p", "resource": "r", "action": "read"}),
+        ),
+    ];
+    let ro = d.path().join("read-only.toml");
+    std::fs::write(&ro, "[server]\nread_only = true\n").unwrap();
+    let (srv, url) = http_server(&db, &["--config", ro.to_str().unwrap()]).await;
+    let http = reqwest::Client::new();
+    for (path, body) in &bodies {
+        let (s, e) = send(
+            &http,
+            "POST",
+            &format!("{url}/api/v1/{path}"),
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(s, 403, "{path}: {e}");
+        assert_eq!(e["error"]["code"], "forbidden");
+        assert!(
+            e["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("read-only"),
+            "{e}"
+        );
+    }
+    drop(srv);
+
+    let cfg = d.path().join("tokens.toml");
+    let sha = |t: &str| hex::encode(sha2::Sha256::digest(t.as_bytes()));
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[auth.tokens]]\nname = \"rita\"\ntoken_sha256 = \"{}\"\nrole = \"reader\"\n\n\
+             [[auth.tokens]]\nname = \"alice\"\ntoken_sha256 = \"{}\"\nrole = \"responder\"\n",
+            sha("rita-token-1"),
+            sha("alice-token-1")
+        ),
+    )
+    .unwrap();
+    let (_srv, url) = http_server(&db, &["--config", cfg.to_str().unwrap()]).await;
+    for (path, body) in &bodies {
+        let r = http
+            .post(format!("{url}/api/v1/{path}"))
+            .bearer_auth("rita-token-1")
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{path}");
+        let e: Value = r.json().await.unwrap();
+        assert!(
+            e["error"]["message"].as_str().unwrap().contains("reader"),
+            "{e}"
+        );
+        let r = http
+            .post(format!("{url}/api/v1/{path}"))
+            .bearer_auth("alice-token-1")
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}: a responder may record");
+    }
+}

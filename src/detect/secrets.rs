@@ -297,6 +297,18 @@ impl SecretScanner {
         })
     }
 
+    /// A scanner with no rules (finds nothing), keeping `key`: the "secret rules off" side of
+    /// the engine benchmark.
+    pub fn without_rules(key: &[u8]) -> Self {
+        SecretScanner {
+            version: String::new(),
+            rules: Vec::new(),
+            known_examples: HashSet::new(),
+            prefilters: Vec::new(),
+            key: key.to_vec(),
+        }
+    }
+
     /// The compiled rules (for tests and docs).
     pub fn rules(&self) -> &[SecretRule] {
         &self.rules

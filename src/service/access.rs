@@ -61,16 +61,40 @@ pub struct AccessOutcome {
     pub incident_created: bool,
 }
 
+/// A required text field: trimmed, non-empty, at most `max` bytes.
+fn required(
+    field: &'static str,
+    v: String,
+    max: usize,
+    what: &str,
+) -> Result<String, ServiceError> {
+    if v.trim().is_empty() {
+        return Err(invalid(
+            field,
+            format!("is required and must not be blank: {what}"),
+        ));
+    }
+    clean(field, Some(v), max)?.ok_or_else(|| invalid(field, format!("is required: {what}")))
+}
+
 impl IncidentService {
     /// Records one data access and checks it (see the module doc).
     ///
     /// # Errors
     /// [`ServiceError::Invalid`] naming a bad field.
     pub async fn record_access(&self, input: AccessInput) -> Result<AccessOutcome, ServiceError> {
-        let principal = clean("principal", Some(input.principal), 256)?
-            .ok_or_else(|| invalid("principal", "is required"))?;
-        let resource = clean("resource", Some(input.resource), 512)?
-            .ok_or_else(|| invalid("resource", "is required"))?;
+        let principal = required(
+            "principal",
+            input.principal,
+            256,
+            "the user, agent or service that accessed the data",
+        )?;
+        let resource = required(
+            "resource",
+            input.resource,
+            512,
+            "what was accessed, e.g. crm.customers",
+        )?;
         let action: AccessAction = input
             .action
             .parse()

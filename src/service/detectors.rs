@@ -24,10 +24,14 @@ pub struct DetectorState {
     pub(crate) keys: Mutex<KeyMonitor>,
     pub(crate) access: Mutex<AccessMonitor>,
     pub(crate) upstreams: Mutex<BTreeMap<String, UpstreamState>>,
+    /// The probe slot each upstream's last probe stands for ([`crate::service::upstreams::next_probe_slot`]).
+    pub(crate) probe_slots: Mutex<HashMap<String, DateTime<Utc>>>,
     /// Tool lists pinned in memory per MCP upstream (name → tool name → definition hash).
     pub(crate) live_pins: Mutex<HashMap<String, BTreeMap<String, String>>>,
     /// Fingerprints of credentials seen exposed in screened text.
     pub(crate) exposed: Mutex<HashSet<String>>,
+    /// When `exposed` was last rebuilt from the store (the evidence of secret_exposure incidents).
+    pub(crate) exposed_loaded: Mutex<Option<DateTime<Utc>>>,
     pub(crate) buckets: Mutex<HashMap<String, Bucket>>,
     pub(crate) tails: Mutex<HashMap<PathBuf, u64>>,
     pub(crate) prober: OnceLock<Arc<dyn Prober>>,

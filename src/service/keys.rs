@@ -3,11 +3,11 @@
 //! ([`crate::checks::keys`]), its revocation (a `revoke_key` containment) and the credentials seen
 //! exposed; any anomaly opens or adds to the key's `api_key_compromise` incident (high).
 //!
-//! May import: `crate::checks`, `crate::domain`, `crate::store`, `crate::service`.
+//! May import: `crate::checks`, `crate::detect` (the secret fingerprint), `crate::domain`, `crate::store`,
+//! `crate::service`.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::checks::keys::{KeyAnomaly, KeyUsage};
 use crate::domain::incident::{DetectionMethod, Evidence, IncidentType, NewIncident, Severity};
@@ -77,13 +77,72 @@ pub(crate) fn parse_at(
     }
 }
 
+/// How often a miss in the exposure registry may rebuild it from the store.
+pub(crate) const EXPOSED_RELOAD: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+
 impl IncidentService {
-    /// The fingerprint a key id is compared with exposed credentials by.
-    pub(crate) fn key_fingerprint(&self, key_id: &str) -> String {
-        hex::encode(Sha256::digest(key_id.as_bytes()))
-            .get(..32)
-            .unwrap_or_default()
-            .to_string()
+    /// Whether `key_id` matches a credential seen exposed in screened text: its keyed
+    /// fingerprint (the same HMAC `screen_prompt` reports, with the key kept beside the data, so
+    /// it compares across restarts and processes), or `key_id` *is* such a fingerprint (a caller
+    /// may label a key by the fingerprint `screen_prompt` returned). The registry is filled by
+    /// screening and, on a miss, rebuilt from the evidence of the store's secret_exposure
+    /// incidents at most once per [`EXPOSED_RELOAD`] (other processes sharing the store).
+    ///
+    /// # Errors
+    /// [`ServiceError::Internal`] when the store fails.
+    pub(crate) async fn exposed_match(&self, key_id: &str) -> Result<bool, ServiceError> {
+        let fp = self.engine.secret_scanner().fingerprint(key_id);
+        let as_fp = key_id.to_ascii_lowercase();
+        let hit =
+            |set: &std::collections::HashSet<String>| set.contains(&fp) || set.contains(&as_fp);
+        if hit(&*lock(&self.detectors.exposed, "exposure registry")?) {
+            return Ok(true);
+        }
+        let now = self.now();
+        {
+            let mut loaded = lock(&self.detectors.exposed_loaded, "exposure registry")?;
+            if loaded.is_some_and(|t| now - t < EXPOSED_RELOAD && now >= t) {
+                return Ok(false);
+            }
+            *loaded = Some(now);
+        }
+        let found = self.exposed_fingerprints_in_store().await?;
+        let mut set = lock(&self.detectors.exposed, "exposure registry")?;
+        set.extend(found);
+        Ok(hit(&set))
+    }
+
+    /// Every fingerprint in the evidence of the store's secret_exposure incidents.
+    async fn exposed_fingerprints_in_store(&self) -> Result<Vec<String>, ServiceError> {
+        let category = crate::detect::Category::SecretExposure.as_str();
+        let mut out = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = self
+                .store
+                .list(crate::store::ListQuery {
+                    incident_type: Some(IncidentType::Security),
+                    limit: 200,
+                    cursor,
+                    ..Default::default()
+                })
+                .await?;
+            for inc in &page.items {
+                out.extend(
+                    inc.evidence()
+                        .iter()
+                        .filter(|e| e.category == category)
+                        .filter_map(|e| {
+                            crate::service::screening::fingerprint_in_excerpt(&e.excerpt)
+                        })
+                        .map(str::to_string),
+                );
+            }
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(out),
+            }
+        }
     }
 
     /// Records one use of an API key and checks it (see the module doc).
@@ -116,8 +175,7 @@ impl IncidentService {
             .active_containments_where(Some("key".into()), Some(key_id.clone()), None)
             .await?
             .is_empty();
-        let fp = self.key_fingerprint(&key_id);
-        let exposed = lock(&self.detectors.exposed, "exposure registry")?.contains(&fp);
+        let exposed = self.exposed_match(&key_id).await?;
         let anomalies = lock(&self.detectors.keys, "key monitor")?.observe(
             &u,
             &self.config.keys,

@@ -35,6 +35,7 @@ pub use lifecycle::{CONTAIN_ACTIONS, DocumentOutcome, UpdateInput};
 pub use monitoring::{
     CheckOutcome, DqOutcome, FindingOut, MetricsInput, MetricsOutcome, MonitorStatus, ViolationOut,
 };
+pub use screening::{FINGERPRINT_KEY_ENV, FingerprintKeySource, fingerprint_key};
 pub use upstreams::{ProbeReport, Prober, UpstreamStatus};
 
 use std::sync::Arc;

@@ -1,8 +1,9 @@
 //! Screening: `screen_prompt` end to end. Validates the text, runs the engine, turns a flagged
 //! or blocked verdict into a deduplicated incident (category + user/session, or category + source
-//! for anonymous texts), records the verdict as activity and applies containment.
+//! for anonymous texts), records the verdict as activity and applies containment. Also where the
+//! key of the secret fingerprints comes from ([`fingerprint_key`]).
 //!
-//! May import: `crate::domain`, `crate::detect`, `crate::store`, `crate::service`.
+//! May import: `crate::domain`, `crate::detect`, `crate::store`, `crate::service`, `crate::config`.
 
 use crate::detect::secrets::{SecretFinding, redact};
 use crate::detect::{Category, Verdict};
@@ -103,8 +104,21 @@ impl IncidentService {
             category: Category::SecretExposure.as_str().to_string(),
             start: f.start,
             end: f.end,
-            excerpt: format!("{} (fingerprint {})", f.masked, f.fingerprint),
+            excerpt: exposure_excerpt(&f.masked, &f.fingerprint),
         }));
+        // The credentials kept as evidence are the ones `record_key_usage` compares keys with
+        // (rebuilt from this evidence after a restart: `IncidentService::exposed_match`).
+        if !screening.secrets.is_empty() {
+            let mut exposed =
+                crate::service::detectors::lock(&self.detectors.exposed, "exposure registry")?;
+            exposed.extend(
+                screening
+                    .secrets
+                    .iter()
+                    .take(4)
+                    .map(|f| f.fingerprint.clone()),
+            );
+        }
         let mut tags: Vec<String> = Vec::new();
         for m in &screening.matches {
             for t in [&m.owasp, &m.atlas].into_iter().flatten() {
@@ -331,6 +345,132 @@ fn human_category(c: &str) -> String {
 #[cfg(test)]
 fn excerpt(text: &str, start: usize, end: usize) -> String {
     excerpt_masked(text, start, end, &[])
+}
+
+/// The environment variable that sets the fingerprint key (wins over the key file).
+pub const FINGERPRINT_KEY_ENV: &str = "AI_INCIDENT_FINGERPRINT_KEY";
+
+/// Where the fingerprint key came from (logged; the key itself never is).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FingerprintKeySource {
+    /// [`FINGERPRINT_KEY_ENV`].
+    Env,
+    /// This file (read, or created now).
+    File {
+        path: std::path::PathBuf,
+        created: bool,
+    },
+    /// No place to keep one (an in-memory or PostgreSQL store without a configured key): a
+    /// random key for this process only.
+    Process,
+}
+
+/// The key of the secret fingerprints, so that the same secret has the same fingerprint across
+/// restarts and across processes sharing a store: `AI_INCIDENT_FINGERPRINT_KEY` (at least 16
+/// bytes) if set; else `screening.fingerprint_key_file`; else `<db>.fingerprint-key` beside a
+/// SQLite database file. A key file that does not exist is created (32 random bytes, hex, mode
+/// 0600, never overwritten). `None` with [`FingerprintKeySource::Process`] when there is no
+/// place to keep one.
+///
+/// # Errors
+/// A sentence saying what to fix: a key under 16 bytes, an unreadable or unwritable key file.
+pub fn fingerprint_key(
+    db: &str,
+    config: &crate::config::Config,
+) -> Result<(Option<Vec<u8>>, FingerprintKeySource), String> {
+    if let Some(v) = std::env::var_os(FINGERPRINT_KEY_ENV).filter(|v| !v.is_empty()) {
+        let v = v.into_encoded_bytes();
+        if v.len() < 16 {
+            return Err(format!(
+                "{FINGERPRINT_KEY_ENV} is {} bytes; give at least 16 (e.g. `openssl rand -hex 32`)",
+                v.len()
+            ));
+        }
+        return Ok((Some(v), FingerprintKeySource::Env));
+    }
+    let path = match &config.screening.fingerprint_key_file {
+        Some(p) => p.clone(),
+        None => {
+            let file = db.strip_prefix("sqlite://").unwrap_or(db);
+            if db.contains("://") && !db.starts_with("sqlite://")
+                || file.is_empty()
+                || file.starts_with(':')
+                || file.starts_with("file:")
+            {
+                return Ok((None, FingerprintKeySource::Process));
+            }
+            std::path::PathBuf::from(format!("{file}.fingerprint-key"))
+        }
+    };
+    let (key, created) = read_or_create_key_file(&path)?;
+    Ok((Some(key), FingerprintKeySource::File { path, created }))
+}
+
+fn read_or_create_key_file(path: &std::path::Path) -> Result<(Vec<u8>, bool), String> {
+    use std::io::Write;
+    let shown = path.display();
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let key = text.trim().as_bytes().to_vec();
+            if key.len() < 16 {
+                return Err(format!(
+                    "the fingerprint key file {shown} holds {} bytes; it needs at least 16 (delete it to have a new one generated — fingerprints stored so far then no longer compare)",
+                    key.len()
+                ));
+            }
+            #[cfg(unix)]
+            if let Ok(m) = std::fs::metadata(path) {
+                use std::os::unix::fs::PermissionsExt;
+                if m.permissions().mode() & 0o077 != 0 {
+                    tracing::warn!(file = %shown, "the fingerprint key file is readable by group or others; chmod 600 it");
+                }
+            }
+            Ok((key, false))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut raw = [0u8; 32];
+            getrandom::fill(&mut raw)
+                .map_err(|e| format!("no system randomness for the fingerprint key: {e}"))?;
+            let hex = hex::encode(raw);
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                opts.mode(0o600);
+            }
+            match opts.open(path) {
+                Ok(mut f) => {
+                    f.write_all(format!("{hex}\n").as_bytes())
+                        .and_then(|()| f.sync_all())
+                        .map_err(|e| {
+                            format!("cannot write the fingerprint key file {shown}: {e}")
+                        })?;
+                    Ok((hex.into_bytes(), true))
+                }
+                // Another process created it first: use theirs.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    read_or_create_key_file(path)
+                }
+                Err(e) => Err(format!(
+                    "cannot create the fingerprint key file {shown}: {e}; set screening.fingerprint_key_file or {FINGERPRINT_KEY_ENV}"
+                )),
+            }
+        }
+        Err(e) => Err(format!("cannot read the fingerprint key file {shown}: {e}")),
+    }
+}
+
+/// The evidence excerpt of an exposed credential: its masked form and keyed fingerprint.
+pub(crate) fn exposure_excerpt(masked: &str, fingerprint: &str) -> String {
+    format!("{masked} (fingerprint {fingerprint})")
+}
+
+/// The fingerprint in an [`exposure_excerpt`], if `excerpt` is one.
+pub(crate) fn fingerprint_in_excerpt(excerpt: &str) -> Option<&str> {
+    let fp = excerpt.rsplit_once("(fingerprint ")?.1.strip_suffix(')')?;
+    (!fp.is_empty() && fp.bytes().all(|b| b.is_ascii_hexdigit())).then_some(fp)
 }
 
 /// Up to [`incident::EXCERPT_MAX_CHARS`] characters around `start..end`, with e-mail addresses

@@ -64,6 +64,38 @@ pub struct UpstreamStatus {
     pub last_probe_at: Option<DateTime<Utc>>,
 }
 
+/// Decides whether the loop pass at `now` probes an upstream whose last probe was scheduled for
+/// `slot`; returns the slot this probe stands for, `None` when it is not due.
+///
+/// The loop runs every `period` and an upstream wants a probe every `interval`. A pass probes
+/// when it is the pass nearest to the next slot (`slot + interval`, within half a `period`, at
+/// most half an `interval`), and the probe then stands for that slot, not for the pass's own
+/// time: a pass that reaches the probes a little earlier than the previous one (the sweeps
+/// before it took less time) still probes, instead of waiting one more tick, and the average
+/// probe period is `interval` also when it is not a multiple of `period`. A pass more than the
+/// tolerance after its slot (the loop was held up) restarts the schedule at `now`.
+pub(crate) fn next_probe_slot(
+    slot: Option<DateTime<Utc>>,
+    interval: Duration,
+    period: Duration,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let Some(last) = slot else {
+        return Some(now);
+    };
+    let tolerance = chrono::TimeDelta::from_std(period.min(interval) / 2).unwrap_or_default();
+    let next = chrono::TimeDelta::from_std(interval)
+        .ok()
+        .and_then(|i| last.checked_add_signed(i))?;
+    if now + tolerance < next {
+        None
+    } else if now - next <= tolerance {
+        Some(next)
+    } else {
+        Some(now)
+    }
+}
+
 impl IncidentService {
     /// Installs the prober the loop uses for `[[upstreams]]` (once; later calls are ignored).
     pub fn with_prober(self, p: Arc<dyn Prober>) -> Self {
@@ -111,18 +143,21 @@ impl IncidentService {
         };
         let _pass = self.detectors.probing.lock().await;
         let now = self.now();
+        let period = self.config.monitor.interval;
         let due: Vec<UpstreamConfig> = {
             let mut st = lock(&self.detectors.upstreams, "upstream state")?;
+            let mut slots = lock(&self.detectors.probe_slots, "probe schedule")?;
             self.config
                 .upstreams
                 .iter()
                 .filter(|u| {
-                    let s = st.entry(u.name.clone()).or_default();
-                    let due = s.due(u.interval, now);
-                    if due {
-                        s.last_probe_at = Some(now);
-                    }
-                    due
+                    let slot = slots.get(&u.name).copied();
+                    let Some(next) = next_probe_slot(slot, u.interval, period, now) else {
+                        return false;
+                    };
+                    slots.insert(u.name.clone(), next);
+                    st.entry(u.name.clone()).or_default().last_probe_at = Some(now);
+                    true
                 })
                 .cloned()
                 .collect()
@@ -394,5 +429,172 @@ impl IncidentService {
         )
         .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use chrono::TimeDelta;
+
+    use super::*;
+    use crate::domain::clock::{Clock, ManualClock};
+
+    struct Counting(AtomicUsize, bool);
+
+    #[async_trait]
+    impl Prober for Counting {
+        async fn probe(&self, _: &UpstreamConfig) -> ProbeReport {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            ProbeReport {
+                latency: Duration::from_millis(5),
+                failure: self
+                    .1
+                    .then(|| (FailureKind::Connection, "connection refused".to_string())),
+                tools: None,
+            }
+        }
+    }
+
+    fn service(
+        dir: &std::path::Path,
+        interval: &str,
+    ) -> (IncidentService, Arc<ManualClock>, Arc<Counting>) {
+        service_with(dir, interval, false)
+    }
+
+    fn service_with(
+        dir: &std::path::Path,
+        interval: &str,
+        failing: bool,
+    ) -> (IncidentService, Arc<ManualClock>, Arc<Counting>) {
+        let cfg = crate::config::Config::from_toml_str(&format!(
+            "[monitor]\ninterval = \"30s\"\n\n[[upstreams]]\nname = \"llm\"\nkind = \"http\"\n\
+             url = \"http://127.0.0.1:9/health\"\ninterval = \"{interval}\"\n"
+        ))
+        .unwrap();
+        let store = crate::store::sqlite::SqliteStore::open(dir.join("t.db")).unwrap();
+        let clock = Arc::new(ManualClock::new(
+            DateTime::parse_from_rfc3339("2026-12-01T00:00:00Z")
+                .unwrap()
+                .with_timezone(&Utc),
+        ));
+        let counting = Arc::new(Counting(AtomicUsize::new(0), failing));
+        let svc = IncidentService::new(
+            store,
+            Arc::new(crate::detect::Engine::builtin().unwrap()),
+            clock.clone(),
+            Arc::new(crate::notify::ChannelNotifier::new(cfg.notify.clone())),
+            crate::service::Limits::default(),
+            Arc::new(cfg),
+        )
+        .with_prober(counting.clone());
+        (svc, clock, counting)
+    }
+
+    /// Regression: with `interval` = `monitor.interval`, a pass that reached the probes a few
+    /// hundred ms earlier (relative to its tick) than the previous pass skipped the upstream,
+    /// so it was probed every second tick (60 s instead of 30 s).
+    #[tokio::test]
+    async fn an_upstream_is_probed_on_every_pass_when_its_interval_is_the_loop_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let (svc, clock, probes) = service(dir.path(), "30s");
+        let start = clock.now();
+        // The pass's work before the probes takes 400 ms, then 100 ms, 300 ms, 0 ms, ...
+        let offsets_ms = [400, 100, 300, 0, 250, 50, 399, 1, 200, 100];
+        for (i, off) in offsets_ms.iter().enumerate() {
+            clock.set(start + TimeDelta::seconds(30 * i as i64) + TimeDelta::milliseconds(*off));
+            svc.probe_upstreams().await.unwrap();
+            assert_eq!(
+                probes.0.load(Ordering::SeqCst),
+                i + 1,
+                "pass {i} (tick {} s + {off} ms) did not probe",
+                30 * i
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_average_probe_period_is_the_interval_also_when_not_a_multiple_of_the_loop() {
+        for (interval, secs, expect) in [("40s", 40, 30), ("60s", 60, 20), ("10s", 10, 40)] {
+            let dir = tempfile::tempdir().unwrap();
+            let (svc, clock, probes) = service(dir.path(), interval);
+            let start = clock.now();
+            // 40 passes of the 30 s loop = 1200 s
+            for i in 0..40 {
+                clock
+                    .set(start + TimeDelta::seconds(30 * i) + TimeDelta::milliseconds(i % 3 * 150));
+                svc.probe_upstreams().await.unwrap();
+            }
+            // at most one probe per pass: a 10 s interval is probed every pass
+            assert_eq!(
+                probes.0.load(Ordering::SeqCst),
+                expect,
+                "interval {interval} ({secs} s) over 1200 s"
+            );
+        }
+    }
+
+    /// Issue #11: a standing finding (an upstream down all day, found again on every pass at
+    /// the default 30 s loop and probe interval) counts 2,880 occurrences but appends at most
+    /// one `detected_again` per `monitor.detected_again_every` (default 1 h): ≤ 24 a day.
+    #[tokio::test]
+    async fn a_day_of_a_standing_finding_appends_at_most_24_detected_again_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let (svc, clock, probes) = service_with(dir.path(), "30s", true);
+        assert_eq!(
+            svc.config.monitor.detected_again_every,
+            Duration::from_secs(3600)
+        );
+        let start = clock.now();
+        let passes = 24 * 60 * 2;
+        for i in 0..passes {
+            clock.set(start + TimeDelta::seconds(30 * i) + TimeDelta::milliseconds(i % 7 * 40));
+            svc.probe_upstreams().await.unwrap();
+        }
+        assert_eq!(probes.0.load(Ordering::SeqCst), passes as usize);
+        let inc = svc
+            .store
+            .find_open_by_dedup("upstream|llm")
+            .await
+            .unwrap()
+            .expect("the upstream's incident is open");
+        let timeline = svc.store.timeline(inc.id()).await.unwrap();
+        let again = timeline
+            .iter()
+            .filter(|e| {
+                serde_json::from_str::<crate::domain::incident::EventKind>(&e.data)
+                    .is_ok_and(|k| k.name() == "detected_again")
+            })
+            .count();
+        eprintln!(
+            "standing finding over 24 h at defaults: {} passes, {} occurrences, {} detected_again events, {} timeline events",
+            passes,
+            inc.occurrences(),
+            again,
+            timeline.len()
+        );
+        assert_eq!(inc.occurrences() as i64, passes);
+        assert!(again <= 24, "{again} detected_again events in a day");
+        assert!(again >= 23, "one per hour is still recorded: {again}");
+    }
+
+    #[test]
+    fn a_held_up_loop_restarts_the_schedule_at_now() {
+        let t0 = DateTime::UNIX_EPOCH;
+        let s = Duration::from_secs;
+        assert_eq!(next_probe_slot(None, s(30), s(30), t0), Some(t0));
+        // 14 s early: within half a period, stands for the slot
+        let t = t0 + TimeDelta::seconds(16);
+        assert_eq!(
+            next_probe_slot(Some(t0), s(30), s(30), t),
+            Some(t0 + TimeDelta::seconds(30))
+        );
+        let t = t0 + TimeDelta::seconds(14);
+        assert_eq!(next_probe_slot(Some(t0), s(30), s(30), t), None);
+        // 100 s late: the schedule restarts at now
+        let t = t0 + TimeDelta::seconds(130);
+        assert_eq!(next_probe_slot(Some(t0), s(30), s(30), t), Some(t));
     }
 }

@@ -21,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::de::DeserializeOwned;
 
+use crate::mcp::tools::detectors::{AccessOutput, KeyUsageOutput};
 use crate::mcp::tools::incidents::ReportIncidentArgs;
 use crate::mcp::tools::lifecycle::{
     AcknowledgeArgs, ContainArgs, DocumentArgs, EscalateArgs, LiftArgs, ResolveArgs,
@@ -28,8 +29,8 @@ use crate::mcp::tools::lifecycle::{
 };
 use crate::mcp::tools::monitoring::{MetricsOutput, RecordMetricsArgs};
 use crate::mcp::tools::screening::{ScreenPromptArgs, ScreenPromptOutput};
-use crate::service::MetricsInput;
 use crate::service::UpdateInput;
+use crate::service::{AccessInput, KeyUsageInput, MetricsInput};
 use crate::service::{IncidentService, ListInput, ReportInput, ScreenInput};
 use crate::view::{
     AuditOutput, IncidentChange, IncidentDetail, ListIncidentsOutput, ReportIncidentOutput,
@@ -78,6 +79,8 @@ where
         .route("/incidents/{id}/postmortem", get(postmortem))
         .route("/screen", post(screen))
         .route("/metrics", post(metrics))
+        .route("/key-usage", post(key_usage))
+        .route("/access", post(access))
         .route("/audit/verify", get(audit_verify))
         .fallback(fallback)
         .with_state(st);
@@ -429,4 +432,16 @@ async fn audit_verify(State(st): State<ApiState>) -> ApiResult {
         StatusCode::OK,
         &AuditOutput::from(st.svc.verify_audit_log().await?),
     ))
+}
+
+async fn key_usage(State(st): State<ApiState>, headers: HeaderMap, body: Body) -> ApiResult {
+    let a: KeyUsageInput = body_args(&st, &headers, body, false).await?;
+    let out = st.svc.record_key_usage(a).await?;
+    Ok(json(StatusCode::OK, &KeyUsageOutput::from(out)))
+}
+
+async fn access(State(st): State<ApiState>, headers: HeaderMap, body: Body) -> ApiResult {
+    let a: AccessInput = body_args(&st, &headers, body, false).await?;
+    let out = st.svc.record_access(a).await?;
+    Ok(json(StatusCode::OK, &AccessOutput::from(out)))
 }

@@ -12,6 +12,7 @@ use schemars::generate::{SchemaGenerator, SchemaSettings};
 use serde_json::{Map, Value, json};
 
 use super::error::ErrorBody;
+use crate::mcp::tools::detectors::{AccessOutput, KeyUsageOutput};
 use crate::mcp::tools::incidents::ReportIncidentArgs;
 use crate::mcp::tools::lifecycle::{
     AcknowledgeArgs, ContainArgs, DocumentArgs, EscalateArgs, LiftArgs, ResolveArgs,
@@ -19,6 +20,7 @@ use crate::mcp::tools::lifecycle::{
 };
 use crate::mcp::tools::monitoring::{MetricsOutput, RecordMetricsArgs};
 use crate::mcp::tools::screening::{ScreenPromptArgs, ScreenPromptOutput};
+use crate::service::{AccessInput, KeyUsageInput};
 use crate::view::{AuditOutput, IncidentChange, ListIncidentsOutput, ReportIncidentOutput};
 
 /// Both generators: request types are described as they deserialize, responses as they serialize.
@@ -422,6 +424,40 @@ pub fn document() -> Value {
             errors: BODY_ERRORS,
         },
         Op {
+            method: "post",
+            path: "/api/v1/key-usage",
+            id: "recordKeyUsage",
+            summary: "Record one API key use (the record_key_usage tool): a new source IP or user agent after the learning period, a rate spike, use after revoke_key, or a key matching a credential seen exposed opens an api_key_compromise incident",
+            params: vec![],
+            body: Some((g.input::<KeyUsageInput>(), true)),
+            example: Some(
+                json!({"key_id": "billing-prod", "principal": "billing-svc", "source_ip": "203.0.113.7", "user_agent": "billing/2.1", "endpoint": "/v1/charges", "status": 200}),
+            ),
+            ok: vec![(
+                200,
+                "The anomalies in this use and the incident they opened or updated",
+                g.output::<KeyUsageOutput>(),
+            )],
+            errors: BODY_ERRORS,
+        },
+        Op {
+            method: "post",
+            path: "/api/v1/access",
+            id: "recordAccess",
+            summary: "Record one data access (the record_access tool): bulk, over-sensitivity, off-hours, contained-principal or disallowed-export access opens a data_breach incident",
+            params: vec![],
+            body: Some((g.input::<AccessInput>(), true)),
+            example: Some(
+                json!({"principal": "analyst-7", "resource": "crm.customers", "action": "export", "records": 25000, "sensitivity": "confidential", "destination": "s3://partner-bucket/dump"}),
+            ),
+            ok: vec![(
+                200,
+                "The findings in this access and the incident they opened or updated",
+                g.output::<AccessOutput>(),
+            )],
+            errors: BODY_ERRORS,
+        },
+        Op {
             method: "get",
             path: "/api/v1/audit/verify",
             id: "verifyAuditLog",
@@ -550,7 +586,7 @@ mod tests {
         assert!(ack["properties"].get("incident_id").is_none());
         assert_eq!(ack["required"], json!(["responder"]));
         assert_eq!(ack["additionalProperties"], json!(false));
-        assert_eq!(d["paths"].as_object().unwrap().len(), 14);
+        assert_eq!(d["paths"].as_object().unwrap().len(), 16);
     }
 
     /// Every operation that reaches the store documents the 503 it answers while the database
