@@ -881,6 +881,48 @@ async fn secret_fingerprints_compare_across_runs_and_exposed_keys_open_api_key_c
     let inc = call_ok(&c, "get_incident", json!({"incident_id": id})).await;
     assert_eq!(inc["incident"]["kind"], "api_key_compromise", "{inc}");
     assert_eq!(inc["incident"]["severity"], "high");
+    // the key id that was the credential itself is kept as its fingerprint, never in clear
+    assert_eq!(used["key_id"], fp.as_str(), "{used}");
+    assert!(
+        !inc.to_string().contains(&key),
+        "secret in the incident: {inc}"
+    );
+    // revoked: the same credential in a text is marked by screen_prompt
+    let before = call_ok(
+        &c,
+        "screen_prompt",
+        json!({"text": text, "user_id": "dev-3"}),
+    )
+    .await;
+    assert!(
+        !before["signals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s == "revoked_key"),
+        "{before}"
+    );
+    call_ok(
+        &c,
+        "contain_incident",
+        json!({"incident_id": id, "action": "revoke_key"}),
+    )
+    .await;
+    let marked = call_ok(
+        &c,
+        "screen_prompt",
+        json!({"text": text, "user_id": "dev-3"}),
+    )
+    .await;
+    assert!(
+        marked["signals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s == "revoked_key"),
+        "a revoked key seen again must be marked: {marked}"
+    );
+    call_ok(&c, "lift_containment", json!({"incident_id": id})).await;
     // a key labelled by the fingerprint screen_prompt returned matches too; an unrelated key not
     let by_fp = call_ok(&c, "record_key_usage", json!({"key_id": fp})).await;
     assert_eq!(
@@ -895,6 +937,14 @@ async fn secret_fingerprints_compare_across_runs_and_exposed_keys_open_api_key_c
     .await;
     assert_eq!(other["anomalies"], json!([]), "{other}");
     c.cancel().await.ok();
+    let mut raw = std::fs::read(&db).unwrap();
+    if let Ok(b) = std::fs::read(format!("{db}-wal")) {
+        raw.extend(b);
+    }
+    assert!(
+        !String::from_utf8_lossy(&raw).contains(&key),
+        "the credential given as key_id must not be in the database file"
+    );
 
     // a key from the environment must be long enough; the message says so
     let mut cmd = command(&db);

@@ -90,6 +90,18 @@ impl IncidentService {
     ///
     /// # Errors
     /// [`ServiceError::Internal`] when the store fails.
+    /// `raw` as it may be stored: its keyed fingerprint when it is a credential, else itself.
+    fn stored_key_id(&self, raw: &str) -> Result<String, ServiceError> {
+        let scanner = self.engine.secret_scanner();
+        let fp = scanner.fingerprint(raw);
+        let is_secret = scanner
+            .scan(raw)
+            .iter()
+            .any(|f| f.confidence >= 0.5 && f.end - f.start >= raw.len() / 2)
+            || lock(&self.detectors.exposed, "exposure registry")?.contains(&fp);
+        Ok(if is_secret { fp } else { raw.to_string() })
+    }
+
     pub(crate) async fn exposed_match(&self, key_id: &str) -> Result<bool, ServiceError> {
         let fp = self.engine.secret_scanner().fingerprint(key_id);
         let as_fp = key_id.to_ascii_lowercase();
@@ -153,13 +165,17 @@ impl IncidentService {
         &self,
         input: KeyUsageInput,
     ) -> Result<KeyUsageOutcome, ServiceError> {
-        let key_id = input.key_id.trim().to_string();
-        if key_id.is_empty() || key_id.len() > 128 || key_id.chars().any(char::is_whitespace) {
+        let raw_id = input.key_id.trim();
+        if raw_id.is_empty() || raw_id.len() > 128 || raw_id.chars().any(char::is_whitespace) {
             return Err(invalid(
                 "key_id",
                 "must be 1 to 128 characters without spaces: the key's label or public id, never the secret",
             ));
         }
+        // A key id that is itself a credential (the scanner recognises it, or it is a known
+        // exposed secret) is kept only as its keyed fingerprint: secrets never rest in clear,
+        // and the fingerprint is what screen_prompt reports for the same key.
+        let key_id = self.stored_key_id(raw_id)?;
         let now = self.now();
         let u = KeyUsage {
             key_id: key_id.clone(),

@@ -43,7 +43,10 @@ impl IncidentService {
                 return Err(invalid(field, "is longer than 256 bytes"));
             }
         }
-        let screening = self.engine.screen(&input.text, input.source);
+        let mut screening = self.engine.screen(&input.text, input.source);
+        if self.revoked_key_in(&screening.secrets).await? {
+            screening.signals.push(REVOKED_KEY_SIGNAL.to_string());
+        }
         let redacted_text =
             (!screening.secrets.is_empty()).then(|| screening.redacted_text(&input.text));
         if screening.verdict == Verdict::Allow {
@@ -363,6 +366,26 @@ pub enum FingerprintKeySource {
     /// No place to keep one (an in-memory or PostgreSQL store without a configured key): a
     /// random key for this process only.
     Process,
+}
+
+/// The screening signal of a credential whose key is under a `revoke_key` containment.
+pub const REVOKED_KEY_SIGNAL: &str = "revoked_key";
+
+impl IncidentService {
+    /// True when one of `secrets` (by its keyed fingerprint) is a key under a `revoke_key`
+    /// containment: a revoked credential seen again in a text.
+    async fn revoked_key_in(&self, secrets: &[SecretFinding]) -> Result<bool, ServiceError> {
+        for f in secrets.iter().take(4) {
+            let active = self
+                .store
+                .active_containments_where(Some("key".into()), Some(f.fingerprint.clone()), None)
+                .await?;
+            if !active.is_empty() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
 }
 
 /// The key of the secret fingerprints, so that the same secret has the same fingerprint across
