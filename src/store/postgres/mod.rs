@@ -951,17 +951,21 @@ impl Store for PgStore {
     ) -> Result<Vec<OutboxItem>, StoreError> {
         let t = micros(&now);
         let until = t.saturating_add(i64::try_from(lease.as_micros()).unwrap_or(i64::MAX / 2));
-        in_tx!(self, |tx| async {
+        in_tx!(self, |tx| {
+            async {
             let rows = query(
                 &tx,
-                "UPDATE outbox SET lease_owner = $1, lease_until = $2, updated_at = $3
-                 WHERE (id, channel) IN (
-                    SELECT id, channel FROM outbox
-                    WHERE status IN ('pending', 'retrying') AND next_attempt_at <= $3
-                      AND (lease_until IS NULL OR lease_until < $3)
-                    ORDER BY next_attempt_at LIMIT $4
-                    FOR UPDATE SKIP LOCKED)
-                 RETURNING id, channel, incident_id, payload, attempts, created_at",
+                "WITH claimed AS (
+                    UPDATE outbox SET lease_owner = $1, lease_until = $2, updated_at = $3
+                    WHERE (id, channel) IN (
+                       SELECT id, channel FROM outbox
+                       WHERE status IN ('pending', 'retrying') AND next_attempt_at <= $3
+                         AND (lease_until IS NULL OR lease_until < $3)
+                       ORDER BY next_attempt_at, queued LIMIT $4
+                       FOR UPDATE SKIP LOCKED)
+                    RETURNING id, channel, incident_id, payload, attempts, created_at, next_attempt_at, queued)
+                 SELECT id, channel, incident_id, payload, attempts, created_at FROM claimed
+                 ORDER BY next_attempt_at, queued",
                 &[&owner, &until, &t, &i64::from(limit)],
             )
             .await?;
@@ -978,7 +982,8 @@ impl Store for PgStore {
                 })
                 .collect::<Result<Vec<_>, _>>()
         }
-        .await)
+        .await
+        })
     }
 
     async fn finish_outbox(
