@@ -78,7 +78,10 @@ async fn main() -> anyhow::Result<()> {
     let fill = Instant::now();
     let mut ids: Vec<IncidentId> = Vec::with_capacity(n as usize);
     let mut events_total = 0u64;
-    let make = |i: u64| {
+    // Ids carry the day and 32 random bits: at 86,400 incidents a day some collide, and the
+    // service would retry; the generator draws again.
+    let mut seen = std::collections::HashSet::with_capacity(n as usize);
+    let mut make = |i: u64| loop {
         let at = t0 + Duration::seconds(i as i64);
         let (inc, mut ev) = Incident::open(
             NewIncident {
@@ -104,7 +107,9 @@ async fn main() -> anyhow::Result<()> {
                 text: format!("note {} on {i}", ev.len()),
             });
         }
-        (inc, ev, at)
+        if seen.insert(inc.id().as_str().to_string()) {
+            break (inc, ev, at);
+        }
     };
     let progress = |done: u64, events: u64, started: &Instant| {
         let s = started.elapsed().as_secs_f64();

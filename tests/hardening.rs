@@ -90,7 +90,7 @@ on_both_backends! {
         let mut failures = Vec::new();
         for chunk in runs.chunks(4) {
             let outs =
-                futures::future::join_all(chunk.iter().map(|input| stdio_once(&db, input))).await;
+                futures::future::join_all(chunk.iter().map(|input| stdio_once(db, input))).await;
             for (input, (code, out, err)) in chunk.iter().zip(outs) {
                 let replies = lines_json(&out);
                 let listed = replies
@@ -128,7 +128,7 @@ on_both_backends! {
         input.push_str(&format!("{batch}\n{bad_args}\n"));
         input.push_str(r#"{"jsonrpc":"2.0","id":4,"method":"ping"}"#);
         input.push('\n');
-        let (code, out, _) = stdio_once(&db, &input).await;
+        let (code, out, _) = stdio_once(db, &input).await;
         assert_eq!(code, 0);
         let replies = lines_json(&out);
         let invalid: Vec<&Value> = replies
@@ -360,14 +360,14 @@ on_both_backends! {
         for token in ["", "  "] {
             let (code, _, err) = tokio::time::timeout(
                 Duration::from_secs(30),
-                cli(&db, &["serve", "--http", "127.0.0.1:0", "--token", token]),
+                cli(db, &["serve", "--http", "127.0.0.1:0", "--token", token]),
             )
             .await
             .unwrap_or_else(|_| panic!("the server started with the empty token {token:?}"));
             assert_ne!(code, 0, "empty token {token:?} accepted");
             assert!(err.contains("empty"), "{err}");
         }
-        let mut c = cmd(&db);
+        let mut c = cmd(db);
         c.args(["serve", "--http", "localhost:0"])
             .stderr(Stdio::piped())
             .stdout(Stdio::null());
@@ -386,7 +386,7 @@ on_both_backends! {
         .expect("listening");
         let r = reqwest::get(format!("{url}/healthz")).await.unwrap();
         assert_eq!(r.status(), 200);
-        let (code, _, err) = cli(&db, &["serve", "--http", "localhost"]).await;
+        let (code, _, err) = cli(db, &["serve", "--http", "localhost"]).await;
         assert_ne!(code, 0);
         assert!(err.contains("HOST:PORT"), "{err}");
     }
@@ -396,7 +396,7 @@ on_both_backends! {
     async fn cli_output_into_a_closed_pipe_is_quiet(db) {
         let db = db.url();
         let (code, out, err) = cli(
-            &db,
+            db,
             &[
                 "report",
                 "--type",
@@ -421,7 +421,7 @@ on_both_backends! {
             let (reader, writer) = std::io::pipe().unwrap();
             drop(reader); // like `| head` that has already exited
             let out = std::process::Command::new(bin())
-                .env("AI_INCIDENT_DB", &db)
+                .env("AI_INCIDENT_DB", db)
                 .env("AI_INCIDENT_LOG", "warn")
                 .args(&args)
                 .stdout(Stdio::from(writer))

@@ -528,8 +528,8 @@ on_both_backends! {
         let db = db.url();
         let rx = Receiver::start(Mode::Up).await;
         let cfg = write_config(d.path(), &rx.url, ["1s", "1s", "1s", "60s"], "100ms", "");
-        let a = stdio_client(&db, &["--config", &cfg]).await;
-        let b = stdio_client(&db, &["--config", &cfg]).await;
+        let a = stdio_client(db, &["--config", &cfg]).await;
+        let b = stdio_client(db, &["--config", &cfg]).await;
         let ids = [
             report_high(&a).await,
             report_high(&b).await,

@@ -213,7 +213,7 @@ on_both_backends! {
             &["incidents", "get", "INC-20260101-DEADBEEF"][..],
             &["escalate", "INC-20260101-DEADBEEF"][..],
         ] {
-            let (code, _, err) = run_cli(&db, a).await;
+            let (code, _, err) = run_cli(db, a).await;
             assert_ne!(code, 0);
             assert!(err.contains("incidents list"), "{err}");
             assert!(!err.contains("list_incidents"), "{err}");

@@ -353,7 +353,7 @@ on_both_backends! {
         };
         let first_id;
         {
-            let (_srv, url) = http_server(&db, &[]).await;
+            let (_srv, url) = http_server(db, &[]).await;
             let (s, a) = post(url.clone(), "retry-1", report_body()).await;
             assert_eq!(s, 201);
             first_id = a["incident_id"].as_str().unwrap().to_string();
@@ -382,7 +382,7 @@ on_both_backends! {
             assert_eq!(e["error"]["field"], "Idempotency-Key");
         }
         // the key survives a restart
-        let (_srv, url) = http_server(&db, &[]).await;
+        let (_srv, url) = http_server(db, &[]).await;
         let (s, a) = post(url.clone(), "retry-1", report_body()).await;
         assert_eq!(s, 200);
         assert_eq!(a["incident_id"], first_id.as_str());

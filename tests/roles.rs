@@ -81,7 +81,7 @@ on_both_backends! {
     async fn read_only_mode_hides_write_tools_and_refuses_write_endpoints(db) {
         let db = db.url();
         let (code, out, err) = run_cli(
-            &db,
+            db,
             &[
                 "report",
                 "--type",
@@ -98,7 +98,7 @@ on_both_backends! {
             .as_str()
             .unwrap()
             .to_string();
-        let (_srv, url) = serve(&db, &[], &["--read-only"]).await;
+        let (_srv, url) = serve(db, &[], &["--read-only"]).await;
         let http = reqwest::Client::new();
 
         // REST: reads work, writes are 403 with a sentence.
@@ -193,7 +193,7 @@ on_both_backends! {
         )
         .unwrap();
         let (_srv, url) = serve(
-            &db,
+            db,
             &["--config", cfg.to_str().unwrap()],
             &["--token", "admin-token-1"],
         )
@@ -349,13 +349,13 @@ on_both_backends! {
 on_both_backends! {
     async fn stdio_and_cli_record_the_actor_flag(db) {
         let db = db.url();
-        let c = stdio_client(&db, &["--actor", "carol"]).await;
+        let c = stdio_client(db, &["--actor", "carol"]).await;
         let r = call_ok(&c, "report_incident", report_body()).await;
         let id = r["incident_id"].as_str().unwrap().to_string();
         call_ok(&c, "escalate_incident", json!({"incident_id": id})).await;
-        let (code, _, err) = run_cli(&db, &["--actor", "dave", "escalate", &id]).await;
+        let (code, _, err) = run_cli(db, &["--actor", "dave", "escalate", &id]).await;
         assert_eq!(code, 0, "{err}");
-        let (_, out, _) = run_cli(&db, &["incidents", "get", &id]).await;
+        let (_, out, _) = run_cli(db, &["incidents", "get", &id]).await;
         let v: Value = serde_json::from_str(&out).unwrap();
         let tl: Vec<&str> = v["timeline"]
             .as_array()

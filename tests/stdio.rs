@@ -446,10 +446,10 @@ on_both_backends! {
 on_both_backends! {
     async fn tools_flag_exposes_only_the_selection_and_refuses_unknown_names(db) {
         let db = db.url();
-        let c = stdio_client(&db, &[]).await;
+        let c = stdio_client(db, &[]).await;
         let all = c.list_all_tools().await.unwrap().len();
         c.cancel().await.unwrap();
-        let mut cmd = command(&db);
+        let mut cmd = command(db);
         cmd.args(["serve", "--stdio", "--tools", "screening,list_incidents"]);
         let c = spawn_client(cmd).await;
         let mut names: Vec<String> = c
@@ -483,7 +483,7 @@ on_both_backends! {
         );
         c.cancel().await.unwrap();
 
-        let out = command(&db)
+        let out = command(db)
             .args(["serve", "--stdio", "--tools", "screening,nope"])
             .stdin(std::process::Stdio::null())
             .output()
