@@ -325,7 +325,13 @@ impl Store for SqliteStore {
                 args.push(micros(&since).into());
             }
             if let Some(c) = &q.cursor {
-                sql.push_str(" AND (created_at < ? OR (created_at = ? AND id < ?))");
+                // The plain `created_at <= ?` bound lets SQLite seek the index to the cursor;
+                // the OR alone made it scan from the newest row (41 ms at 200k incidents, half
+                // way down; 0.1 ms with the bound).
+                sql.push_str(
+                    " AND created_at <= ? AND (created_at < ? OR (created_at = ? AND id < ?))",
+                );
+                args.push(c.created_at_micros.into());
                 args.push(c.created_at_micros.into());
                 args.push(c.created_at_micros.into());
                 args.push(c.id.clone().into());
