@@ -12,6 +12,7 @@ use rmcp::transport::StreamableHttpClientTransport;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
+use crate::common::backends::on_both_backends;
 use crate::common::*;
 
 /// The binary under test; `HARDENING_BIN` points these tests at another build (e.g. the one
@@ -71,100 +72,100 @@ fn lines_json(s: &str) -> Vec<Value> {
         .collect()
 }
 
-#[tokio::test]
-async fn stdio_end_of_input_never_panics() {
-    let d = tempdir();
-    let db = db_in(d.path());
-    let list = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
-    let plain = format!("{INIT}\n{INITIALIZED}\n{list}\n");
-    let garbage = format!("{INIT}\n{INITIALIZED}\nnot json\n{list}\n");
-    // 40 runs of each sequence, 4 at a time.
-    let mut runs = Vec::new();
-    for i in 0..80 {
-        runs.push(if i % 2 == 0 {
-            plain.clone()
-        } else {
-            garbage.clone()
-        });
-    }
-    let mut failures = Vec::new();
-    for chunk in runs.chunks(4) {
-        let outs =
-            futures::future::join_all(chunk.iter().map(|input| stdio_once(&db, input))).await;
-        for (input, (code, out, err)) in chunk.iter().zip(outs) {
-            let replies = lines_json(&out);
-            let listed = replies
-                .iter()
-                .any(|r| r["id"] == 2 && r["result"]["tools"].is_array());
-            if code != 0 || !listed || err.contains("panicked") {
-                failures.push(format!(
-                    "exit {code}, tools/list answered: {listed}, garbage line: {}, stderr: {}",
-                    input.contains("not json"),
-                    err.lines().find(|l| l.contains("panicked")).unwrap_or("")
-                ));
+on_both_backends! {
+    async fn stdio_end_of_input_never_panics(db) {
+        let db = db.url();
+        let list = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+        let plain = format!("{INIT}\n{INITIALIZED}\n{list}\n");
+        let garbage = format!("{INIT}\n{INITIALIZED}\nnot json\n{list}\n");
+        // 40 runs of each sequence, 4 at a time.
+        let mut runs = Vec::new();
+        for i in 0..80 {
+            runs.push(if i % 2 == 0 {
+                plain.clone()
+            } else {
+                garbage.clone()
+            });
+        }
+        let mut failures = Vec::new();
+        for chunk in runs.chunks(4) {
+            let outs =
+                futures::future::join_all(chunk.iter().map(|input| stdio_once(db, input))).await;
+            for (input, (code, out, err)) in chunk.iter().zip(outs) {
+                let replies = lines_json(&out);
+                let listed = replies
+                    .iter()
+                    .any(|r| r["id"] == 2 && r["result"]["tools"].is_array());
+                if code != 0 || !listed || err.contains("panicked") {
+                    failures.push(format!(
+                        "exit {code}, tools/list answered: {listed}, garbage line: {}, stderr: {}",
+                        input.contains("not json"),
+                        err.lines().find(|l| l.contains("panicked")).unwrap_or("")
+                    ));
+                }
             }
         }
+        assert!(
+            failures.is_empty(),
+            "{} of 80 runs failed: {failures:#?}",
+            failures.len()
+        );
     }
-    assert!(
-        failures.is_empty(),
-        "{} of 80 runs failed: {failures:#?}",
-        failures.len()
-    );
 }
 
-#[tokio::test]
-async fn stdio_answers_every_line_that_is_not_a_message() {
-    let d = tempdir();
-    let db = db_in(d.path());
-    let bad = ["42", "[]", "{}", "\"str\"", "null", r#"{"foo":1}"#, "[1,2]"];
-    let batch =
-        r#"[{"jsonrpc":"2.0","id":8,"method":"ping"},{"jsonrpc":"2.0","id":9,"method":"ping"}]"#;
-    let bad_args = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"screen_prompt","arguments":5}}"#;
-    let mut input = format!("{INIT}\n{INITIALIZED}\n");
-    for b in bad {
-        input.push_str(b);
+on_both_backends! {
+    async fn stdio_answers_every_line_that_is_not_a_message(db) {
+        let db = db.url();
+        let bad = ["42", "[]", "{}", "\"str\"", "null", r#"{"foo":1}"#, "[1,2]"];
+        let batch =
+            r#"[{"jsonrpc":"2.0","id":8,"method":"ping"},{"jsonrpc":"2.0","id":9,"method":"ping"}]"#;
+        let bad_args = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"screen_prompt","arguments":5}}"#;
+        let mut input = format!("{INIT}\n{INITIALIZED}\n");
+        for b in bad {
+            input.push_str(b);
+            input.push('\n');
+        }
+        input.push_str(&format!("{batch}\n{bad_args}\n"));
+        input.push_str(r#"{"jsonrpc":"2.0","id":4,"method":"ping"}"#);
         input.push('\n');
-    }
-    input.push_str(&format!("{batch}\n{bad_args}\n"));
-    input.push_str(r#"{"jsonrpc":"2.0","id":4,"method":"ping"}"#);
-    input.push('\n');
-    let (code, out, _) = stdio_once(&db, &input).await;
-    assert_eq!(code, 0);
-    let replies = lines_json(&out);
-    let invalid: Vec<&Value> = replies
-        .iter()
-        .filter(|r| r["error"]["code"] == -32600 && r["id"].is_null())
-        .collect();
-    assert_eq!(
-        invalid.len(),
-        bad.len() + 1,
-        "each of {bad:?} and the batch needs a -32600 with id null: {replies:#?}"
-    );
-    assert!(
-        invalid.iter().any(|r| r["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("batches are not supported")),
-        "{invalid:#?}"
-    );
-    let args = replies
-        .iter()
-        .find(|r| r["id"] == 3)
-        .expect("reply to id 3");
-    assert_eq!(args["error"]["code"], -32602, "{args}");
-    assert!(
-        args["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("tools/call"),
-        "{args}"
-    );
-    assert!(
-        replies
+        let (code, out, _) = stdio_once(db, &input).await;
+        assert_eq!(code, 0);
+        let replies = lines_json(&out);
+        let invalid: Vec<&Value> = replies
             .iter()
-            .any(|r| r["id"] == 4 && r["result"].is_object()),
-        "the server keeps serving after bad lines: {replies:#?}"
-    );
+            .filter(|r| r["error"]["code"] == -32600 && r["id"].is_null())
+            .collect();
+        assert_eq!(
+            invalid.len(),
+            bad.len() + 1,
+            "each of {bad:?} and the batch needs a -32600 with id null: {replies:#?}"
+        );
+        assert!(
+            invalid.iter().any(|r| r["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("batches are not supported")),
+            "{invalid:#?}"
+        );
+        let args = replies
+            .iter()
+            .find(|r| r["id"] == 3)
+            .expect("reply to id 3");
+        assert_eq!(args["error"]["code"], -32602, "{args}");
+        assert!(
+            args["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("tools/call"),
+            "{args}"
+        );
+        assert!(
+            replies
+                .iter()
+                .any(|r| r["id"] == 4 && r["result"].is_object()),
+            "the server keeps serving after bad lines: {replies:#?}"
+        );
+    }
 }
 
 /// A server with `[http]` overrides, optionally under a lower open-file limit; returns the child
@@ -353,84 +354,84 @@ async fn guards_parse_authorities_strictly_and_bearer_case_insensitively() {
     }
 }
 
-#[tokio::test]
-async fn cli_refuses_an_empty_token_and_accepts_host_names() {
-    let d = tempdir();
-    let db = db_in(d.path());
-    for token in ["", "  "] {
-        let (code, _, err) = tokio::time::timeout(
-            Duration::from_secs(30),
-            cli(&db, &["serve", "--http", "127.0.0.1:0", "--token", token]),
-        )
-        .await
-        .unwrap_or_else(|_| panic!("the server started with the empty token {token:?}"));
-        assert_ne!(code, 0, "empty token {token:?} accepted");
-        assert!(err.contains("empty"), "{err}");
-    }
-    let mut c = cmd(&db);
-    c.args(["serve", "--http", "localhost:0"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null());
-    let mut child = c.spawn().unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let url = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Ok(Some(l)) = lines.next_line().await {
-            if let Some(rest) = l.split("listening on ").nth(1) {
-                return rest.trim().to_string();
-            }
-            assert!(!l.contains("Error"), "{l}");
+on_both_backends! {
+    async fn cli_refuses_an_empty_token_and_accepts_host_names(db) {
+        let db = db.url();
+        for token in ["", "  "] {
+            let (code, _, err) = tokio::time::timeout(
+                Duration::from_secs(30),
+                cli(db, &["serve", "--http", "127.0.0.1:0", "--token", token]),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("the server started with the empty token {token:?}"));
+            assert_ne!(code, 0, "empty token {token:?} accepted");
+            assert!(err.contains("empty"), "{err}");
         }
-        panic!("server exited before listening");
-    })
-    .await
-    .expect("listening");
-    let r = reqwest::get(format!("{url}/healthz")).await.unwrap();
-    assert_eq!(r.status(), 200);
-    let (code, _, err) = cli(&db, &["serve", "--http", "localhost"]).await;
-    assert_ne!(code, 0);
-    assert!(err.contains("HOST:PORT"), "{err}");
+        let mut c = cmd(db);
+        c.args(["serve", "--http", "localhost:0"])
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null());
+        let mut child = c.spawn().unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let url = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Ok(Some(l)) = lines.next_line().await {
+                if let Some(rest) = l.split("listening on ").nth(1) {
+                    return rest.trim().to_string();
+                }
+                assert!(!l.contains("Error"), "{l}");
+            }
+            panic!("server exited before listening");
+        })
+        .await
+        .expect("listening");
+        let r = reqwest::get(format!("{url}/healthz")).await.unwrap();
+        assert_eq!(r.status(), 200);
+        let (code, _, err) = cli(db, &["serve", "--http", "localhost"]).await;
+        assert_ne!(code, 0);
+        assert!(err.contains("HOST:PORT"), "{err}");
+    }
 }
 
-#[tokio::test]
-async fn cli_output_into_a_closed_pipe_is_quiet() {
-    let d = tempdir();
-    let db = db_in(d.path());
-    let (code, out, err) = cli(
-        &db,
-        &[
-            "report",
-            "--type",
-            "security",
-            "--description",
-            "prompt injection in the support bot",
-            "--email",
-            "sec@example.com",
-        ],
-    )
-    .await;
-    assert_eq!(code, 0, "{err}");
-    let id = serde_json::from_str::<Value>(&out).unwrap()["incident_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    for args in [
-        vec!["incidents", "get", id.as_str()],
-        vec!["incidents", "list"],
-        vec!["config", "--print-default"],
-    ] {
-        let (reader, writer) = std::io::pipe().unwrap();
-        drop(reader); // like `| head` that has already exited
-        let out = std::process::Command::new(bin())
-            .env("AI_INCIDENT_DB", &db)
-            .env("AI_INCIDENT_LOG", "warn")
-            .args(&args)
-            .stdout(Stdio::from(writer))
-            .stderr(Stdio::piped())
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!err.contains("panicked"), "{args:?}: {err}");
-        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+on_both_backends! {
+    async fn cli_output_into_a_closed_pipe_is_quiet(db) {
+        let db = db.url();
+        let (code, out, err) = cli(
+            db,
+            &[
+                "report",
+                "--type",
+                "security",
+                "--description",
+                "prompt injection in the support bot",
+                "--email",
+                "sec@example.com",
+            ],
+        )
+        .await;
+        assert_eq!(code, 0, "{err}");
+        let id = serde_json::from_str::<Value>(&out).unwrap()["incident_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        for args in [
+            vec!["incidents", "get", id.as_str()],
+            vec!["incidents", "list"],
+            vec!["config", "--print-default"],
+        ] {
+            let (reader, writer) = std::io::pipe().unwrap();
+            drop(reader); // like `| head` that has already exited
+            let out = std::process::Command::new(bin())
+                .env("AI_INCIDENT_DB", db)
+                .env("AI_INCIDENT_LOG", "warn")
+                .args(&args)
+                .stdout(Stdio::from(writer))
+                .stderr(Stdio::piped())
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!err.contains("panicked"), "{args:?}: {err}");
+            assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        }
     }
 }
 

