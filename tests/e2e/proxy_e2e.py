@@ -122,10 +122,11 @@ async def monitor_and_flag():
         b = await px.call_tool("get_client", {"client_id": "c-42"})
         check(a.structured_content == b.structured_content and texts(a) == texts(b) and a.is_error == b.is_error,
               "benign get_client: same result as direct", (a, b))
-        same_sorted = json.dumps(a.structured_content, sort_keys=True) == json.dumps(b.structured_content, sort_keys=True)
+        # Python dicts keep the wire order, so this compares the key order the agent received.
         same_raw = json.dumps(a.structured_content) == json.dumps(b.structured_content)
-        check(same_sorted, "benign get_client: structured content byte-identical after key sorting")
-        print(f"info - structured content byte-identical in wire key order: {same_raw}")
+        check(same_raw and list(a.structured_content) != sorted(a.structured_content),
+              "benign get_client: structured content identical in the upstream's (unsorted) key order",
+              (json.dumps(a.structured_content), json.dumps(b.structured_content)))
         big = "x" * 1024
         a = await direct.call_tool("echo", {"text": big, "pad": 4096})
         b = await px.call_tool("echo", {"text": big, "pad": 4096})
