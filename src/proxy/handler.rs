@@ -40,6 +40,9 @@ use crate::proxy::worker::{Job, Queue};
 use crate::service::IncidentService;
 use crate::service::guard::{Direction, Refusal, TrafficInput, TrafficScreen};
 
+/// Serialises pin checks of this process's upstreams (they read and rewrite one lock file).
+static PIN_CHECK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Longest wait for a restarting upstream before a request gets an error.
 const RESTART_WAIT: Duration = Duration::from_secs(3);
 /// Calls counted for the error rate.
@@ -621,7 +624,12 @@ impl Shared {
             *g = live.clone();
         }
         let mut hidden: BTreeMap<String, String> = BTreeMap::new();
-        match s.svc.check_proxy_tools(&s.name, &live).await {
+        // Aggregated upstreams share the pin lock file: one check (and write) at a time.
+        let checked = {
+            let _one = PIN_CHECK.lock().await;
+            s.svc.check_proxy_tools(&s.name, &live).await
+        };
+        match checked {
             Ok(check) => {
                 if check.pinned_now {
                     tracing::info!(upstream = %s.name, tools = live.len(), "tool list pinned at first sight");
