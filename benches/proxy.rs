@@ -220,15 +220,30 @@ async fn main() {
     for in_flight in [1usize, 32] {
         let mut d = (Vec::new(), Vec::new(), Vec::new());
         let mut p = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..runs {
-            let s = measure(&direct, in_flight, calls).await;
-            d.0.push(s.p50_us);
-            d.1.push(s.p99_us);
-            d.2.push(s.calls_per_s);
-            let s = measure(&proxied, in_flight, calls).await;
-            p.0.push(s.p50_us);
-            p.1.push(s.p99_us);
-            p.2.push(s.calls_per_s);
+        for run in 1..=runs {
+            let ds = measure(&direct, in_flight, calls).await;
+            d.0.push(ds.p50_us);
+            d.1.push(ds.p99_us);
+            d.2.push(ds.calls_per_s);
+            let ps = measure(&proxied, in_flight, calls).await;
+            p.0.push(ps.p50_us);
+            p.1.push(ps.p99_us);
+            p.2.push(ps.calls_per_s);
+            // Each run, with the machine's load average: the figures mean little on a busy box.
+            let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+            println!(
+                "  run {run} in flight {in_flight:>2}: direct {:.0}/{:.0} µs {:.0}/s, proxied {:.0}/{:.0} µs {:.0}/s (loadavg {})",
+                ds.p50_us,
+                ds.p99_us,
+                ds.calls_per_s,
+                ps.p50_us,
+                ps.p99_us,
+                ps.calls_per_s,
+                load.split_whitespace()
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
         }
         let (d50, d99, dcs) = (median(d.0), median(d.1), median(d.2));
         let (p50, p99, pcs) = (median(p.0), median(p.1), median(p.2));

@@ -934,7 +934,7 @@ impl Config {
                 "must be a fraction between 0 and 1 (0.99 = 99 %)",
             );
         }
-        Ok(())
+        self.proxy.validate_upstreams()
     }
 }
 
@@ -995,6 +995,62 @@ pub struct ProxyConfig {
     pub user_id: Option<String>,
     /// The session of the proxied agent, if known.
     pub session_id: Option<String>,
+    /// `[[proxy.upstreams]]`: the servers one proxy process aggregates when it is started
+    /// without `--name` (tool and prompt names prefixed by `prefix`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub upstreams: Vec<ProxyUpstream>,
+}
+
+/// Whether and how an aggregated upstream's tool and prompt names are prefixed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ProxyPrefix {
+    /// `prefix = true`: `<name>__<tool>`; `false` (the default): the names as the upstream
+    /// gives them.
+    On(bool),
+    /// `prefix = "crm_"`: this string before every name.
+    Custom(String),
+}
+
+impl Default for ProxyPrefix {
+    fn default() -> Self {
+        ProxyPrefix::On(false)
+    }
+}
+
+/// One `[[proxy.upstreams]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyUpstream {
+    /// The upstream's name in incidents, metrics, pins and containment, e.g. `crm`.
+    pub name: String,
+    /// The program and its arguments (stdio upstream), e.g. `["python3", "crm_server.py"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// A Streamable HTTP upstream, e.g. `http://127.0.0.1:9000/mcp` (instead of `command`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Prefix of its tool and prompt names: `true` (`<name>__`), a string, or `false`.
+    #[serde(default)]
+    pub prefix: ProxyPrefix,
+    /// Policy of its tools, resources and prompts without an entry (else `[proxy] default_policy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_policy: Option<ProxyPolicy>,
+    /// Per-tool policy of this upstream, by the upstream's own tool name (before the prefix);
+    /// `"prompt:<name>"` and `"resource:<uri>"` set a prompt's or resource's policy.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tools: std::collections::BTreeMap<String, ProxyPolicy>,
+}
+
+impl ProxyUpstream {
+    /// The string put before its tool and prompt names (empty: none).
+    pub fn prefix_str(&self) -> String {
+        match &self.prefix {
+            ProxyPrefix::On(true) => format!("{}__", self.name),
+            ProxyPrefix::On(false) => String::new(),
+            ProxyPrefix::Custom(s) => s.clone(),
+        }
+    }
 }
 
 impl Default for ProxyConfig {
@@ -1011,18 +1067,88 @@ impl Default for ProxyConfig {
             containment_refresh: Duration::from_secs(1),
             user_id: None,
             session_id: None,
+            upstreams: Vec::new(),
         }
     }
 }
 
 impl ProxyConfig {
-    /// The policy of `tool` on `upstream`: `<upstream>/<tool>`, then `<tool>`, then the default.
+    /// The policy of `tool` on `upstream`: the `[[proxy.upstreams]]` entry's `tools`, then
+    /// `[proxy.tools]` `<upstream>/<tool>`, then `<tool>`, then the entry's `default_policy`,
+    /// then `[proxy] default_policy`. Prompts and resources are looked up as `prompt:<name>`
+    /// and `resource:<uri>`.
     pub fn policy(&self, upstream: &str, tool: &str) -> ProxyPolicy {
-        self.tools
-            .get(&format!("{upstream}/{tool}"))
+        let entry = self.upstreams.iter().find(|u| u.name == upstream);
+        entry
+            .and_then(|u| u.tools.get(tool))
+            .or_else(|| self.tools.get(&format!("{upstream}/{tool}")))
             .or_else(|| self.tools.get(tool))
             .copied()
+            .or_else(|| entry.and_then(|u| u.default_policy))
             .unwrap_or(self.default_policy)
+    }
+
+    /// Checks `[[proxy.upstreams]]`: names usable and unique, exactly one of `command` and
+    /// `url`, and no two prefixes that make the same names. Returns `(key, what to fix)`.
+    pub fn validate_upstreams(&self) -> Result<(), (String, String)> {
+        let mut names = std::collections::BTreeSet::new();
+        let mut prefixes: Vec<(String, String)> = Vec::new();
+        for (i, u) in self.upstreams.iter().enumerate() {
+            let key = format!("proxy.upstreams[{i}]");
+            let ok = !u.name.is_empty()
+                && u.name.len() <= 64
+                && u.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !ok {
+                return Err((
+                    format!("{key}.name"),
+                    format!(
+                        "{:?}: give the upstream a name of 1 to 64 letters, digits, '-' or '_', e.g. crm",
+                        u.name
+                    ),
+                ));
+            }
+            if !names.insert(u.name.clone()) {
+                return Err((
+                    format!("{key}.name"),
+                    format!(
+                        "\"{}\" is used by two upstreams; each needs its own name",
+                        u.name
+                    ),
+                ));
+            }
+            match (u.command.is_empty(), &u.url) {
+                (true, None) => {
+                    return Err((
+                        key,
+                        format!(
+                            "upstream \"{}\" has neither command = [...] nor url = \"http://…/mcp\"; give one",
+                            u.name
+                        ),
+                    ));
+                }
+                (false, Some(_)) => {
+                    return Err((
+                        key,
+                        format!("upstream \"{}\" has both command and url; give one", u.name),
+                    ));
+                }
+                _ => {}
+            }
+            let p = u.prefix_str();
+            if let Some((other, _)) = prefixes.iter().find(|(_, q)| *q == p && !p.is_empty()) {
+                return Err((
+                    format!("{key}.prefix"),
+                    format!(
+                        "upstreams \"{other}\" and \"{}\" both use the prefix \"{p}\"; give them different prefixes",
+                        u.name
+                    ),
+                ));
+            }
+            prefixes.push((u.name.clone(), p));
+        }
+        Ok(())
     }
 }
 

@@ -181,13 +181,15 @@ enum Cmd {
     },
     /// Guard proxy: sit between an agent and one MCP server, screen every tool argument and
     /// result, time every call and pin the live tool list (see docs/proxy.md). Serves the agent
-    /// on stdio unless --http is given.
+    /// on stdio unless --http is given. Without --name, fronts every [[proxy.upstreams]] server
+    /// of --config as one.
     ///
     /// Example: ai-incident-mcp proxy --name crm -- python3 crm_server.py
     Proxy {
-        /// The upstream's name in incidents, metrics, pins and containment, e.g. crm.
+        /// The upstream's name in incidents, metrics, pins and containment, e.g. crm. Leave it
+        /// out to aggregate the [[proxy.upstreams]] of --config.
         #[arg(long)]
-        name: String,
+        name: Option<String>,
         /// A Streamable HTTP upstream (instead of a command after --).
         #[arg(long, value_name = "URL")]
         upstream_url: Option<String>,
@@ -564,24 +566,41 @@ async fn run() -> Result<()> {
             command,
             ..
         } => {
-            use ai_incident_mcp::proxy::{self, ProxyOptions, Target};
-            let target = match (upstream_url, command.is_empty()) {
-                (Some(u), true) => Target::Url(u),
-                (None, false) => Target::Command(command),
-                (Some(_), false) => {
+            use ai_incident_mcp::proxy::{self, ProxyOptions, Target, UpstreamSpec};
+            let specs = match (name, upstream_url, command.is_empty()) {
+                (Some(name), Some(u), true) => vec![UpstreamSpec {
+                    opts: ProxyOptions {
+                        name,
+                        target: Target::Url(u),
+                    },
+                    prefix: String::new(),
+                }],
+                (Some(name), None, false) => vec![UpstreamSpec {
+                    opts: ProxyOptions {
+                        name,
+                        target: Target::Command(command),
+                    },
+                    prefix: String::new(),
+                }],
+                (_, Some(_), false) => {
                     bail!(UserError(
                         "give either --upstream-url or a command after --, not both".into()
                     ))
                 }
-                (None, true) => bail!(UserError(
+                (Some(_), None, true) => bail!(UserError(
                     "no upstream: give its command after --, e.g. `proxy --name crm -- python3 server.py`, or --upstream-url http://host/mcp".into()
+                )),
+                (None, None, true) if !config.proxy.upstreams.is_empty() => {
+                    proxy::configured_upstreams(&config.proxy)
+                }
+                (None, _, _) => bail!(UserError(
+                    "give the upstream a --name (e.g. `proxy --name crm -- python3 server.py`), or leave out --name, the URL and the command and list the servers in [[proxy.upstreams]] in --config".into()
                 )),
             };
             let svc = app::build_service(&cli.db, config.clone())?;
-            let opts = ProxyOptions { name, target };
             let Some(addr) = addr else {
-                tracing::info!(db = %app::display_db(&cli.db), "guard proxy serving MCP on stdio");
-                return proxy::run_stdio(svc, opts)
+                tracing::info!(db = %app::display_db(&cli.db), upstreams = specs.len(), "guard proxy serving MCP on stdio");
+                return proxy::run_stdio_all(svc, specs)
                     .await
                     .context("guard proxy failed");
             };
@@ -600,7 +619,7 @@ async fn run() -> Result<()> {
                 ..HttpOptions::default()
             };
             hopts.allowed_hosts.extend(addr_host);
-            let started = proxy::start(svc, opts).await?;
+            let started = proxy::start_all(svc, specs).await?;
             let local = proxy::serve_http(&started, addr, hopts).await?;
             eprintln!(
                 "guard proxy listening on http://{local}/mcp (store {}); stop with Ctrl-C",

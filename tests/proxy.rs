@@ -1,7 +1,8 @@
 //! The guard proxy (`ai-incident-mcp proxy`) as a real process between the rmcp client and a
-//! real upstream MCP server (the binary's own `serve --stdio`, with its own database). The
-//! Python-SDK upstream with injections, leaks, drift and crashes is exercised by
-//! `tests/e2e/proxy.sh`.
+//! real upstream MCP server (the binary's own `serve --stdio`, with its own database, or
+//! `tests/e2e/proxy_raw_upstream.py`, a standard-library Python server that writes its JSON-RPC
+//! lines itself, so the exact upstream bytes are known). The Python-SDK upstream with
+//! injections, leaks, drift and crashes is exercised by `tests/e2e/proxy.sh`.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -277,4 +278,478 @@ fn the_default_config_file_holds_the_proxy_defaults_and_tool_policies_resolve() 
     assert_eq!(cfg.proxy.policy("erp", "other"), ProxyPolicy::Monitor);
     let e = Config::from_toml_str("[proxy.tools]\nget = \"deny\"\n").unwrap_err();
     assert!(e.to_string().contains("proxy"), "{e}");
+}
+
+// ---- raw upstream: byte fidelity, resources and prompts, aggregation ----
+
+fn raw_upstream() -> String {
+    repo_path("tests/e2e/proxy_raw_upstream.py")
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn python() -> String {
+    std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// `[[proxy.upstreams]]` entries for raw upstreams `(name, extra lines)`.
+fn raw_upstreams(list: &[(&str, &str)]) -> String {
+    let mut t = String::new();
+    for (name, extra) in list {
+        t.push_str(&format!(
+            "[[proxy.upstreams]]\nname = \"{name}\"\ncommand = [{:?}, {:?}, \"{name}\"]\n{extra}\n",
+            python(),
+            raw_upstream()
+        ));
+    }
+    t
+}
+
+/// The proxy over `[[proxy.upstreams]]` (no `--name`).
+async fn aggregated(s: &Setup) -> (Client, Option<u32>) {
+    use rmcp::ServiceExt;
+    use rmcp::transport::TokioChildProcess;
+    let mut cmd = command(&s.db);
+    cmd.args(["--config", &s.cfg, "proxy"]);
+    let (t, _) = TokioChildProcess::builder(cmd)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn proxy");
+    let pid = t.id();
+    (().serve(t).await.expect("handshake with the proxy"), pid)
+}
+
+/// The proxy in front of one raw upstream named `name`.
+async fn proxied_raw(s: &Setup, name: &str) -> Client {
+    use rmcp::ServiceExt;
+    use rmcp::transport::TokioChildProcess;
+    let mut cmd = command(&s.db);
+    cmd.args(["--config", &s.cfg, "proxy", "--name", name, "--"])
+        .args([python(), raw_upstream(), name.to_string()]);
+    let (t, _) = TokioChildProcess::builder(cmd)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn proxy");
+    ().serve(t).await.expect("handshake with the proxy")
+}
+
+/// Speaks JSON-RPC lines to `cmd` by hand: initialize, initialized, then `request` (id 2);
+/// returns the answer line to it exactly as written.
+async fn raw_exchange(mut cmd: tokio::process::Command, request: Value) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("spawn");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "raw-test", "version": "1"}}});
+    let send = |v: Value| {
+        let mut l = v.to_string();
+        l.push('\n');
+        l
+    };
+    stdin.write_all(send(init).as_bytes()).await.unwrap();
+    read_id(1, &mut out).await;
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    stdin.write_all(send(note).as_bytes()).await.unwrap();
+    stdin.write_all(send(request).as_bytes()).await.unwrap();
+    let line = read_id(2, &mut out).await;
+    drop(stdin);
+    let _ = child.kill().await;
+    line
+}
+
+/// The next line from `out` whose JSON-RPC id is `id`, exactly as written.
+async fn read_id(
+    id: i64,
+    out: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) -> String {
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(30), out.next_line())
+            .await
+            .expect("an answer within 30 s")
+            .unwrap()
+            .expect("a line");
+        let v: Value = serde_json::from_str(&line).expect("a JSON line");
+        if v["id"] == json!(id) {
+            return line;
+        }
+    }
+}
+
+/// The raw text of the JSON value after `"key":` in `line` (strings and nesting respected).
+fn raw_member<'a>(line: &'a str, key: &str) -> &'a str {
+    let pat = format!("\"{key}\":");
+    let start = line
+        .find(&pat)
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+        + pat.len();
+    let b = line.as_bytes();
+    let (mut depth, mut in_str, mut esc) = (0i32, false, false);
+    for (i, &c) in b.iter().enumerate().skip(start) {
+        if in_str {
+            match (esc, c) {
+                (true, _) => esc = false,
+                (false, b'\\') => esc = true,
+                (false, b'"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            b'"' => in_str = true,
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                depth -= 1;
+                if depth == 0 {
+                    return &line[start..=i];
+                }
+            }
+            _ => {}
+        }
+    }
+    panic!("unbalanced {key} in {line}")
+}
+
+#[tokio::test]
+async fn structured_content_reaches_the_agent_byte_for_byte_in_the_upstreams_key_order() {
+    let s = setup("");
+    let req = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "get_record", "arguments": {}}});
+    let mut direct = tokio::process::Command::new(python());
+    direct.args([raw_upstream(), "r".into()]).kill_on_drop(true);
+    let d = raw_exchange(direct, req.clone()).await;
+    let mut via = command(&s.db);
+    via.args(["--config", &s.cfg, "proxy", "--name", "r", "--"])
+        .args([python(), raw_upstream(), "r".into()]);
+    let p = raw_exchange(via, req).await;
+    let (ds, ps) = (
+        raw_member(&d, "structuredContent"),
+        raw_member(&p, "structuredContent"),
+    );
+    // The upstream's order is not sorted (so a relay that sorts keys fails here) ...
+    assert!(
+        ds.starts_with("{\"zeta\":1,\"alpha\":{\"y\":\"caf\u{e9}"),
+        "{ds}"
+    );
+    // ... and the proxy relays exactly those bytes, text content too.
+    assert_eq!(
+        ps, ds,
+        "structured content differs:\n direct  {d}\n proxied {p}"
+    );
+    assert_eq!(raw_member(&p, "content"), raw_member(&d, "content"));
+}
+
+#[tokio::test]
+async fn resource_contents_and_prompt_messages_are_screened_under_the_flag_policy() {
+    let s = setup("default_policy = \"flag\"\n");
+    let c = proxied_raw(&s, "r").await;
+    let read =
+        |uri: &str| c.read_resource(rmcp::model::ReadResourceRequestParams::new(uri.to_string()));
+    let texts = |r: &rmcp::model::ReadResourceResult| -> Vec<String> {
+        r.contents
+            .iter()
+            .filter_map(|c| match c {
+                rmcp::model::ResourceContents::TextResourceContents { text, .. } => {
+                    Some(text.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let benign = read("mem://r/notes").await.unwrap();
+    assert_eq!(texts(&benign), vec!["Quarterly notes: deliveries on time."]);
+    let bin = read("mem://r/blob-bin").await.unwrap();
+    assert_eq!(bin.contents.len(), 1, "a binary blob passes unscreened");
+    for uri in ["mem://r/poisoned", "mem://r/blob-text"] {
+        let r = read(uri).await.unwrap();
+        assert_eq!(r.contents.len(), 2, "{uri}: {r:?}");
+        let t = texts(&r);
+        let warn = t.last().unwrap();
+        assert!(
+            warn.starts_with("[guard proxy warning] mem://r/"),
+            "{uri}: {warn}"
+        );
+    }
+    let get = |name: &str| c.get_prompt(rmcp::model::GetPromptRequestParams::new(name));
+    let p = get("summarise").await.unwrap();
+    assert_eq!(p.messages.len(), 1, "benign prompt unchanged");
+    let p = get("poisoned").await.unwrap();
+    assert_eq!(p.messages.len(), 2, "{p:?}");
+    let w = serde_json::to_string(&p.messages[1]).unwrap();
+    assert!(w.contains("[guard proxy warning] prompt:poisoned"), "{w}");
+    // The flagged findings become incidents with the resource and prompt as evidence.
+    let mut seen = (false, false, false);
+    for _ in 0..100 {
+        let all = serde_json::to_string(&incidents_full(&s.db).await).unwrap();
+        seen = (
+            all.contains("r mem://r/poisoned resource $.contents[0].text"),
+            all.contains("r mem://r/blob-text resource $.contents[0].blob"),
+            all.contains("r prompt:poisoned prompt $.messages[0].content.text"),
+        );
+        if seen == (true, true, true) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        seen,
+        (true, true, true),
+        "resource/prompt evidence recorded"
+    );
+    let _ = c.cancel().await;
+}
+
+async fn incidents_full(db: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    for i in incidents(db).await {
+        if let Some(id) = i["id"].as_str().or(i["incident_id"].as_str()) {
+            out.push(incident(db, id).await);
+        }
+    }
+    out
+}
+
+fn prompt_text(p: &rmcp::model::GetPromptResult) -> String {
+    serde_json::to_string(&p.messages).unwrap()
+}
+
+#[tokio::test]
+async fn two_upstreams_are_merged_with_prefixes_and_routed_policed_and_restarted_separately() {
+    let s = setup(&raw_upstreams(&[
+        ("a", "prefix = true\ndefault_policy = \"block\""),
+        ("b", "prefix = \"b_\""),
+    ]));
+    let (c, pid) = aggregated(&s).await;
+    let names = tool_names(&c).await;
+    assert_eq!(
+        names,
+        [
+            "a__crash",
+            "a__get_record",
+            "a__whoami",
+            "b_crash",
+            "b_get_record",
+            "b_whoami"
+        ]
+    );
+    let who = |t: &'static str| call(&c, t, json!({}));
+    assert_eq!(text_of(&who("a__whoami").await), "I am a");
+    assert_eq!(text_of(&who("b_whoami").await), "I am b");
+    // Pinned per upstream, under the upstream's own names.
+    let lock = pins(&s.pins);
+    assert!(lock["tools"]["proxy:a/whoami"].is_string(), "{lock}");
+    assert!(lock["tools"]["proxy:b/whoami"].is_string(), "{lock}");
+    // An unknown name is a clear error, not a guess.
+    let e = c
+        .call_tool(rmcp::model::CallToolRequestParams::new("whoami"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no upstream offers a tool \"whoami\""), "{e}");
+
+    // Prompts and resources merged with the same rule; the policy is each upstream's own.
+    let mut prompts: Vec<String> = c
+        .list_all_prompts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    prompts.sort();
+    assert_eq!(
+        prompts,
+        ["a__poisoned", "a__summarise", "b_poisoned", "b_summarise"]
+    );
+    let uris: Vec<String> = c
+        .list_all_resources()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.uri)
+        .collect();
+    assert_eq!(uris.len(), 8, "{uris:?}");
+    let read =
+        |uri: &str| c.read_resource(rmcp::model::ReadResourceRequestParams::new(uri.to_string()));
+    let e = read("mem://a/poisoned").await.unwrap_err().to_string();
+    assert!(
+        e.contains("withheld resource mem://a/poisoned") && e.contains("INC-"),
+        "{e}"
+    );
+    let r = read("mem://b/poisoned").await.unwrap();
+    assert_eq!(r.contents.len(), 1, "b is monitor: relayed unchanged");
+    let get = |name: &str| c.get_prompt(rmcp::model::GetPromptRequestParams::new(name));
+    let e = get("a__poisoned").await.unwrap_err().to_string();
+    assert!(e.contains("withheld prompt poisoned"), "{e}");
+    let p = get("b_summarise").await.unwrap();
+    assert!(prompt_text(&p).contains("Summarise the quarterly notes."));
+
+    // b dies: a keeps answering, b is restarted on its own.
+    let pid = pid.expect("proxy pid");
+    let kids = |pid: u32| -> Vec<(u32, String)> {
+        let mut v = Vec::new();
+        for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .flatten()
+        {
+            let ks = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            for k in ks.split_whitespace().filter_map(|k| k.parse::<u32>().ok()) {
+                let cmdline = std::fs::read_to_string(format!("/proc/{k}/cmdline"))
+                    .unwrap_or_default()
+                    .replace('\0', " ");
+                v.push((k, cmdline));
+            }
+        }
+        v
+    };
+    let b_pid = kids(pid)
+        .into_iter()
+        .find(|(_, c)| c.trim_end().ends_with(" b"))
+        .map(|(k, _)| k)
+        .expect("upstream b");
+    let r = c
+        .call_tool(rmcp::model::CallToolRequestParams::new("b_crash"))
+        .await;
+    assert!(
+        r.is_err() || matches!(&r, Ok(r) if r.is_error == Some(true)),
+        "{r:?}"
+    );
+    assert_eq!(text_of(&who("a__whoami").await), "I am a", "a unaffected");
+    let mut back = false;
+    for _ in 0..50 {
+        let r = c
+            .call_tool(rmcp::model::CallToolRequestParams::new("b_whoami"))
+            .await;
+        if matches!(&r, Ok(r) if text_of(r) == "I am b") {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(back, "b restarted");
+    assert!(
+        kids(pid).iter().all(|(k, _)| *k != b_pid),
+        "a new b process"
+    );
+    let mut failure = false;
+    for _ in 0..50 {
+        failure = incidents(&s.db).await.iter().any(|i| {
+            i["title"]
+                .as_str()
+                .unwrap_or("")
+                .contains("MCP server b failing")
+        });
+        if failure {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(failure, "b's crash is b's mcp_protocol_failure");
+    assert!(
+        !incidents(&s.db).await.iter().any(|i| i["title"]
+            .as_str()
+            .unwrap_or("")
+            .contains("MCP server a failing")),
+        "nothing against a"
+    );
+    let _ = c.cancel().await;
+}
+
+#[tokio::test]
+async fn two_upstreams_offering_the_same_tool_name_are_refused_at_start() {
+    let s = setup(&raw_upstreams(&[("a", ""), ("b", "")]));
+    let mut cmd = command(&s.db);
+    cmd.args(["--config", &s.cfg, "proxy"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
+        .await
+        .expect("the proxy exits")
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("tool \"whoami\" is offered by upstreams \"a\" and \"b\"")
+            && err.contains("prefix = true"),
+        "{err}"
+    );
+}
+
+#[test]
+fn proxy_upstreams_config_is_checked_and_per_upstream_policy_comes_first() {
+    use ai_incident_mcp::config::{Config, ProxyPolicy};
+    let cfg = Config::from_toml_str(
+        "[proxy]\ndefault_policy = \"monitor\"\n[proxy.tools]\nget = \"flag\"\n\
+         [[proxy.upstreams]]\nname = \"crm\"\ncommand = [\"crm-server\"]\nprefix = true\ndefault_policy = \"block\"\n\
+         [proxy.upstreams.tools]\nget = \"monitor\"\n\
+         [[proxy.upstreams]]\nname = \"erp\"\nurl = \"http://127.0.0.1:9/mcp\"\nprefix = \"e_\"\n",
+    )
+    .unwrap();
+    let p = &cfg.proxy;
+    assert_eq!(p.upstreams[0].prefix_str(), "crm__");
+    assert_eq!(p.upstreams[1].prefix_str(), "e_");
+    assert_eq!(p.policy("crm", "get"), ProxyPolicy::Monitor);
+    assert_eq!(p.policy("crm", "other"), ProxyPolicy::Block);
+    assert_eq!(p.policy("crm", "prompt:x"), ProxyPolicy::Block);
+    assert_eq!(p.policy("erp", "get"), ProxyPolicy::Flag);
+    assert_eq!(p.policy("erp", "resource:mem://x"), ProxyPolicy::Monitor);
+    for (bad, says) in [
+        (
+            "[[proxy.upstreams]]\nname = \"a\"\n",
+            "neither command = [...] nor url",
+        ),
+        (
+            "[[proxy.upstreams]]\nname = \"a\"\ncommand = [\"x\"]\nurl = \"http://h/mcp\"\n",
+            "both command and url",
+        ),
+        (
+            "[[proxy.upstreams]]\nname = \"a\"\ncommand = [\"x\"]\n[[proxy.upstreams]]\nname = \"a\"\ncommand = [\"y\"]\n",
+            "used by two upstreams",
+        ),
+        (
+            "[[proxy.upstreams]]\nname = \"a\"\ncommand = [\"x\"]\nprefix = \"p_\"\n[[proxy.upstreams]]\nname = \"b\"\ncommand = [\"y\"]\nprefix = \"p_\"\n",
+            "both use the prefix \"p_\"",
+        ),
+        (
+            "[[proxy.upstreams]]\nname = \"a b\"\ncommand = [\"x\"]\n",
+            "letters, digits",
+        ),
+    ] {
+        let e = Config::from_toml_str(bad).unwrap_err().to_string();
+        assert!(
+            e.contains(says) && e.contains("proxy.upstreams"),
+            "{bad}: {e}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_chain_written_before_preserve_order_still_imports_and_verifies() {
+    // tests/fixtures/proxy/chain-sorted-keys.jsonl was exported by the binary built without
+    // serde_json's preserve_order (sorted map keys). Import checks every event hash and the
+    // whole chain; the events must come out of the new store byte for byte the same.
+    let dir = tempdir();
+    let db = db_in(dir.path());
+    let fixture = repo_path("tests/fixtures/proxy/chain-sorted-keys.jsonl");
+    let (code, _, err) = run_cli(&db, &["import", &fixture.to_string_lossy()]).await;
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run_cli(&db, &["verify-audit"]).await;
+    assert_eq!(code, 0, "{out} {err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["ok"], json!(true), "{v}");
+    assert_eq!(v["events_checked"], json!(11), "{v}");
+    let (code, again, err) = run_cli(&db, &["export"]).await;
+    assert_eq!(code, 0, "{err}");
+    let events = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| l.starts_with("{\"event\""))
+            .map(str::to_string)
+            .collect()
+    };
+    let before = std::fs::read_to_string(&fixture).unwrap();
+    assert_eq!(events(&again), events(&before));
 }

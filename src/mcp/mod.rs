@@ -95,6 +95,15 @@ Lifecycle: acknowledge_incident stops the escalation clock; update_incident chan
 contain_incident blocks the affected user/session (lift_containment undoes it); resolve_incident, then \
 document_incident writes the postmortem (also incident://{id}/postmortem).";
 
+/// Sorts the keys of `m` at every level.
+fn sort_keys(m: &mut serde_json::Map<String, serde_json::Value>) {
+    let mut v = serde_json::Value::Object(std::mem::take(m));
+    v.sort_all_objects();
+    if let serde_json::Value::Object(sorted) = v {
+        *m = sorted;
+    }
+}
+
 impl IncidentMcp {
     /// A handler over `svc` with every tool.
     pub fn new(svc: Arc<IncidentService>) -> Self {
@@ -107,12 +116,16 @@ impl IncidentMcp {
             let tool = &mut route.attr;
             let mut input = (*tool.input_schema).clone();
             schema::portable(&mut input);
+            // serde_json is built with preserve_order (the guard proxy keeps an upstream's key
+            // order); the schemas this server publishes keep the sorted key order they had.
+            sort_keys(&mut input);
             tool.input_schema = Arc::new(input);
             if REPORT_TOOLS.contains(&tool.name.as_ref()) {
                 tool.output_schema = None;
             } else if let Some(out) = tool.output_schema.as_mut() {
                 let mut o = (**out).clone();
                 schema::portable_output(&mut o);
+                sort_keys(&mut o);
                 *out = Arc::new(o);
             }
         }

@@ -1,11 +1,15 @@
 //! The texts of an MCP message that the guard screens: every string leaf of a JSON value with
 //! its JSON path (`$.a.b[0]`, `$["odd key"]`), and for a tool result the text blocks, the text
 //! of embedded resources and the string leaves of `structuredContent` (a text block that only
-//! repeats the structured content is screened once).
+//! repeats the structured content is screened once); for a `resources/read` answer the text
+//! contents and the blobs that decode as UTF-8, for a `prompts/get` answer its description and
+//! the text (and embedded resource text) of its messages.
 //!
-//! May import: nothing from the crate (serde_json and rmcp's model only).
+//! May import: nothing from the crate (serde_json, base64 and rmcp's model only).
 
-use rmcp::model::{CallToolResult, ContentBlock, ResourceContents};
+use rmcp::model::{
+    CallToolResult, ContentBlock, GetPromptResult, ReadResourceResult, ResourceContents,
+};
 use serde_json::Value;
 
 /// Every string leaf of `v`, depth first, with its path below `base`.
@@ -92,6 +96,57 @@ pub fn result_leaves(r: &CallToolResult) -> Vec<(String, String)> {
     out
 }
 
+/// The texts of a `resources/read` answer: `$.contents[i].text`, and `$.contents[i].blob` for
+/// a blob whose base64 decodes to UTF-8 text (other blobs are binary and not screened).
+pub fn resource_leaves(r: &ReadResourceResult) -> Vec<(String, String)> {
+    use base64::Engine;
+    let mut out = Vec::new();
+    for (i, c) in r.contents.iter().enumerate() {
+        match c {
+            ResourceContents::TextResourceContents { text, .. } => {
+                out.push((format!("$.contents[{i}].text"), text.clone()));
+            }
+            ResourceContents::BlobResourceContents { blob, .. } => {
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(blob.trim())
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok());
+                if let Some(t) = decoded {
+                    out.push((format!("$.contents[{i}].blob"), t));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The texts of a `prompts/get` answer: `$.description`, `$.messages[i].content.text` and
+/// `$.messages[i].content.resource.text`.
+pub fn prompt_leaves(r: &GetPromptResult) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if let Some(d) = r.description.as_ref().filter(|d| !d.trim().is_empty()) {
+        out.push(("$.description".to_string(), d.clone()));
+    }
+    for (i, m) in r.messages.iter().enumerate() {
+        match &m.content {
+            ContentBlock::Text(t) => {
+                out.push((format!("$.messages[{i}].content.text"), t.text.clone()));
+            }
+            ContentBlock::Resource(e) => {
+                if let ResourceContents::TextResourceContents { text, .. } = &e.resource {
+                    out.push((
+                        format!("$.messages[{i}].content.resource.text"),
+                        text.clone(),
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +184,37 @@ mod tests {
         assert_eq!(
             result_leaves(&r),
             vec![("$.content[0].text".to_string(), "plain words".to_string())]
+        );
+    }
+
+    #[test]
+    fn resource_leaves_take_text_and_utf8_blobs_only() {
+        use base64::Engine;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let r = ReadResourceResult::new(vec![
+            ResourceContents::text("plain words", "file:///a.txt"),
+            ResourceContents::BlobResourceContents {
+                uri: "file:///b.txt".into(),
+                mime_type: None,
+                blob: b64("text in a blob".as_bytes()),
+                meta: None,
+            },
+            ResourceContents::BlobResourceContents {
+                uri: "file:///c.bin".into(),
+                mime_type: None,
+                blob: b64(&[0xff, 0xfe, 0x00, 0x81]),
+                meta: None,
+            },
+        ]);
+        assert_eq!(
+            resource_leaves(&r),
+            vec![
+                ("$.contents[0].text".to_string(), "plain words".to_string()),
+                (
+                    "$.contents[1].blob".to_string(),
+                    "text in a blob".to_string()
+                ),
+            ]
         );
     }
 }

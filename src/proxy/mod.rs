@@ -1,5 +1,5 @@
 //! The guard proxy (`ai-incident-mcp proxy`): a transparent MCP proxy between an agent and one
-//! MCP server. It forwards requests, results and notifications both ways, and on the way screens
+//! MCP server, or several merged from `[[proxy.upstreams]]` (names prefixed by config). It forwards requests, results and notifications both ways, and on the way screens
 //! tool arguments and results, refuses contained users, sessions and isolated upstreams, pins
 //! the live `tools/list` (changed or new tools hidden until approved), times every call, and
 //! restarts a dead upstream with backoff. Findings go to the same store as `serve`, through a
@@ -37,6 +37,32 @@ pub struct ProxyOptions {
     pub target: Target,
 }
 
+/// One upstream of an aggregating proxy: what to guard and the prefix of its names.
+#[derive(Debug, Clone)]
+pub struct UpstreamSpec {
+    /// Name and target.
+    pub opts: ProxyOptions,
+    /// Put before its tool and prompt names (empty: none).
+    pub prefix: String,
+}
+
+/// The upstreams of `[[proxy.upstreams]]`, in config order.
+pub fn configured_upstreams(cfg: &crate::config::ProxyConfig) -> Vec<UpstreamSpec> {
+    cfg.upstreams
+        .iter()
+        .map(|u| UpstreamSpec {
+            opts: ProxyOptions {
+                name: u.name.clone(),
+                target: match &u.url {
+                    Some(url) => Target::Url(url.clone()),
+                    None => Target::Command(u.command.clone()),
+                },
+            },
+            prefix: u.prefix_str(),
+        })
+        .collect()
+}
+
 /// The proxy failed to run.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -51,6 +77,14 @@ pub enum ProxyError {
     /// The HTTP listener could not be bound.
     #[error("cannot listen: {0}")]
     Listen(#[source] std::io::Error),
+    /// No upstream given.
+    #[error(
+        "no upstream: give its command after --, e.g. `proxy --name crm -- python3 server.py`, --upstream-url http://host/mcp, or list servers in [[proxy.upstreams]] in --config"
+    )]
+    NoUpstream,
+    /// Two aggregated upstreams offer the same tool or prompt name.
+    #[error("{0}")]
+    Collision(String),
 }
 
 /// A started proxy: the handler to serve, and what to stop.
@@ -59,14 +93,16 @@ pub struct Started {
     pub handler: GuardProxy,
     /// Cancels the upstream, the refresh task and (after draining) the queue.
     pub ct: CancellationToken,
-    worker: tokio::task::JoinHandle<()>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Started {
-    /// Stops the upstream and waits for the queue to drain (bounded).
+    /// Stops the upstreams and waits for the queues to drain (bounded).
     pub async fn shutdown(self) {
         self.ct.cancel();
-        let _ = self.worker.await;
+        for w in self.workers {
+            let _ = w.await;
+        }
     }
 }
 
@@ -83,20 +119,37 @@ fn name_ok(n: &str) -> bool {
 /// # Errors
 /// [`ProxyError::BadName`] for an unusable name.
 pub async fn start(svc: Arc<IncidentService>, opts: ProxyOptions) -> Result<Started, ProxyError> {
-    if !name_ok(&opts.name) {
-        return Err(ProxyError::BadName(opts.name));
+    start_all(
+        svc,
+        vec![UpstreamSpec {
+            opts,
+            prefix: String::new(),
+        }],
+    )
+    .await
+}
+
+/// As [`start`] for several upstreams merged into one agent-facing server: each gets its own
+/// supervisor (restarts), queue writer, containment refresh, pins and timing. Waits up to 10 s
+/// for all first sessions, then lists their tools and prompts and refuses names two upstreams
+/// would both offer.
+///
+/// # Errors
+/// [`ProxyError::BadName`], [`ProxyError::NoUpstream`], [`ProxyError::Collision`].
+pub async fn start_all(
+    svc: Arc<IncidentService>,
+    specs: Vec<UpstreamSpec>,
+) -> Result<Started, ProxyError> {
+    if specs.is_empty() {
+        return Err(ProxyError::NoUpstream);
+    }
+    if let Some(bad) = specs.iter().find(|s| !name_ok(&s.opts.name)) {
+        return Err(ProxyError::BadName(bad.opts.name.clone()));
     }
     let cfg = svc.config().proxy.clone();
     let ct = CancellationToken::new();
     let worker_ct = CancellationToken::new();
-    let (queue, worker) = worker::spawn(
-        svc.clone(),
-        opts.name.clone(),
-        cfg.queue_capacity,
-        worker_ct.clone(),
-        Duration::from_secs(10),
-    );
-    // The writer stops after everything else: it drains what the last calls queued.
+    // The writers stop after everything else: they drain what the last calls queued.
     let wct = worker_ct.clone();
     let ct2 = ct.clone();
     tokio::spawn(async move {
@@ -105,27 +158,57 @@ pub async fn start(svc: Arc<IncidentService>, opts: ProxyOptions) -> Result<Star
         wct.cancel();
     });
     let down = Arc::new(upstream::Downstream::default());
-    let sup = upstream::Supervisor::spawn(
-        opts.name.clone(),
-        opts.target.clone(),
-        down.clone(),
-        queue.clone(),
-        upstream::Backoff {
-            initial: cfg.restart_backoff,
-            max: cfg.restart_backoff_max,
-        },
-        ct.clone(),
-    );
-    if let Err(why) = sup.peer(Duration::from_secs(10)).await {
-        tracing::warn!(upstream = %opts.name, %why, "serving the agent before the upstream is up");
+    let mut workers = Vec::new();
+    let mut shared = Vec::new();
+    for spec in specs {
+        let name = spec.opts.name;
+        let (queue, worker) = worker::spawn(
+            svc.clone(),
+            name.clone(),
+            cfg.queue_capacity,
+            worker_ct.clone(),
+            Duration::from_secs(10),
+        );
+        workers.push(worker);
+        let sup = upstream::Supervisor::spawn(
+            name.clone(),
+            spec.opts.target,
+            down.clone(),
+            queue.clone(),
+            upstream::Backoff {
+                initial: cfg.restart_backoff,
+                max: cfg.restart_backoff_max,
+            },
+            ct.clone(),
+        );
+        shared.push(Shared::new(
+            name,
+            spec.prefix,
+            svc.clone(),
+            sup,
+            down.clone(),
+            queue,
+        ));
     }
-    let shared = Shared::new(opts.name, svc, sup, down, queue);
-    shared.spawn_refresh(ct.clone());
-    Ok(Started {
-        handler: GuardProxy::new(shared),
+    let waits = shared.iter().map(|s| async move {
+        if let Err(why) = s.up.peer(Duration::from_secs(10)).await {
+            tracing::warn!(upstream = %s.name, %why, "serving the agent before the upstream is up");
+        }
+    });
+    futures::future::join_all(waits).await;
+    for s in &shared {
+        s.spawn_refresh(ct.clone());
+    }
+    let started = Started {
+        handler: GuardProxy::aggregate(shared),
         ct,
-        worker,
-    })
+        workers,
+    };
+    if let Err(why) = started.handler.check_collisions().await {
+        started.shutdown().await;
+        return Err(ProxyError::Collision(why));
+    }
+    Ok(started)
 }
 
 /// Runs the proxy for an agent on this process's stdin/stdout until the agent closes it.
@@ -133,7 +216,25 @@ pub async fn start(svc: Arc<IncidentService>, opts: ProxyOptions) -> Result<Star
 /// # Errors
 /// As [`start`], and when the stdio transport fails.
 pub async fn run_stdio(svc: Arc<IncidentService>, opts: ProxyOptions) -> Result<(), ProxyError> {
-    let started = start(svc, opts).await?;
+    run_stdio_all(
+        svc,
+        vec![UpstreamSpec {
+            opts,
+            prefix: String::new(),
+        }],
+    )
+    .await
+}
+
+/// As [`run_stdio`] for the upstreams `specs` (see [`start_all`]).
+///
+/// # Errors
+/// As [`start_all`], and when the stdio transport fails.
+pub async fn run_stdio_all(
+    svc: Arc<IncidentService>,
+    specs: Vec<UpstreamSpec>,
+) -> Result<(), ProxyError> {
+    let started = start_all(svc, specs).await?;
     let r = match started
         .handler
         .clone()

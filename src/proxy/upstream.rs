@@ -46,13 +46,17 @@ impl Target {
     }
 }
 
+/// An upstream's name and one of its progress tokens.
+pub(crate) type UpstreamToken = (String, ProgressToken);
+
 /// The agent side as the upstream handler sees it: who to relay to.
 #[derive(Default)]
 pub struct Downstream {
     /// The agent connection that spoke last (stdio: the only one).
     latest: Mutex<Option<Peer<RoleServer>>>,
-    /// Upstream progress tokens of calls in flight → the agent that asked, and its token.
-    progress: Mutex<HashMap<ProgressToken, (Peer<RoleServer>, ProgressToken)>>,
+    /// (upstream, its progress token) of calls in flight → the agent that asked, and its
+    /// token. Keyed by upstream too: each upstream session numbers its tokens from 0.
+    progress: Mutex<HashMap<UpstreamToken, (Peer<RoleServer>, ProgressToken)>>,
     /// 2026-07-28 agents' `subscriptions/listen` sinks.
     pub(crate) sinks: Mutex<Vec<rmcp::service::SubscriptionSink>>,
 }
@@ -68,7 +72,7 @@ impl Downstream {
     }
     pub(crate) fn track_progress(
         &self,
-        upstream: ProgressToken,
+        upstream: UpstreamToken,
         peer: Peer<RoleServer>,
         agent: ProgressToken,
     ) {
@@ -76,7 +80,7 @@ impl Downstream {
             g.insert(upstream, (peer, agent));
         }
     }
-    pub(crate) fn untrack_progress(&self, t: &ProgressToken) {
+    pub(crate) fn untrack_progress(&self, t: &UpstreamToken) {
         if let Ok(mut g) = self.progress.lock() {
             g.remove(t);
         }
@@ -89,6 +93,7 @@ impl Downstream {
 /// The rmcp client handler of the upstream session.
 #[derive(Clone)]
 pub struct UpstreamClient {
+    name: String,
     down: Arc<Downstream>,
 }
 
@@ -187,12 +192,10 @@ impl ClientHandler for UpstreamClient {
         mut p: ProgressNotificationParam,
         _ctx: NotificationContext<RoleClient>,
     ) {
-        let to = self
-            .down
-            .progress
-            .lock()
-            .ok()
-            .and_then(|g| g.get(&p.progress_token).cloned());
+        let to = self.down.progress.lock().ok().and_then(|g| {
+            g.get(&(self.name.clone(), p.progress_token.clone()))
+                .cloned()
+        });
         if let Some((peer, agent_token)) = to {
             p.progress_token = agent_token;
             let _ = peer.notify_progress(p).await;
@@ -342,7 +345,10 @@ impl Supervisor {
         tokio::spawn(async move {
             let mut wait = backoff.initial;
             loop {
-                let client = UpstreamClient { down: down.clone() };
+                let client = UpstreamClient {
+                    name: name.clone(),
+                    down: down.clone(),
+                };
                 let started = Instant::now();
                 let reason = tokio::select! {
                     r = connect(&target, client) => match r {

@@ -34,21 +34,30 @@ pub enum Direction {
     /// A tool description in `tools/list` (screened as `source = tool_output`: an indirect
     /// injection reaches the model the same way).
     Description,
+    /// The contents of a `resources/read` answer (screened as `source = tool_output`).
+    Resource,
+    /// The messages of a `prompts/get` answer (screened as `source = tool_output`).
+    Prompt,
 }
 
 impl Direction {
     fn source(self) -> Source {
         match self {
             Direction::Arguments => Source::User,
-            Direction::Result | Direction::Description => Source::ToolOutput,
+            Direction::Result
+            | Direction::Description
+            | Direction::Resource
+            | Direction::Prompt => Source::ToolOutput,
         }
     }
-    /// `arguments`, `result` or `description`.
+    /// `arguments`, `result`, `description`, `resource` or `prompt`.
     pub fn as_str(self) -> &'static str {
         match self {
             Direction::Arguments => "arguments",
             Direction::Result => "result",
             Direction::Description => "description",
+            Direction::Resource => "resource",
+            Direction::Prompt => "prompt",
         }
     }
 }
@@ -58,7 +67,7 @@ impl Direction {
 pub struct TrafficInput {
     /// Upstream name (`--name`).
     pub upstream: String,
-    /// Tool name.
+    /// Tool name; for a resource its URI, for a prompt `prompt:<name>`.
     pub tool: String,
     /// Where the leaves come from.
     pub direction: Direction,
