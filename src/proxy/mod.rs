@@ -263,7 +263,9 @@ pub async fn serve_http(
     opts: crate::http::HttpOptions,
 ) -> Result<SocketAddr, ProxyError> {
     use axum::middleware;
-    use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+    use rmcp::transport::streamable_http_server::session::local::{
+        LocalSessionManager, SessionConfig,
+    };
     use rmcp::transport::streamable_http_server::{
         StreamableHttpServerConfig, StreamableHttpService,
     };
@@ -280,10 +282,22 @@ pub async fn serve_http(
         .iter()
         .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string())
         .collect();
+    // The same session gate as `serve`: a cap on live sessions, idle expiry, and 204 on DELETE.
+    let mut session_config = SessionConfig::default();
+    session_config.keep_alive = Some(opts.limits.session_idle_timeout);
+    let mut manager = LocalSessionManager::default();
+    manager.session_config = session_config;
+    let manager = Arc::new(manager);
+    let gate = crate::http::sessions::SessionGate::new(
+        manager.clone(),
+        opts.limits.max_sessions,
+        opts.limits.session_idle_timeout,
+    );
+    gate.spawn_reaper(ct.clone());
     let h = started.handler.clone();
     let svc = StreamableHttpService::new(
         move || Ok(h.clone()),
-        Arc::new(LocalSessionManager::default()),
+        manager,
         StreamableHttpServerConfig::default()
             .with_allowed_hosts(hosts)
             .with_allowed_origins(origins)
@@ -304,6 +318,10 @@ pub async fn serve_http(
     );
     let app = axum::Router::new()
         .nest_service("/mcp", svc)
+        .layer(middleware::from_fn_with_state(
+            gate,
+            crate::http::sessions::mcp_layer,
+        ))
         .layer(middleware::from_fn_with_state(
             body,
             crate::http::limits::body_layer,

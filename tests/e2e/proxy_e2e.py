@@ -10,6 +10,7 @@ Prints one line per check; exits 1 if any failed.
 """
 import asyncio
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -284,6 +285,17 @@ def wait_port(p, secs=20):
     return False
 
 
+class Warnings(logging.Handler):
+    """Collects the SDK's warnings (e.g. "Session termination failed: 202")."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.seen = []
+
+    def emit(self, record):
+        self.seen.append(record.getMessage())
+
+
 async def http_both_ways():
     d = os.path.join(WORK, "c")
     os.makedirs(d, exist_ok=True)
@@ -300,6 +312,8 @@ async def http_both_ways():
                                "--upstream-url", f"http://127.0.0.1:{up_port}/mcp",
                                "--http", f"127.0.0.1:{px_port}"], env=env(), stderr=subprocess.DEVNULL)
         check(wait_port(px_port), "proxy serving Streamable HTTP")
+        warnings = Warnings()
+        logging.getLogger().addHandler(warnings)
         async with streamable_http_client(f"http://127.0.0.1:{up_port}/mcp") as (r1, w1), ClientSession(r1, w1) as direct, \
                 streamable_http_client(f"http://127.0.0.1:{px_port}/mcp") as (r2, w2), ClientSession(r2, w2) as s:
             await direct.initialize()
@@ -311,6 +325,9 @@ async def http_both_ways():
             check(a.structured_content == b.structured_content, "HTTP→HTTP: benign call same as direct")
             r = await s.call_tool("fetch_page", {"url": "https://example.com"})
             check(r.is_error and "INC-" in " ".join(texts(r)), "HTTP→HTTP: block policy applies")
+        logging.getLogger().removeHandler(warnings)
+        check(not warnings.seen, "HTTP→HTTP: both sessions close without an SDK warning (204 on DELETE)",
+              warnings.seen)
     finally:
         for p in (px, up):
             if p:
