@@ -337,6 +337,21 @@ impl Shared {
         self.refusal.read().ok().and_then(|g| g.clone())
     }
 
+    /// The JSON-RPC error for `what` (e.g. `resources/read mem://x`) while a containment holds
+    /// this upstream or its user/session; `again` ends the hint ("read it again").
+    fn refuse_if_contained(&self, what: &str, again: &str) -> Result<(), McpError> {
+        match self.refusal_now() {
+            Some(r) => Err(blocked_err(
+                format!(
+                    "guard proxy refused {what}: {} (incident {}). Lift the containment to {again}.",
+                    r.reason, r.incident_id
+                ),
+                &r.incident_id,
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// `resources/read` on this upstream, its contents screened as `source = tool_output`
     /// under the policy of `resource:<uri>` (else the upstream's default).
     async fn read_resource_impl(
@@ -344,15 +359,7 @@ impl Shared {
         request: ReadResourceRequestParams,
     ) -> Result<ReadResourceResponse, McpError> {
         let uri = request.uri.clone();
-        if let Some(r) = self.refusal_now() {
-            return Err(blocked_err(
-                format!(
-                    "guard proxy refused resources/read {uri}: {} (incident {}). Lift the containment to read it again.",
-                    r.reason, r.incident_id
-                ),
-                &r.incident_id,
-            ));
-        }
+        self.refuse_if_contained(&format!("resources/read {uri}"), "read it again")?;
         let p = self.peer().await?;
         let mut resp = p
             .read_resource_once(request)
@@ -389,15 +396,7 @@ impl Shared {
         request: GetPromptRequestParams,
     ) -> Result<GetPromptResponse, McpError> {
         let name = request.name.clone();
-        if let Some(r) = self.refusal_now() {
-            return Err(blocked_err(
-                format!(
-                    "guard proxy refused prompts/get {name}: {} (incident {}). Lift the containment to get it again.",
-                    r.reason, r.incident_id
-                ),
-                &r.incident_id,
-            ));
-        }
+        self.refuse_if_contained(&format!("prompts/get {name}"), "get it again")?;
         let p = self.peer().await?;
         let mut resp = p
             .get_prompt_once(request)
@@ -437,7 +436,7 @@ impl Shared {
         let s = self;
         let tool = params.name.to_string();
         let policy = s.cfg.policy(&s.name, &tool);
-        let refusal = s.refusal.read().ok().and_then(|g| g.clone());
+        let refusal = s.refusal_now();
         if let Some(r) = refusal {
             return Ok(refused(format!(
                 "guard proxy refused {tool}: {} (incident {}). Lift the containment to call it again.",

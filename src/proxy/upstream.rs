@@ -4,7 +4,7 @@
 //! upstream sends on its own (progress, logging, list-changed and resource notifications;
 //! sampling, elicitation and roots requests) to the agent.
 //!
-//! May import: `crate::proxy`, `crate::checks`; rmcp, tokio.
+//! May import: `crate::proxy`, `crate::checks`, `crate::service` (`error_chain`); rmcp, tokio.
 
 // Sampling, roots and logging are deprecated by SEP-2577 but are what today's clients and
 // servers speak; the proxy relays them.
@@ -316,16 +316,7 @@ async fn connect(
     }
 }
 
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
-}
+pub(crate) use crate::service::error_chain;
 
 impl Supervisor {
     /// Starts the upstream and keeps it running until `ct` is cancelled. Each death or failed

@@ -570,35 +570,14 @@ impl IncidentService {
         })
         .await
         .map_err(Fault::Task)??;
-        let Some(inc) = self
-            .store
-            .find_open_by_dedup(&format!("dq|proxy|{pin_key}"))
-            .await?
-        else {
-            return Ok(Some(None));
-        };
-        let now = self.now();
-        let text = format!("proxied tool change {pin_key} approved by {approver}; pin updated");
-        let nb = self.notification_builder();
         let inc = self
-            .store
-            .update(
-                inc.id(),
-                approver.to_string(),
-                now,
-                Box::new(move |inc| {
-                    let mut ev = vec![EventKind::Note { text }];
-                    ev.extend(nb.resolve(
-                        inc,
-                        "tool definition change approved".into(),
-                        None,
-                        now,
-                    )?);
-                    Ok(ev)
-                }),
+            .resolve_approved_change(
+                &format!("dq|proxy|{pin_key}"),
+                approver,
+                format!("proxied tool change {pin_key} approved by {approver}; pin updated"),
             )
             .await?;
-        Ok(Some(Some(inc)))
+        Ok(Some(inc))
     }
 
     /// The pinned hashes of `upstream`'s tools in `[proxy] pin_lock` (`tool → hash`).

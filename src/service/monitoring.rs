@@ -530,12 +530,26 @@ impl IncidentService {
         })
         .await
         .map_err(Fault::Task)??;
-        let dedup = format!("dq|{}", finding.dedup_key());
-        let Some(inc) = self.store.find_open_by_dedup(&dedup).await? else {
+        self.resolve_approved_change(
+            &format!("dq|{}", finding.dedup_key()),
+            approver,
+            format!("catalog change {key} approved by {approver}; pin updated"),
+        )
+        .await
+    }
+
+    /// Resolves the open incident of an approved tool-definition change (dedup key `dedup`),
+    /// through the one resolve path, with `note` on its timeline. `None` when none is open.
+    pub(crate) async fn resolve_approved_change(
+        &self,
+        dedup: &str,
+        approver: &str,
+        note: String,
+    ) -> Result<Option<Incident>, ServiceError> {
+        let Some(inc) = self.store.find_open_by_dedup(dedup).await? else {
             return Ok(None);
         };
         let now = self.now();
-        let text = format!("catalog change {key} approved by {approver}; pin updated");
         let nb = self.notification_builder();
         let inc = self
             .store
@@ -544,7 +558,7 @@ impl IncidentService {
                 approver.to_string(),
                 now,
                 Box::new(move |inc| {
-                    let mut ev = vec![EventKind::Note { text }];
+                    let mut ev = vec![EventKind::Note { text: note }];
                     ev.extend(nb.resolve(
                         inc,
                         "tool definition change approved".into(),
