@@ -988,6 +988,11 @@ pub struct ProxyConfig {
     /// Findings and samples waiting to be written to the store (monitor mode never waits for
     /// the store); past this, the oldest samples are dropped first, findings are kept.
     pub queue_capacity: usize,
+    /// Texts waiting for the `monitor`-mode screening threads; when full, the relay waits for
+    /// room (backpressure) instead of dropping a text unscreened.
+    pub screen_backlog: usize,
+    /// Screening threads (lowest CPU priority, off the relay's runtime); 0: one per CPU.
+    pub screen_threads: usize,
     /// How long a containment lookup is reused before the store is asked again.
     #[serde(with = "humantime_serde")]
     pub containment_refresh: Duration,
@@ -1064,6 +1069,8 @@ impl Default for ProxyConfig {
             restart_backoff: Duration::from_millis(500),
             restart_backoff_max: Duration::from_secs(30),
             queue_capacity: 10_000,
+            screen_backlog: 4096,
+            screen_threads: 0,
             containment_refresh: Duration::from_secs(1),
             user_id: None,
             session_id: None,

@@ -35,6 +35,7 @@ use crate::checks::upstreams::FailureKind;
 use crate::config::{ProxyConfig, ProxyPolicy, ToolChangePolicy};
 use crate::detect::Verdict;
 use crate::proxy::leaves::{argument_leaves, prompt_leaves, resource_leaves, result_leaves};
+use crate::proxy::screener::Screener;
 use crate::proxy::upstream::{Downstream, Supervisor, notify_tools_changed};
 use crate::proxy::worker::{Job, Queue};
 use crate::service::IncidentService;
@@ -60,14 +61,23 @@ pub struct Shared {
     pub(crate) up: Supervisor,
     pub(crate) down: Arc<Downstream>,
     pub(crate) queue: Queue,
+    /// The monitor-mode screening workers (shared by the upstreams of one process).
+    pub(crate) screener: Screener,
     /// Tools hidden from the agent: name → why.
     hidden: RwLock<BTreeMap<String, String>>,
     /// Live definition hashes from the last tools/list.
     live: RwLock<BTreeMap<String, String>>,
     /// The containment in force, refreshed in the background.
     refusal: RwLock<Option<Refusal>>,
-    /// (when, failed) of recent calls.
-    calls: Mutex<VecDeque<(Instant, bool)>>,
+    /// Recent calls for the error rate.
+    calls: Mutex<CallWindow>,
+}
+
+/// (when, failed) of the calls in the last [`ERROR_WINDOW`], and how many of them failed.
+#[derive(Default)]
+struct CallWindow {
+    calls: VecDeque<(Instant, bool)>,
+    failed: usize,
 }
 
 impl Shared {
@@ -79,6 +89,7 @@ impl Shared {
         up: Supervisor,
         down: Arc<Downstream>,
         queue: Queue,
+        screener: Screener,
     ) -> Arc<Self> {
         let cfg = svc.config().proxy.clone();
         Arc::new(Self {
@@ -89,10 +100,11 @@ impl Shared {
             up,
             down,
             queue,
+            screener,
             hidden: RwLock::new(BTreeMap::new()),
             live: RwLock::new(BTreeMap::new()),
             refusal: RwLock::new(None),
-            calls: Mutex::new(VecDeque::new()),
+            calls: Mutex::new(CallWindow::default()),
         })
     }
 
@@ -153,15 +165,17 @@ impl Shared {
     fn record_call(&self, failed: bool) -> Option<f64> {
         let now = Instant::now();
         let mut g = self.calls.lock().ok()?;
-        g.push_back((now, failed));
-        while g
-            .front()
-            .is_some_and(|(t, _)| now.duration_since(*t) > ERROR_WINDOW)
-        {
-            g.pop_front();
+        g.calls.push_back((now, failed));
+        g.failed += usize::from(failed);
+        while let Some(&(t, f)) = g.calls.front() {
+            if now.duration_since(t) <= ERROR_WINDOW {
+                break;
+            }
+            g.calls.pop_front();
+            g.failed -= usize::from(f);
         }
-        (g.len() >= ERROR_MIN_CALLS)
-            .then(|| g.iter().filter(|(_, f)| *f).count() as f64 / g.len() as f64)
+        let n = g.calls.len();
+        (n >= ERROR_MIN_CALLS).then(|| g.failed as f64 / n as f64)
     }
 
     fn traffic(
@@ -192,20 +206,10 @@ impl Shared {
         })
     }
 
-    /// `monitor`: screens on another task (off the response path, on any core) and queues
-    /// only what has findings.
-    fn screen_later(&self, input: TrafficInput) {
-        let svc = self.svc.clone();
-        let q = self.queue.clone();
-        tokio::spawn(async move {
-            let screen = svc.screen_traffic(&input);
-            if !screen.findings.is_empty() {
-                q.push(Job::Traffic {
-                    input,
-                    screen: Some(screen),
-                });
-            }
-        });
+    /// `monitor`: hands the texts to the screening threads (off the relay's CPU, at low
+    /// priority); waits only when their backlog is full. Findings are queued for the store.
+    async fn screen_later(&self, input: TrafficInput) {
+        self.screener.submit(input, &self.queue).await;
     }
 
     /// Records findings now when the policy needs the incident id; otherwise queues them.
@@ -308,7 +312,7 @@ impl Shared {
         }
         let input = self.traffic(label, direction, leaves);
         if policy == ProxyPolicy::Monitor {
-            self.screen_later(input);
+            self.screen_later(input).await;
             return Screened::Clean;
         }
         let screen = self.svc.screen_traffic(&input);

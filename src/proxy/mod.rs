@@ -6,13 +6,15 @@
 //! write-behind queue so `monitor` mode never waits for the store. See `docs/proxy.md`.
 //!
 //! [`upstream`] owns the rmcp client session and its supervisor, [`handler`] the agent-facing
-//! rmcp server handler, [`worker`] the queue, [`leaves`] the texts of a message.
+//! rmcp server handler, [`screener`] the low-priority threads that screen `monitor` traffic off
+//! the relay, [`worker`] the queue, [`leaves`] the texts of a message.
 //!
 //! May import: `crate::service`, `crate::config`, `crate::checks`, `crate::detect`,
 //! `crate::http` (the Host/Origin/token guard and connection limits); rmcp, axum, tokio.
 
 pub mod handler;
 pub mod leaves;
+pub mod screener;
 pub mod upstream;
 pub mod worker;
 
@@ -91,18 +93,29 @@ pub enum ProxyError {
 pub struct Started {
     /// The agent-facing handler (clone it per connection).
     pub handler: GuardProxy,
-    /// Cancels the upstream, the refresh task and (after draining) the queue.
+    /// Cancels the upstream and the refresh task; [`Started::shutdown`] then drains the
+    /// screening backlog and the queues.
     pub ct: CancellationToken,
+    /// The monitor-mode screening threads (their counters: [`screener::Screener::stats`]).
+    pub screener: screener::Screener,
+    worker_ct: CancellationToken,
     workers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Started {
-    /// Stops the upstreams and waits for the queues to drain (bounded).
-    pub async fn shutdown(self) {
+    /// Stops the upstreams, screens what is still in the screening backlog, and waits for the
+    /// queues to drain (bounded). Returns the screening counters after the drain.
+    pub async fn shutdown(self) -> screener::ScreenStats {
         self.ct.cancel();
+        // Let the last calls finish and hand over their texts.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let stats = self.screener.drain().await;
+        // The writers stop after everything else: they drain what the screening queued.
+        self.worker_ct.cancel();
         for w in self.workers {
             let _ = w.await;
         }
+        stats
     }
 }
 
@@ -149,14 +162,7 @@ pub async fn start_all(
     let cfg = svc.config().proxy.clone();
     let ct = CancellationToken::new();
     let worker_ct = CancellationToken::new();
-    // The writers stop after everything else: they drain what the last calls queued.
-    let wct = worker_ct.clone();
-    let ct2 = ct.clone();
-    tokio::spawn(async move {
-        ct2.cancelled().await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        wct.cancel();
-    });
+    let screener = screener::Screener::spawn(svc.clone(), cfg.screen_backlog, cfg.screen_threads);
     let down = Arc::new(upstream::Downstream::default());
     let mut workers = Vec::new();
     let mut shared = Vec::new();
@@ -188,6 +194,7 @@ pub async fn start_all(
             sup,
             down.clone(),
             queue,
+            screener.clone(),
         ));
     }
     let waits = shared.iter().map(|s| async move {
@@ -202,6 +209,8 @@ pub async fn start_all(
     let started = Started {
         handler: GuardProxy::aggregate(shared),
         ct,
+        screener,
+        worker_ct,
         workers,
     };
     if let Err(why) = started.handler.check_collisions().await {
