@@ -521,15 +521,12 @@ impl Shared {
             if token.is_some() {
                 // rmcp hands each upstream notification to its own task, so progress sent just
                 // before the answer may still be on its way: let those tasks run before the
-                // answer goes out, and forget the token a little later.
+                // answer goes out, and forget the token a little later (with the next calls).
                 for _ in 0..8 {
                     tokio::task::yield_now().await;
                 }
-                let down = s.down.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    down.untrack_progress(&up_token);
-                });
+                s.down
+                    .untrack_progress_after(up_token, Duration::from_secs(1));
             }
             Ok::<_, rmcp::service::ServiceError>(r)
         };

@@ -57,6 +57,9 @@ pub struct Downstream {
     /// (upstream, its progress token) of calls in flight → the agent that asked, and its
     /// token. Keyed by upstream too: each upstream session numbers its tokens from 0.
     progress: Mutex<HashMap<UpstreamToken, (Peer<RoleServer>, ProgressToken)>>,
+    /// Tokens of answered calls and when to forget them (late progress still finds its agent
+    /// until then); pruned as calls come and go, instead of a timer task per call.
+    expiring: Mutex<std::collections::VecDeque<(Instant, UpstreamToken)>>,
     /// 2026-07-28 agents' `subscriptions/listen` sinks.
     pub(crate) sinks: Mutex<Vec<rmcp::service::SubscriptionSink>>,
 }
@@ -80,9 +83,28 @@ impl Downstream {
             g.insert(upstream, (peer, agent));
         }
     }
-    pub(crate) fn untrack_progress(&self, t: &UpstreamToken) {
-        if let Ok(mut g) = self.progress.lock() {
-            g.remove(t);
+    /// Forgets `t` once `after` has passed (checked when calls are tracked or forgotten).
+    pub(crate) fn untrack_progress_after(&self, t: UpstreamToken, after: Duration) {
+        let now = Instant::now();
+        let expired: Vec<UpstreamToken> = match self.expiring.lock() {
+            Ok(mut q) => {
+                q.push_back((now + after, t));
+                let mut out = Vec::new();
+                while q.front().is_some_and(|(at, _)| *at <= now) {
+                    if let Some((_, t)) = q.pop_front() {
+                        out.push(t);
+                    }
+                }
+                out
+            }
+            Err(_) => return,
+        };
+        if !expired.is_empty()
+            && let Ok(mut g) = self.progress.lock()
+        {
+            for t in &expired {
+                g.remove(t);
+            }
         }
     }
     fn sinks(&self) -> Vec<rmcp::service::SubscriptionSink> {
