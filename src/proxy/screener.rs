@@ -184,7 +184,20 @@ impl Screener {
                             "guard proxy screening backlog full: the relay waits for the screening threads"
                         );
                     }
-                    self.tx.send(msg).await.err().map(|e| e.0)
+                    // The wait runs on its own task: if the caller's future is dropped (the
+                    // agent went away), the text is still handed over, or screened there.
+                    let (tx, svc, counters) =
+                        (self.tx.clone(), self.svc.clone(), self.counters.clone());
+                    let waiting = tokio::spawn(async move {
+                        if let Err(mpsc::error::SendError(Msg::Screen(input, queue))) =
+                            tx.send(msg).await
+                        {
+                            counters.inline.fetch_add(1, Ordering::Relaxed);
+                            screen_one(&svc, &counters, input, &queue);
+                        }
+                    });
+                    let _ = waiting.await;
+                    None
                 }
                 Err(mpsc::error::TrySendError::Closed(msg)) => Some(msg),
             }
