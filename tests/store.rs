@@ -365,7 +365,7 @@ mod port {
                 .upsert_detection(
                     "key-1".into(),
                     Box::new(move || Incident::open(new(99, Some("key-1"), Severity::Medium), at)),
-                    Box::new(move |i| Ok(vec![i.record_repeat(vec![], at)])),
+                    ai_incident_mcp::store::RepeatDetection::default(),
                     "screen".into(),
                     at,
                 )

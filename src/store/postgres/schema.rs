@@ -123,6 +123,36 @@ CREATE INDEX events_containment_subject ON events (((data::jsonb) ->> 'subject')
     // Outbox rows in the order they were queued (SQLite has its rowid for this): deliveries
     // of one due time go out in queue order, not in whatever order an UPDATE returns them.
     (7, "ALTER TABLE outbox ADD COLUMN queued BIGSERIAL;"),
+    // Issue #13, as SQLite's migration 8: the repeat counters become columns and the evidence
+    // rows of `incident_evidence`, moved out of the existing bodies (jsonb), so a repeated
+    // detection is an UPDATE of the counters plus appends, not a body rewrite. Events are not
+    // touched.
+    (
+        8,
+        r#"
+ALTER TABLE incidents
+    ADD COLUMN occurrences BIGINT NOT NULL DEFAULT 1,
+    ADD COLUMN last_seen_at TEXT NOT NULL DEFAULT '',
+    ADD COLUMN updated_at_exact TEXT NOT NULL DEFAULT '',
+    ADD COLUMN repeat_logged_at TEXT;
+CREATE TABLE incident_evidence (
+    incident_id TEXT NOT NULL,
+    ordinal     BIGINT NOT NULL,
+    data        TEXT NOT NULL,
+    PRIMARY KEY (incident_id, ordinal)
+);
+UPDATE incidents SET
+    occurrences = COALESCE((body::jsonb ->> 'occurrences')::BIGINT, 1),
+    last_seen_at = body::jsonb ->> 'last_seen_at',
+    updated_at_exact = body::jsonb ->> 'updated_at',
+    repeat_logged_at = body::jsonb ->> 'repeat_logged_at';
+INSERT INTO incident_evidence (incident_id, ordinal, data)
+    SELECT i.id, e.ord, e.value::TEXT
+    FROM incidents i, jsonb_array_elements(i.body::jsonb -> 'evidence') WITH ORDINALITY AS e(value, ord);
+UPDATE incidents SET body = jsonb_set(body::jsonb, '{evidence}', '[]'::jsonb)::TEXT
+    WHERE jsonb_array_length(body::jsonb -> 'evidence') > 0;
+"#,
+    ),
 ];
 
 /// The newest schema version this binary knows.
