@@ -300,7 +300,7 @@ async fn migrate_applies_once_and_refuses_a_newer_schema() {
     let (code, out, err) = run_cli(db.url(), &["migrate"]).await;
     assert_eq!(code, 0, "{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["applied"], serde_json::json!([1, 2, 3, 4, 5, 6, 7]));
+    assert_eq!(v["applied"], serde_json::json!([1, 2, 3, 4, 5, 6, 7, 8]));
     let (code, out, _) = run_cli(db.url(), &["migrate"]).await;
     assert_eq!(code, 0);
     let v: Value = serde_json::from_str(&out).unwrap();
@@ -310,7 +310,7 @@ async fn migrate_applies_once_and_refuses_a_newer_schema() {
     let (code, _, err) = run_cli(db.url(), &["incidents", "list"]).await;
     assert_ne!(code, 0);
     assert!(
-        err.contains("schema is at version 999 but this binary knows versions up to 7"),
+        err.contains("schema is at version 999 but this binary knows versions up to 8"),
         "{err}"
     );
 }

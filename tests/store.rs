@@ -264,6 +264,80 @@ mod claims {
         assert!(a.verify_audit_log(Default::default()).await.unwrap().ok);
     }
     }
+
+    on_both_backends! {
+    /// Issue #13: a repeat is an in-place `occurrences = occurrences + 1` plus evidence rows.
+    /// Three store handles on one database (three processes) repeating one detection at once
+    /// lose no increment and count none twice; the evidence stays bounded and the chain valid.
+    async fn concurrent_repeats_from_three_stores_are_each_counted_once(db) {
+        use ai_incident_mcp::store::RepeatDetection;
+        let stores: Vec<_> = (0..3).map(|_| open_store(db.url()).unwrap()).collect();
+        let now = Utc.with_ymd_and_hms(2026, 11, 26, 10, 0, 0).unwrap();
+        let new = move || {
+            let n = NewIncident {
+                incident_type: IncidentType::Security,
+                category: None,
+                severity: Severity::High,
+                title: "repeated".into(),
+                description: "d".into(),
+                reporter: None,
+                affected_system: None,
+                affected_user: None,
+                affected_session: None,
+                detection_method: DetectionMethod::Screening,
+                confidence: None,
+                evidence: vec![],
+                tags: vec![],
+                dedup_key: Some("k".into()),
+            };
+            Incident::open(n, now)
+        };
+        let first = stores[0]
+            .upsert_detection("k".into(), Box::new(new), RepeatDetection::default(), "t".into(), now)
+            .await
+            .unwrap();
+        assert!(first.created);
+        const EACH: u32 = 20;
+        let mut tasks = Vec::new();
+        for (h, s) in stores.iter().enumerate() {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..EACH {
+                    let at = now + chrono::Duration::milliseconds(i64::from(i));
+                    let r = RepeatDetection {
+                        evidence: vec![Evidence::finding(format!("h{h}-{i}"), "jailbreak", "x")],
+                        ..RepeatDetection::default()
+                    };
+                    let up = s
+                        .upsert_detection("k".into(), Box::new(|| unreachable!("open")), r, "t".into(), at)
+                        .await
+                        .unwrap();
+                    assert!(!up.created);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let id = first.incident.id().clone();
+        let inc = stores[1].get(&id).await.unwrap().unwrap();
+        assert_eq!(inc.occurrences(), 1 + 3 * EACH);
+        assert_eq!(inc.evidence().len(), MAX_EVIDENCE);
+        let mut counted: Vec<u32> = stores[2]
+            .timeline(&id)
+            .await
+            .unwrap()
+            .iter()
+            .filter_map(|e| match serde_json::from_str(&e.data).unwrap() {
+                EventKind::DetectedAgain { occurrences, .. } => Some(occurrences),
+                _ => None,
+            })
+            .collect();
+        counted.sort_unstable();
+        assert_eq!(counted, (2..=1 + 3 * EACH).collect::<Vec<_>>(), "each repeat once, none lost");
+        assert!(stores[0].verify_audit_log(Default::default()).await.unwrap().ok);
+    }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -365,7 +439,7 @@ mod port {
                 .upsert_detection(
                     "key-1".into(),
                     Box::new(move || Incident::open(new(99, Some("key-1"), Severity::Medium), at)),
-                    Box::new(move |i| Ok(vec![i.record_repeat(vec![], at)])),
+                    ai_incident_mcp::store::RepeatDetection::default(),
                     "screen".into(),
                     at,
                 )

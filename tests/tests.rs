@@ -14,6 +14,7 @@ mod http;
 mod intake;
 mod lifecycle;
 mod metrics;
+mod migration;
 mod monitoring;
 mod postgres;
 mod proxy;

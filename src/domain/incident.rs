@@ -601,6 +601,55 @@ impl Incident {
     }
 }
 
+/// What a store keeps beside an incident's body, in columns of their own, so that a repeated
+/// detection updates them without rewriting the body (issue #13): the repeat counters and the
+/// last change time. The evidence is kept beside the body too, as rows
+/// ([`Incident::take_evidence`], [`Incident::restore_stored`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Counters {
+    /// [`Incident::occurrences`].
+    pub occurrences: u32,
+    /// [`Incident::last_seen_at`].
+    pub last_seen_at: DateTime<Utc>,
+    /// [`Incident::updated_at`].
+    pub updated_at: DateTime<Utc>,
+    /// [`Incident::repeat_logged_at`].
+    pub repeat_logged_at: Option<DateTime<Utc>>,
+}
+
+/// Storage only: splitting an incident into its body and what is kept beside it, and back.
+impl Incident {
+    /// The counters a store keeps in columns.
+    pub fn counters(&self) -> Counters {
+        Counters {
+            occurrences: self.occurrences,
+            last_seen_at: self.last_seen_at,
+            updated_at: self.updated_at,
+            repeat_logged_at: self.repeat_logged_at,
+        }
+    }
+
+    /// Moves the evidence out (a store writes the body without it, then gives it back with
+    /// [`Incident::restore_stored`] or [`Incident::put_evidence`]).
+    pub fn take_evidence(&mut self) -> Vec<Evidence> {
+        std::mem::take(&mut self.evidence)
+    }
+
+    /// Gives back the evidence [`Incident::take_evidence`] moved out.
+    pub fn put_evidence(&mut self, evidence: Vec<Evidence>) {
+        self.evidence = evidence;
+    }
+
+    /// The incident as stored: its body with the counters and evidence kept beside it.
+    pub fn restore_stored(&mut self, c: Counters, evidence: Vec<Evidence>) {
+        self.occurrences = c.occurrences;
+        self.last_seen_at = c.last_seen_at;
+        self.updated_at = c.updated_at;
+        self.repeat_logged_at = c.repeat_logged_at;
+        self.evidence = evidence;
+    }
+}
+
 /// Changes made by the response workflow; each checks what it must and returns its events.
 impl Incident {
     /// Marks the incident as changed at `now` (a change recorded by events of other objects,

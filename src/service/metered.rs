@@ -15,7 +15,7 @@ use crate::domain::incident::{Event, EventKind, Incident, IncidentId};
 use crate::metrics::Metrics;
 use crate::store::{
     ActiveContainment, Activity, HeadCheck, ImportBatch, ListQuery, Mutation, NewDetection,
-    OutboxItem, OutboxRow, OutboxUpdate, Page, Store, StoreError, Upserted,
+    OutboxItem, OutboxRow, OutboxUpdate, Page, RepeatDetection, Store, StoreError, Upserted,
 };
 
 use super::{IncidentService, ServiceError};
@@ -197,7 +197,7 @@ impl Store for MeteredStore {
         &self,
         dedup_key: String,
         new: NewDetection,
-        on_repeat: Mutation,
+        on_repeat: RepeatDetection,
         actor: String,
         now: DateTime<Utc>,
     ) -> Result<Upserted, StoreError> {
@@ -211,7 +211,8 @@ impl Store for MeteredStore {
         let t = Instant::now();
         let up = self
             .inner
-            .upsert_detection(dedup_key, new, capture(on_repeat, &slot), actor, now)
+            // A repeat's events (`detected_again`, a severity change) count for no metric.
+            .upsert_detection(dedup_key, new, on_repeat, actor, now)
             .await?;
         self.committed("upsert_detection", t, &up.incident, take(&slot), now);
         Ok(up)

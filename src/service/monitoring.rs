@@ -260,12 +260,11 @@ impl IncidentService {
                     opening::open_events(cfg.rules(), &mut inc, &mut events, now, None);
                     (inc, events)
                 }),
-                Box::new(move |inc| {
-                    Ok(inc
-                        .record_repeat_throttled(evidence, every, now)
-                        .into_iter()
-                        .collect())
-                }),
+                crate::store::RepeatDetection {
+                    evidence,
+                    log_every: Some(every),
+                    escalate: None,
+                },
                 actor.to_string(),
                 now,
             )

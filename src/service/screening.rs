@@ -203,13 +203,12 @@ impl IncidentService {
             .upsert_detection(
                 dedup_key,
                 new,
-                Box::new(move |inc| {
-                    let mut ev = vec![inc.record_repeat(evidence, now)];
-                    if repeated && inc.add_tag(TAG) {
-                        ev.extend(inc.raise_severity(&reason, now));
-                    }
-                    Ok(ev)
-                }),
+                // Counters and evidence rows in place; the body only when the tag is new.
+                crate::store::RepeatDetection {
+                    evidence,
+                    log_every: None,
+                    escalate: repeated.then(|| (TAG.to_string(), reason)),
+                },
                 "screen_prompt".into(),
                 now,
             )

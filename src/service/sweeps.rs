@@ -334,7 +334,7 @@ impl IncidentService {
                     opening::open_events(cfg.rules(), &mut inc, &mut events, now, Some(&channel));
                     (inc, events)
                 }),
-                Box::new(move |inc| Ok(vec![inc.record_repeat(Vec::new(), now)])),
+                crate::store::RepeatDetection::default(),
                 "notifier".into(),
                 now,
             )

@@ -5,6 +5,11 @@
 //!
 //! Every write appends its events to the hash-chained timeline in the same
 //! transaction, and returns only after the transaction is committed.
+//!
+//! Both backends keep an incident as a JSON body (without its evidence) plus columns: the
+//! indexed ones, and the repeat counters (`occurrences`, `last_seen_at`, the exact
+//! `updated_at_exact`, `repeat_logged_at`); its evidence is rows of `incident_evidence`. Loading
+//! assembles the domain [`Incident`] from all three, so every reader sees one whole incident.
 //! May import: `crate::domain::incident`, `crate::domain::audit`, std, async-trait, chrono, serde_json (codec errors).
 
 pub mod postgres;
@@ -17,7 +22,7 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::audit::{AuditReport, Pins};
 use crate::domain::incident::{
-    DomainError, Event, EventKind, Incident, IncidentId, IncidentType, Severity, Status,
+    DomainError, Event, EventKind, Evidence, Incident, IncidentId, IncidentType, Severity, Status,
 };
 
 /// The cause of a storage fault, kept whole for the error chain (shared, because one failed
@@ -121,6 +126,46 @@ pub type Mutation = Box<dyn FnOnce(&mut Incident) -> Result<Vec<EventKind>, Doma
 /// Builds the incident (and its opening events) that [`Store::upsert_detection`] inserts
 /// when no open incident has the key; not called at all for a repeat.
 pub type NewDetection = Box<dyn FnOnce() -> (Incident, Vec<EventKind>) + Send>;
+
+/// A repeated detection of an open incident, which [`Store::upsert_detection`] applies itself
+/// with the domain's rules ([`Incident::record_repeat`], [`Incident::record_repeat_throttled`]):
+/// the store bumps the incident's counter columns (`occurrences = occurrences + 1`, last seen)
+/// and appends evidence rows and the event, without rewriting the body — unless `escalate`
+/// changes it.
+#[derive(Debug, Clone, Default)]
+pub struct RepeatDetection {
+    /// Evidence of this detection (kept within [`crate::domain::incident::MAX_EVIDENCE`]).
+    pub evidence: Vec<Evidence>,
+    /// Put `detected_again` on the timeline at most once per this interval; `None`: on every
+    /// repeat.
+    pub log_every: Option<std::time::Duration>,
+    /// Tag the incident with `tag` and raise its severity for `reason`, once (the tag says it was
+    /// done): screening's repeated attempts. The one part of a repeat that rewrites the body.
+    pub escalate: Option<(String, String)>,
+}
+
+impl RepeatDetection {
+    /// Applies the repeat to `inc` (as loaded, or as the store last wrote it); returns the
+    /// events to append and whether the body changed (anything beyond the counters and the
+    /// evidence).
+    pub fn apply(self, inc: &mut Incident, now: DateTime<Utc>) -> (Vec<EventKind>, bool) {
+        let mut events: Vec<EventKind> = match self.log_every {
+            None => vec![inc.record_repeat(self.evidence, now)],
+            Some(every) => inc
+                .record_repeat_throttled(self.evidence, every, now)
+                .into_iter()
+                .collect(),
+        };
+        let mut body_changed = false;
+        if let Some((tag, reason)) = self.escalate
+            && inc.add_tag(&tag)
+        {
+            body_changed = true;
+            events.extend(inc.raise_severity(&reason, now));
+        }
+        (events, body_changed)
+    }
+}
 
 /// Filters for [`Store::list`].
 #[derive(Debug, Clone, Default)]
@@ -397,13 +442,15 @@ pub trait Store: Send + Sync {
         f: Mutation,
     ) -> Result<Incident, StoreError>;
 
-    /// If an open incident has `dedup_key`, applies `on_repeat` to it;
-    /// otherwise builds and inserts `new()` (whose `dedup_key` must be `dedup_key`).
+    /// If an open incident has `dedup_key`, applies `on_repeat` to it (see [`RepeatDetection`]:
+    /// counters and evidence rows change in place, an atomic increment, so concurrent repeats
+    /// from several processes are all counted); otherwise builds and inserts `new()` (whose
+    /// `dedup_key` must be `dedup_key`).
     async fn upsert_detection(
         &self,
         dedup_key: String,
         new: NewDetection,
-        on_repeat: Mutation,
+        on_repeat: RepeatDetection,
         actor: String,
         now: DateTime<Utc>,
     ) -> Result<Upserted, StoreError>;

@@ -1,6 +1,8 @@
 //! Backend-neutral mapping of stored text to values, shared by the SQLite and PostgreSQL
 //! adapters so both read rows the same way: times as microseconds, event rows, outbox payloads,
-//! incident bodies for the projection check, and containments as the events imply them.
+//! incidents assembled from body + counter columns + evidence rows (and the evidence rows a
+//! change needs), incident bodies for the projection check, and containments as the events
+//! imply them.
 //!
 //! May import: `crate::domain`, `crate::store`.
 
@@ -9,7 +11,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::incident::{Event, EventKind, IncidentId};
+use crate::domain::incident::{Counters, Event, EventKind, Evidence, Incident, IncidentId};
 use crate::domain::projection::{ContainmentFold, StoredBody};
 use crate::store::{ActiveContainment, OutboxItem, StoreError};
 
@@ -82,6 +84,120 @@ pub(crate) fn micros(t: &DateTime<Utc>) -> i64 {
 /// The inverse of [`micros`] (the epoch for a value out of range).
 pub(crate) fn from_micros(m: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(m).unwrap_or(DateTime::UNIX_EPOCH)
+}
+
+/// The incident columns every read selects, in this order (see [`StoredIncident`]).
+pub(crate) const INCIDENT_COLUMNS: &str =
+    "id, body, occurrences, last_seen_at, updated_at_exact, repeat_logged_at";
+
+/// An incident row as read: its body and the counter columns kept beside it; its evidence rows
+/// are read separately ([`StoredIncident::assemble`]).
+#[derive(Debug)]
+pub(crate) struct StoredIncident {
+    pub id: String,
+    pub body: String,
+    pub occurrences: i64,
+    pub last_seen_at: String,
+    pub updated_at_exact: String,
+    pub repeat_logged_at: Option<String>,
+}
+
+impl StoredIncident {
+    /// The domain incident: the body with the counters and `evidence` (the rows' JSON, in
+    /// ordinal order) put back.
+    pub(crate) fn assemble(self, evidence: &[String]) -> Result<Incident, StoreError> {
+        let id = &self.id;
+        let mut inc: Incident = serde_json::from_str(&self.body).map_err(backend)?;
+        let time = |what: &str, s: &str| {
+            DateTime::parse_from_rfc3339(s)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|_| {
+                    backend(format!(
+                        "incident {id}: {what} '{}' is not a time",
+                        trunc(s)
+                    ))
+                })
+        };
+        let counters = Counters {
+            occurrences: u32::try_from(self.occurrences).map_err(|_| {
+                backend(format!(
+                    "incident {id}: occurrences {} out of range",
+                    self.occurrences
+                ))
+            })?,
+            last_seen_at: time("last_seen_at", &self.last_seen_at)?,
+            updated_at: time("updated_at_exact", &self.updated_at_exact)?,
+            repeat_logged_at: self
+                .repeat_logged_at
+                .as_deref()
+                .map(|s| time("repeat_logged_at", s))
+                .transpose()?,
+        };
+        let evidence = evidence
+            .iter()
+            .map(|e| serde_json::from_str::<Evidence>(e).map_err(backend))
+            .collect::<Result<Vec<_>, _>>()?;
+        inc.restore_stored(counters, evidence);
+        Ok(inc)
+    }
+}
+
+/// An instant as the counter columns keep it: RFC 3339 with every digit it has, as in the
+/// body's serde form, so an incident reads back exactly as it was written.
+pub(crate) fn exact_time(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+/// The counter columns of `inc` as written: `(occurrences, last_seen_at, updated_at_exact,
+/// repeat_logged_at)`.
+pub(crate) fn counter_columns(inc: &Incident) -> (i64, String, String, Option<String>) {
+    let c = inc.counters();
+    (
+        i64::from(c.occurrences),
+        exact_time(&c.last_seen_at),
+        exact_time(&c.updated_at),
+        c.repeat_logged_at.as_ref().map(exact_time),
+    )
+}
+
+/// The stored body of `inc`: its serde form without the evidence (kept as rows).
+pub(crate) fn body_without_evidence(inc: &mut Incident) -> Result<String, StoreError> {
+    let evidence = inc.take_evidence();
+    let body = serde_json::to_string(&*inc);
+    inc.put_evidence(evidence);
+    body.map_err(backend)
+}
+
+/// The rows of one piece of evidence.
+pub(crate) fn evidence_json(e: &Evidence) -> Result<String, StoreError> {
+    serde_json::to_string(e).map_err(backend)
+}
+
+/// How an incident's evidence rows change from `before` to `after`: keep the first `keep`
+/// rows, delete the `delete` rows after them, and append `append` (new ordinals). The domain
+/// only drops evidence from the middle and appends (keep the first half, rotate the rest), so
+/// a repeat costs one DELETE of the rotated-out rows and one INSERT per new piece; any other
+/// change is still expressed exactly (at worst: delete all, append all).
+#[derive(Debug, PartialEq)]
+pub(crate) struct EvidenceDiff<'a> {
+    pub keep: usize,
+    pub delete: usize,
+    pub append: &'a [Evidence],
+}
+
+pub(crate) fn evidence_diff<'a>(before: &[Evidence], after: &'a [Evidence]) -> EvidenceDiff<'a> {
+    let keep = before.iter().zip(after).take_while(|(a, b)| a == b).count();
+    let (rest_before, rest_after) = (&before[keep..], &after[keep..]);
+    // The longest tail of `before` that `after` continues with right after the kept rows.
+    let tail = (0..=rest_before.len().min(rest_after.len()))
+        .rev()
+        .find(|&k| rest_after[..k] == rest_before[rest_before.len() - k..])
+        .unwrap_or(0);
+    EvidenceDiff {
+        keep,
+        delete: rest_before.len() - tail,
+        append: &rest_after[tail..],
+    }
 }
 
 /// One stored event row: `(seq, incident_id, at, actor, data, prev_hash, hash)`.
@@ -278,4 +394,63 @@ pub(crate) fn check_link(head: &(i64, String), e: &Event) -> Result<(), StoreErr
         return Err(bad("does not match its hash (it was edited)".into()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::incident::MAX_EVIDENCE;
+
+    fn ev(n: usize) -> Evidence {
+        Evidence {
+            rule: format!("r{n}"),
+            category: "jailbreak".into(),
+            start: n,
+            end: n + 1,
+            excerpt: format!("e{n}"),
+        }
+    }
+
+    /// Applying a diff to `before` as the stores do (keep, delete, append) gives `after`.
+    fn replay(before: &[Evidence], d: &EvidenceDiff<'_>) -> Vec<Evidence> {
+        let mut v = before.to_vec();
+        v.drain(d.keep..d.keep + d.delete);
+        v.extend_from_slice(d.append);
+        v
+    }
+
+    #[test]
+    fn a_rotating_repeat_deletes_only_the_rotated_rows() {
+        let before: Vec<_> = (0..MAX_EVIDENCE).map(ev).collect();
+        let mut after = before.clone();
+        for n in 100..103 {
+            after.remove(MAX_EVIDENCE / 2);
+            after.push(ev(n));
+        }
+        let d = evidence_diff(&before, &after);
+        assert_eq!((d.keep, d.delete, d.append.len()), (MAX_EVIDENCE / 2, 3, 3));
+        assert_eq!(replay(&before, &d), after);
+    }
+
+    #[test]
+    fn evidence_diffs_replay_to_the_new_list() {
+        let cases: Vec<(Vec<usize>, Vec<usize>)> = vec![
+            (vec![], vec![]),
+            (vec![], vec![1, 2]),
+            (vec![1, 2], vec![1, 2, 3]),
+            (vec![1, 2, 3], vec![]),
+            (vec![1, 2, 3], vec![4, 5]),
+            (vec![1, 2, 3, 4], vec![1, 4, 9]),
+            (vec![1, 1, 1], vec![1, 1, 1, 1]),
+            (vec![1, 2, 1, 2], vec![1, 2, 2]),
+        ];
+        for (b, a) in cases {
+            let (b, a): (Vec<_>, Vec<_>) = (
+                b.into_iter().map(ev).collect(),
+                a.into_iter().map(ev).collect(),
+            );
+            let d = evidence_diff(&b, &a);
+            assert_eq!(replay(&b, &d), a, "{b:?} -> {a:?}");
+        }
+    }
 }

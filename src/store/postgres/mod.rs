@@ -30,11 +30,15 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Config, NoTls};
 
 use crate::domain::audit::{self as chain, AuditReport, Pins};
+use crate::domain::incident::Evidence;
 use crate::domain::incident::{DomainError, Event, EventKind, Incident, IncidentId};
-use crate::store::records::{backend, check_link, from_micros, micros, outbox_item, to_event};
+use crate::store::records::{
+    INCIDENT_COLUMNS, StoredIncident, backend, body_without_evidence, check_link, counter_columns,
+    evidence_diff, evidence_json, from_micros, micros, outbox_item, to_event,
+};
 use crate::store::{
     ActiveContainment, Cursor, HeadCheck, ImportBatch, ListQuery, Mutation, NewDetection,
-    OutboxItem, OutboxRow, OutboxUpdate, Page, Store, StoreError, Upserted,
+    OutboxItem, OutboxRow, OutboxUpdate, Page, RepeatDetection, Store, StoreError, Upserted,
 };
 
 /// First key of this program's advisory locks (`pg_advisory_xact_lock(LOCK_NS, n)`): "AIM".
@@ -359,8 +363,47 @@ async fn query_opt(
     tx.query_opt(&st, p).await.map_err(pg_error)
 }
 
-fn parse_body(body: &str) -> Result<Incident, StoreError> {
-    serde_json::from_str(body).map_err(backend)
+/// The stored parts of an incident row selected as [`INCIDENT_COLUMNS`].
+fn stored_of(r: &tokio_postgres::Row) -> StoredIncident {
+    StoredIncident {
+        id: r.get(0),
+        body: r.get(1),
+        occurrences: r.get(2),
+        last_seen_at: r.get(3),
+        updated_at_exact: r.get(4),
+        repeat_logged_at: r.get(5),
+    }
+}
+
+/// The domain incidents of `rows` (selected as [`INCIDENT_COLUMNS`]), with their evidence
+/// rows read in one query.
+async fn assemble<C: deadpool_postgres::GenericClient>(
+    c: &C,
+    rows: &[tokio_postgres::Row],
+) -> Result<Vec<Incident>, StoreError> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let stored: Vec<StoredIncident> = rows.iter().map(stored_of).collect();
+    let ids: Vec<&str> = stored.iter().map(|s| s.id.as_str()).collect();
+    let st = c
+        .prepare_cached(
+            "SELECT incident_id, data FROM incident_evidence WHERE incident_id = ANY($1)
+             ORDER BY incident_id, ordinal",
+        )
+        .await
+        .map_err(pg_error)?;
+    let mut by_id: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for r in c.query(&st, &[&ids]).await.map_err(pg_error)? {
+        by_id.entry(r.get(0)).or_default().push(r.get(1));
+    }
+    stored
+        .into_iter()
+        .map(|s| {
+            let ev = by_id.remove(&s.id).unwrap_or_default();
+            s.assemble(&ev)
+        })
+        .collect()
 }
 
 /// Loads an incident, locking its row until the transaction ends when `lock`.
@@ -370,28 +413,32 @@ async fn load_incident(
     lock: bool,
 ) -> Result<Option<Incident>, StoreError> {
     let sql = if lock {
-        "SELECT body FROM incidents WHERE id = $1 FOR UPDATE"
+        format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = $1 FOR UPDATE")
     } else {
-        "SELECT body FROM incidents WHERE id = $1"
+        format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = $1")
     };
-    query_opt(tx, sql, &[&id])
-        .await?
-        .map(|r| parse_body(r.get::<_, &str>(0)))
-        .transpose()
+    let rows = query(tx, &sql, &[&id]).await?;
+    Ok(assemble(tx, &rows).await?.into_iter().next())
 }
 
+/// Writes an incident's row: its body (without the evidence), the indexed columns and the
+/// counter columns. An insert also writes its evidence rows; an update leaves them to
+/// [`sync_evidence`].
 async fn save_incident(
     tx: &Transaction<'_>,
-    inc: &Incident,
+    inc: &mut Incident,
     insert: bool,
 ) -> Result<(), StoreError> {
-    let body = serde_json::to_string(inc).map_err(backend)?;
+    let body = body_without_evidence(inc)?;
+    let (occurrences, last_seen, updated_exact, repeat_logged) = counter_columns(inc);
     let sql = if insert {
-        "INSERT INTO incidents (id, incident_type, severity, status, step, level, dedup_key, created_at, updated_at, body)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        "INSERT INTO incidents (id, incident_type, severity, status, step, level, dedup_key, created_at, updated_at, body,
+            occurrences, last_seen_at, updated_at_exact, repeat_logged_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
     } else {
         "UPDATE incidents SET incident_type=$2, severity=$3, status=$4, step=$5, level=$6, dedup_key=$7,
-         created_at=$8, updated_at=$9, body=$10, version = version + 1 WHERE id=$1"
+         created_at=$8, updated_at=$9, body=$10, occurrences=$11, last_seen_at=$12, updated_at_exact=$13,
+         repeat_logged_at=$14, version = version + 1 WHERE id=$1"
     };
     exec(
         tx,
@@ -407,10 +454,91 @@ async fn save_incident(
             &micros(&inc.created_at()),
             &micros(&inc.updated_at()),
             &body,
+            &occurrences,
+            &last_seen,
+            &updated_exact,
+            &repeat_logged,
         ],
     )
     .await?;
+    if insert {
+        sync_evidence(tx, inc.id().as_str(), &[], inc.evidence()).await?;
+    }
     Ok(())
+}
+
+/// A repeat's write (issue #13): the counter columns in place — an atomic
+/// `occurrences = occurrences + 1`, last seen, updated — no body. `inc` is the incident after
+/// the repeat.
+async fn save_counters(tx: &Transaction<'_>, inc: &Incident) -> Result<(), StoreError> {
+    let (_, last_seen, updated_exact, repeat_logged) = counter_columns(inc);
+    let n = exec(
+        tx,
+        "UPDATE incidents SET occurrences = occurrences + 1, last_seen_at = $2, updated_at = $3,
+         updated_at_exact = $4, repeat_logged_at = $5, version = version + 1 WHERE id = $1",
+        &[
+            &inc.id().as_str(),
+            &last_seen,
+            &micros(&inc.updated_at()),
+            &updated_exact,
+            &repeat_logged,
+        ],
+    )
+    .await?;
+    if n != 1 {
+        return Err(backend(format!("incident {} vanished", inc.id())));
+    }
+    Ok(())
+}
+
+/// Changes the evidence rows of incident `id` from `before` to `after` (see
+/// [`evidence_diff`]): one DELETE of the dropped rows, one INSERT of the new ones.
+async fn sync_evidence(
+    tx: &Transaction<'_>,
+    id: &str,
+    before: &[Evidence],
+    after: &[Evidence],
+) -> Result<(), StoreError> {
+    let d = evidence_diff(before, after);
+    if d.delete > 0 {
+        exec(
+            tx,
+            "DELETE FROM incident_evidence WHERE incident_id = $1 AND ordinal IN (
+                SELECT ordinal FROM incident_evidence WHERE incident_id = $1 ORDER BY ordinal LIMIT $2 OFFSET $3)",
+            &[&id, &(d.delete as i64), &(d.keep as i64)],
+        )
+        .await?;
+    }
+    if !d.append.is_empty() {
+        let data = d
+            .append
+            .iter()
+            .map(evidence_json)
+            .collect::<Result<Vec<_>, _>>()?;
+        exec(
+            tx,
+            "INSERT INTO incident_evidence (incident_id, ordinal, data)
+             SELECT $1, COALESCE((SELECT MAX(ordinal) FROM incident_evidence WHERE incident_id = $1), 0) + n, d
+             FROM UNNEST($2::TEXT[]) WITH ORDINALITY AS u(d, n)",
+            &[&id, &data],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Runs `f` on the stored (locked) incident `inc` and saves the result: body, columns, and the
+/// evidence rows that changed.
+async fn change(
+    tx: &Transaction<'_>,
+    inc: &mut Incident,
+    f: Mutation,
+) -> Result<Vec<EventKind>, StoreError> {
+    let before = inc.evidence().to_vec();
+    let events = f(inc)?;
+    save_incident(tx, inc, false).await?;
+    sync_evidence(tx, inc.id().as_str(), &before, inc.evidence()).await?;
+    Ok(events)
 }
 
 /// Appends `events` to the chain under the chain lock (held until the transaction ends), with
@@ -545,11 +673,29 @@ struct IncidentCols {
     created_at: Vec<i64>,
     updated_at: Vec<i64>,
     body: Vec<String>,
+    occurrences: Vec<i64>,
+    last_seen_at: Vec<String>,
+    updated_at_exact: Vec<String>,
+    repeat_logged_at: Vec<Option<String>>,
+    /// Evidence rows: incident id, ordinal, JSON.
+    ev_incident: Vec<String>,
+    ev_ordinal: Vec<i64>,
+    ev_data: Vec<String>,
 }
 
 impl IncidentCols {
-    fn push(&mut self, inc: &Incident) -> Result<(), StoreError> {
-        self.body.push(serde_json::to_string(inc).map_err(backend)?);
+    fn push(&mut self, inc: &mut Incident) -> Result<(), StoreError> {
+        self.body.push(body_without_evidence(inc)?);
+        let (occurrences, last_seen, updated_exact, repeat_logged) = counter_columns(inc);
+        self.occurrences.push(occurrences);
+        self.last_seen_at.push(last_seen);
+        self.updated_at_exact.push(updated_exact);
+        self.repeat_logged_at.push(repeat_logged);
+        for (n, e) in inc.evidence().iter().enumerate() {
+            self.ev_incident.push(inc.id().as_str().to_string());
+            self.ev_ordinal.push(n as i64 + 1);
+            self.ev_data.push(evidence_json(e)?);
+        }
         self.id.push(inc.id().as_str().to_string());
         self.incident_type.push(inc.incident_type().as_str());
         self.severity.push(inc.severity().as_str());
@@ -587,13 +733,13 @@ macro_rules! in_tx {
 impl Store for PgStore {
     async fn insert(
         &self,
-        incident: Incident,
+        mut incident: Incident,
         events: Vec<EventKind>,
         actor: String,
         now: DateTime<Utc>,
     ) -> Result<Incident, StoreError> {
         in_tx!(self, |tx| async {
-            save_incident(&tx, &incident, true).await?;
+            save_incident(&tx, &mut incident, true).await?;
             append_events(&tx, incident.id(), &actor, &now, &events).await?;
             Ok::<_, StoreError>(())
         }
@@ -605,7 +751,7 @@ impl Store for PgStore {
         &self,
         key: String,
         fingerprint: String,
-        incident: Incident,
+        mut incident: Incident,
         events: Vec<EventKind>,
         actor: String,
         now: DateTime<Utc>,
@@ -642,7 +788,7 @@ impl Store for PgStore {
                     created: false,
                 });
             }
-            save_incident(&tx, &incident, true).await?;
+            save_incident(&tx, &mut incident, true).await?;
             append_events(&tx, incident.id(), &actor, &now, &events).await?;
             exec(
                 &tx,
@@ -662,14 +808,13 @@ impl Store for PgStore {
     async fn get(&self, id: &IncidentId) -> Result<Option<Incident>, StoreError> {
         let c = self.client().await?;
         let st = c
-            .prepare_cached("SELECT body FROM incidents WHERE id = $1")
+            .prepare_cached(&format!(
+                "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = $1"
+            ))
             .await
             .map_err(pg_error)?;
-        c.query_opt(&st, &[&id.as_str()])
-            .await
-            .map_err(pg_error)?
-            .map(|r| parse_body(r.get::<_, &str>(0)))
-            .transpose()
+        let rows = c.query(&st, &[&id.as_str()]).await.map_err(pg_error)?;
+        Ok(assemble(&c, &rows).await?.into_iter().next())
     }
 
     async fn timeline(&self, id: &IncidentId) -> Result<Vec<Event>, StoreError> {
@@ -689,7 +834,7 @@ impl Store for PgStore {
     }
 
     async fn list(&self, q: ListQuery) -> Result<Page, StoreError> {
-        let mut sql = String::from("SELECT body, created_at, id FROM incidents WHERE TRUE");
+        let mut sql = format!("SELECT {INCIDENT_COLUMNS}, created_at FROM incidents WHERE TRUE");
         let mut args: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
         let mut arg = |sql: &mut String, frag: &str, v: Box<dyn ToSql + Sync + Send>| {
             args.push(v);
@@ -742,21 +887,14 @@ impl Store for PgStore {
             .iter()
             .map(|a| a.as_ref() as &(dyn ToSql + Sync))
             .collect();
-        let rows = c.query(&st, &refs).await.map_err(pg_error)?;
-        let mut items = Vec::new();
-        let mut last = None;
-        let mut more = false;
-        for r in rows {
-            if items.len() as i64 == limit {
-                more = true;
-                break;
-            }
-            items.push(parse_body(r.get::<_, &str>(0))?);
-            last = Some(Cursor {
-                created_at_micros: r.get(1),
-                id: r.get(2),
-            });
-        }
+        let mut rows = c.query(&st, &refs).await.map_err(pg_error)?;
+        let more = rows.len() as i64 > limit;
+        rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let last = rows.last().map(|r| Cursor {
+            created_at_micros: r.get(6),
+            id: r.get(0),
+        });
+        let items = assemble(&c, &rows).await?;
         Ok(Page {
             items,
             next_cursor: if more { last } else { None },
@@ -774,8 +912,7 @@ impl Store for PgStore {
             let mut inc = load_incident(&tx, id.as_str(), true)
                 .await?
                 .ok_or_else(|| StoreError::NotFound(id.clone()))?;
-            let events = f(&mut inc)?;
-            save_incident(&tx, &inc, false).await?;
+            let events = change(&tx, &mut inc, f).await?;
             append_events(&tx, inc.id(), &actor, &now, &events).await?;
             Ok(inc)
         }
@@ -786,7 +923,7 @@ impl Store for PgStore {
         &self,
         dedup_key: String,
         new: NewDetection,
-        on_repeat: Mutation,
+        on_repeat: RepeatDetection,
         actor: String,
         now: DateTime<Utc>,
     ) -> Result<Upserted, StoreError> {
@@ -799,18 +936,27 @@ impl Store for PgStore {
                 &[&DEDUP_NS, &dedup_key],
             )
             .await?;
-            let existing = query_opt(
+            let existing = query(
                 &tx,
-                "SELECT body FROM incidents WHERE dedup_key = $1 AND status NOT IN ('resolved', 'closed')
-                 ORDER BY created_at DESC LIMIT 1 FOR UPDATE",
+                &format!(
+                    "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE dedup_key = $1 AND status NOT IN ('resolved', 'closed')
+                     ORDER BY created_at DESC LIMIT 1 FOR UPDATE"
+                ),
                 &[&dedup_key],
             )
             .await?;
-            match existing {
-                Some(r) => {
-                    let mut inc = parse_body(r.get::<_, &str>(0))?;
-                    let events = on_repeat(&mut inc)?;
-                    save_incident(&tx, &inc, false).await?;
+            match assemble(&tx, &existing).await?.into_iter().next() {
+                Some(mut inc) => {
+                    // The row is locked until commit; the counter UPDATE is an atomic
+                    // increment either way.
+                    let before = inc.evidence().to_vec();
+                    let (events, body_changed) = on_repeat.apply(&mut inc, now);
+                    if body_changed {
+                        save_incident(&tx, &mut inc, false).await?;
+                    } else {
+                        save_counters(&tx, &inc).await?;
+                    }
+                    sync_evidence(&tx, inc.id().as_str(), &before, inc.evidence()).await?;
                     append_events(&tx, inc.id(), &actor, &now, &events).await?;
                     Ok(Upserted {
                         incident: inc,
@@ -818,8 +964,8 @@ impl Store for PgStore {
                     })
                 }
                 None => {
-                    let (inc, events) = new();
-                    save_incident(&tx, &inc, true).await?;
+                    let (mut inc, events) = new();
+                    save_incident(&tx, &mut inc, true).await?;
                     append_events(&tx, inc.id(), &actor, &now, &events).await?;
                     Ok(Upserted {
                         incident: inc,
@@ -891,17 +1037,14 @@ impl Store for PgStore {
     async fn find_open_by_dedup(&self, dedup_key: &str) -> Result<Option<Incident>, StoreError> {
         let c = self.client().await?;
         let st = c
-            .prepare_cached(
-                "SELECT body FROM incidents WHERE dedup_key = $1 AND status NOT IN ('resolved', 'closed')
-                 ORDER BY created_at DESC LIMIT 1",
-            )
+            .prepare_cached(&format!(
+                "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE dedup_key = $1 AND status NOT IN ('resolved', 'closed')
+                 ORDER BY created_at DESC LIMIT 1"
+            ))
             .await
             .map_err(pg_error)?;
-        c.query_opt(&st, &[&dedup_key])
-            .await
-            .map_err(pg_error)?
-            .map(|r| parse_body(r.get::<_, &str>(0)))
-            .transpose()
+        let rows = c.query(&st, &[&dedup_key]).await.map_err(pg_error)?;
+        Ok(assemble(&c, &rows).await?.into_iter().next())
     }
 
     async fn verify_audit_log(&self, pins: Pins) -> Result<AuditReport, StoreError> {
@@ -975,13 +1118,12 @@ impl Store for PgStore {
             let mut inc = load_incident(&tx, id.as_str(), true)
                 .await?
                 .ok_or_else(|| StoreError::NotFound(id.clone()))?;
-            let events = f(&mut inc)?;
+            let events = change(&tx, &mut inc, f).await?;
             if inc.escalation_level() <= from_level {
                 return Err(StoreError::Corrupt(format!(
                     "escalation claim on {id} did not raise the level"
                 )));
             }
-            save_incident(&tx, &inc, false).await?;
             append_events(&tx, inc.id(), &actor, &now, &events).await?;
             Ok(Some(inc))
         }
@@ -1069,8 +1211,7 @@ impl Store for PgStore {
             let mut inc = load_incident(&tx, id.as_str(), true)
                 .await?
                 .ok_or_else(|| StoreError::NotFound(id.clone()))?;
-            let events = f(&mut inc)?;
-            save_incident(&tx, &inc, false).await?;
+            let events = change(&tx, &mut inc, f).await?;
             append_events(&tx, inc.id(), "notifier", &now, &events).await?;
             Ok(Some(inc))
         }
@@ -1132,17 +1273,16 @@ impl Store for PgStore {
     ) -> Result<Vec<Incident>, StoreError> {
         let c = self.client().await?;
         let st = c
-            .prepare_cached(
-                "SELECT body FROM incidents WHERE ($1::TEXT IS NULL OR id > $1) ORDER BY id LIMIT $2",
-            )
+            .prepare_cached(&format!(
+                "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE ($1::TEXT IS NULL OR id > $1) ORDER BY id LIMIT $2"
+            ))
             .await
             .map_err(pg_error)?;
-        c.query(&st, &[&after, &i64::from(limit)])
+        let rows = c
+            .query(&st, &[&after, &i64::from(limit)])
             .await
-            .map_err(pg_error)?
-            .iter()
-            .map(|r| parse_body(r.get::<_, &str>(0)))
-            .collect()
+            .map_err(pg_error)?;
+        assemble(&c, &rows).await
     }
 
     async fn export_events(&self, after_seq: i64, limit: u32) -> Result<Vec<Event>, StoreError> {
@@ -1188,22 +1328,32 @@ impl Store for PgStore {
             .collect())
     }
 
-    async fn import(&self, batch: ImportBatch) -> Result<(), StoreError> {
+    async fn import(&self, mut batch: ImportBatch) -> Result<(), StoreError> {
         in_tx!(self, |tx| {
             async {
             // Incidents and events go in as one multi-row INSERT each (UNNEST of arrays):
             // a batch is a few round trips, not one per row.
             if !batch.incidents.is_empty() {
                 let mut cols: IncidentCols = Default::default();
-                for inc in &batch.incidents {
+                for inc in &mut batch.incidents {
                     cols.push(inc)?;
                 }
                 exec(
                     &tx,
-                    "INSERT INTO incidents (id, incident_type, severity, status, step, level, dedup_key, created_at, updated_at, body)
-                     SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::INTEGER[], $7::TEXT[], $8::BIGINT[], $9::BIGINT[], $10::TEXT[])",
+                    "INSERT INTO incidents (id, incident_type, severity, status, step, level, dedup_key, created_at, updated_at, body,
+                        occurrences, last_seen_at, updated_at_exact, repeat_logged_at)
+                     SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::INTEGER[], $7::TEXT[], $8::BIGINT[], $9::BIGINT[], $10::TEXT[],
+                        $11::BIGINT[], $12::TEXT[], $13::TEXT[], $14::TEXT[])",
                     &[&cols.id, &cols.incident_type, &cols.severity, &cols.status, &cols.step,
-                      &cols.level, &cols.dedup_key, &cols.created_at, &cols.updated_at, &cols.body],
+                      &cols.level, &cols.dedup_key, &cols.created_at, &cols.updated_at, &cols.body,
+                      &cols.occurrences, &cols.last_seen_at, &cols.updated_at_exact, &cols.repeat_logged_at],
+                )
+                .await?;
+                exec(
+                    &tx,
+                    "INSERT INTO incident_evidence (incident_id, ordinal, data)
+                     SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[])",
+                    &[&cols.ev_incident, &cols.ev_ordinal, &cols.ev_data],
                 )
                 .await?;
             }

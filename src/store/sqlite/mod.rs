@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 
 use super::{
     ActiveContainment, Cursor, ImportBatch, ListQuery, Mutation, OutboxItem, OutboxRow,
-    OutboxUpdate, Page, Store, StoreError, Upserted,
+    OutboxUpdate, Page, RepeatDetection, Store, StoreError, Upserted,
 };
 use crate::domain::audit::{AuditReport, Pins};
 
@@ -32,9 +32,13 @@ mod schema;
 mod writer;
 
 use crate::store::records::{
-    IntoStoreError, backend, check_link, from_micros, micros, outbox_item, to_event,
+    INCIDENT_COLUMNS, IntoStoreError, backend, check_link, from_micros, micros, outbox_item,
+    to_event,
 };
-use rows::{append_events, load_incident, row_event, save_incident, side_tables};
+use rows::{
+    append_events, assemble, load_incident, query_incidents, row_event, row_incident,
+    save_counters, save_incident, side_tables, sync_evidence,
+};
 use schema::migrate;
 #[cfg(test)]
 use writer::CACHE_HITS;
@@ -236,6 +240,20 @@ impl SqliteStore {
     }
 }
 
+/// Runs `f` on the stored incident `inc` and saves the result: body, columns, and the evidence
+/// rows that changed.
+fn change(
+    conn: &Connection,
+    inc: &mut Incident,
+    f: Mutation,
+) -> Result<Vec<EventKind>, StoreError> {
+    let before = inc.evidence().to_vec();
+    let events = f(inc)?;
+    save_incident(conn, inc, false)?;
+    sync_evidence(conn, inc.id().as_str(), &before, inc.evidence())?;
+    Ok(events)
+}
+
 impl Drop for SqliteStore {
     fn drop(&mut self) {
         self.close();
@@ -246,13 +264,13 @@ impl Drop for SqliteStore {
 impl Store for SqliteStore {
     async fn insert(
         &self,
-        incident: Incident,
+        mut incident: Incident,
         events: Vec<EventKind>,
         actor: String,
         now: DateTime<Utc>,
     ) -> Result<Incident, StoreError> {
         self.submit(move |conn| {
-            save_incident(conn, &incident, true)?;
+            save_incident(conn, &mut incident, true)?;
             append_events(conn, incident.id(), &actor, &now, &events)?;
             Ok(incident)
         })
@@ -263,7 +281,7 @@ impl Store for SqliteStore {
         &self,
         key: String,
         fingerprint: String,
-        incident: Incident,
+        mut incident: Incident,
         events: Vec<EventKind>,
         actor: String,
         now: DateTime<Utc>,
@@ -292,7 +310,7 @@ impl Store for SqliteStore {
                     created: false,
                 });
             }
-            save_incident(conn, &incident, true)?;
+            save_incident(conn, &mut incident, true)?;
             append_events(conn, incident.id(), &actor, &now, &events)?;
             conn.prepare_cached(
                 "INSERT INTO idempotency_keys (key, fingerprint, incident_id, created_at) VALUES (?1, ?2, ?3, ?4)",
@@ -328,7 +346,7 @@ impl Store for SqliteStore {
 
     async fn list(&self, q: ListQuery) -> Result<Page, StoreError> {
         self.read(move |conn| {
-            let mut sql = String::from("SELECT body, created_at, id FROM incidents WHERE 1=1");
+            let mut sql = format!("SELECT {INCIDENT_COLUMNS}, created_at FROM incidents WHERE 1=1");
             let mut args: Vec<rusqlite::types::Value> = Vec::new();
             if let Some(s) = q.status {
                 sql.push_str(" AND status = ?");
@@ -367,23 +385,20 @@ impl Store for SqliteStore {
             let mut st = conn.prepare(&sql).map_err(backend)?;
             let rows = st
                 .query_map(rusqlite::params_from_iter(args), |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, String>(2)?,
-                    ))
+                    Ok((row_incident(r)?, r.get::<_, i64>(6)?))
                 })
                 .map_err(backend)?;
             let mut items = Vec::new();
             let mut last = None;
             let mut more = false;
             for row in rows {
-                let (body, created, id) = row.map_err(backend)?;
+                let (stored, created) = row.map_err(backend)?;
                 if items.len() as i64 == limit {
                     more = true;
                     break;
                 }
-                items.push(serde_json::from_str::<Incident>(&body).map_err(backend)?);
+                let id = stored.id.clone();
+                items.push(assemble(conn, stored)?);
                 last = Some(Cursor {
                     created_at_micros: created,
                     id,
@@ -408,8 +423,7 @@ impl Store for SqliteStore {
         self.submit(move |conn| {
             let mut inc = load_incident(conn, id.as_str())?
                 .ok_or_else(|| StoreError::NotFound(id.clone()))?;
-            let events = f(&mut inc)?;
-            save_incident(conn, &inc, false)?;
+            let events = change(conn, &mut inc, f)?;
             append_events(conn, inc.id(), &actor, &now, &events)?;
             Ok(inc)
         })
@@ -420,7 +434,7 @@ impl Store for SqliteStore {
         &self,
         dedup_key: String,
         new: super::NewDetection,
-        on_repeat: Mutation,
+        on_repeat: RepeatDetection,
         actor: String,
         now: DateTime<Utc>,
     ) -> Result<Upserted, StoreError> {
@@ -442,8 +456,14 @@ impl Store for SqliteStore {
                         None => load_incident(conn, &id)?
                             .ok_or_else(|| backend(format!("incident {id} vanished")))?,
                     };
-                    let events = on_repeat(&mut inc)?;
-                    save_incident(conn, &inc, false)?;
+                    let before = inc.evidence().to_vec();
+                    let (events, body_changed) = on_repeat.apply(&mut inc, now);
+                    if body_changed {
+                        save_incident(conn, &mut inc, false)?;
+                    } else {
+                        save_counters(conn, &inc)?;
+                    }
+                    sync_evidence(conn, &id, &before, inc.evidence())?;
                     append_events(conn, inc.id(), &actor, &now, &events)?;
                     cache_put(&id, version + 1, &inc);
                     Ok(Upserted {
@@ -452,8 +472,8 @@ impl Store for SqliteStore {
                     })
                 }
                 None => {
-                    let (inc, events) = new();
-                    save_incident(conn, &inc, true)?;
+                    let (mut inc, events) = new();
+                    save_incident(conn, &mut inc, true)?;
                     append_events(conn, inc.id(), &actor, &now, &events)?;
                     cache_put(inc.id().as_str(), 0, &inc);
                     Ok(Upserted {
@@ -524,15 +544,11 @@ impl Store for SqliteStore {
     async fn find_open_by_dedup(&self, dedup_key: &str) -> Result<Option<Incident>, StoreError> {
         let key = dedup_key.to_string();
         self.read(move |conn| {
-            let body: Option<String> = conn
-                .prepare_cached(
-                    "SELECT body FROM incidents WHERE dedup_key = ?1 AND status NOT IN ('resolved', 'closed')
-                     ORDER BY created_at DESC LIMIT 1",
-                )
-                .and_then(|mut st| st.query_row([&key], |r| r.get(0)).optional())
-                .map_err(backend)?;
-            body.map(|b| serde_json::from_str(&b).map_err(backend))
-                .transpose()
+            let sql = format!(
+                "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE dedup_key = ?1 AND status NOT IN ('resolved', 'closed')
+                 ORDER BY created_at DESC LIMIT 1"
+            );
+            Ok(query_incidents(conn, &sql, [&key])?.into_iter().next())
         })
         .await
     }
@@ -608,13 +624,12 @@ impl Store for SqliteStore {
             }
             let mut inc = load_incident(conn, id.as_str())?
                 .ok_or_else(|| StoreError::NotFound(id.clone()))?;
-            let events = f(&mut inc)?;
+            let events = change(conn, &mut inc, f)?;
             if inc.escalation_level() <= from_level {
                 return Err(StoreError::Corrupt(format!(
                     "escalation claim on {id} did not raise the level"
                 )));
             }
-            save_incident(conn, &inc, false)?;
             append_events(conn, inc.id(), &actor, &now, &events)?;
             Ok(Some(inc))
         })
@@ -707,8 +722,7 @@ impl Store for SqliteStore {
             }
             let mut inc = load_incident(conn, id.as_str())?
                 .ok_or_else(|| StoreError::NotFound(id.clone()))?;
-            let events = f(&mut inc)?;
-            save_incident(conn, &inc, false)?;
+            let events = change(conn, &mut inc, f)?;
             append_events(conn, inc.id(), "notifier", &now, &events)?;
             Ok(Some(inc))
         })
@@ -774,19 +788,10 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Vec<Incident>, StoreError> {
         self.read(move |conn| {
-            let mut st = conn
-                .prepare_cached(
-                    "SELECT body FROM incidents WHERE (?1 IS NULL OR id > ?1) ORDER BY id LIMIT ?2",
-                )
-                .map_err(backend)?;
-            let rows = st
-                .query_map(params![after, i64::from(limit)], |r| r.get::<_, String>(0))
-                .map_err(backend)?;
-            rows.map(|r| {
-                r.map_err(backend)
-                    .and_then(|b| serde_json::from_str(&b).map_err(backend))
-            })
-            .collect()
+            let sql = format!(
+                "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE (?1 IS NULL OR id > ?1) ORDER BY id LIMIT ?2"
+            );
+            query_incidents(conn, &sql, params![after, i64::from(limit)])
         })
         .await
     }
@@ -835,9 +840,9 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn import(&self, batch: ImportBatch) -> Result<(), StoreError> {
+    async fn import(&self, mut batch: ImportBatch) -> Result<(), StoreError> {
         self.submit(move |conn| {
-            for inc in &batch.incidents {
+            for inc in &mut batch.incidents {
                 save_incident(conn, inc, true)?;
             }
             if !batch.events.is_empty() {
@@ -956,8 +961,17 @@ mod tests {
         })
     }
 
-    fn repeat(now: DateTime<Utc>) -> Mutation {
-        Box::new(move |inc| Ok(vec![inc.record_repeat(Vec::new(), now)]))
+    fn repeat(_now: DateTime<Utc>) -> RepeatDetection {
+        RepeatDetection {
+            evidence: vec![crate::domain::incident::Evidence {
+                rule: "again".into(),
+                category: "jailbreak".into(),
+                start: 0,
+                end: 3,
+                excerpt: "again".into(),
+            }],
+            ..RepeatDetection::default()
+        }
     }
 
     /// Repeats served from the writer's copy of an incident give exactly what re-reading

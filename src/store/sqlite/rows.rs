@@ -1,26 +1,36 @@
-//! Row mapping for SQLite: incidents to and from their rows, event appends on the hash chain
+//! Row mapping for SQLite: incidents to and from their rows (body, counter columns, evidence
+//! rows), event appends on the hash chain
 //! (with the side tables that follow from events), outbox and event rows back to values.
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::domain::audit;
-use crate::domain::incident::{EventKind, Incident, IncidentId};
+use crate::domain::incident::{EventKind, Evidence, Incident, IncidentId};
 use crate::store::StoreError;
-use crate::store::records::{EventRow, backend, micros};
+use crate::store::records::{
+    EventRow, INCIDENT_COLUMNS, StoredIncident, backend, body_without_evidence, counter_columns,
+    evidence_diff, evidence_json, micros,
+};
 
+/// Writes an incident's row: its body (without the evidence), the indexed columns and the
+/// counter columns. An insert also writes its evidence rows; an update leaves them to
+/// [`sync_evidence`].
 pub(super) fn save_incident(
     conn: &Connection,
-    inc: &Incident,
+    inc: &mut Incident,
     insert: bool,
 ) -> Result<(), StoreError> {
-    let body = serde_json::to_string(inc).map_err(backend)?;
+    let body = body_without_evidence(inc)?;
+    let (occurrences, last_seen, updated_exact, repeat_logged) = counter_columns(inc);
     let sql = if insert {
-        "INSERT INTO incidents (id, incident_type, severity, status, step, level, dedup_key, created_at, updated_at, body)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+        "INSERT INTO incidents (id, incident_type, severity, status, step, level, dedup_key, created_at, updated_at, body,
+            occurrences, last_seen_at, updated_at_exact, repeat_logged_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
     } else {
         "UPDATE incidents SET incident_type=?2, severity=?3, status=?4, step=?5, level=?6, dedup_key=?7,
-         created_at=?8, updated_at=?9, body=?10, version = version + 1 WHERE id=?1"
+         created_at=?8, updated_at=?9, body=?10, occurrences=?11, last_seen_at=?12, updated_at_exact=?13,
+         repeat_logged_at=?14, version = version + 1 WHERE id=?1"
     };
     conn.prepare_cached(sql)
         .and_then(|mut st| {
@@ -34,20 +44,127 @@ pub(super) fn save_incident(
                 inc.dedup_key(),
                 micros(&inc.created_at()),
                 micros(&inc.updated_at()),
-                body
+                body,
+                occurrences,
+                last_seen,
+                updated_exact,
+                repeat_logged
             ])
         })
         .map_err(backend)?;
+    if insert {
+        sync_evidence(conn, inc.id().as_str(), &[], inc.evidence())?;
+    }
     Ok(())
 }
 
-pub(super) fn load_incident(conn: &Connection, id: &str) -> Result<Option<Incident>, StoreError> {
-    let body: Option<String> = conn
-        .prepare_cached("SELECT body FROM incidents WHERE id = ?1")
-        .and_then(|mut st| st.query_row([id], |r| r.get(0)).optional())
+/// A repeat's write (issue #13): the counter columns in place — `occurrences + 1`, last seen,
+/// updated — no body. `inc` is the incident after the repeat.
+pub(super) fn save_counters(conn: &Connection, inc: &Incident) -> Result<(), StoreError> {
+    let (_, last_seen, updated_exact, repeat_logged) = counter_columns(inc);
+    let n = conn
+        .prepare_cached(
+            "UPDATE incidents SET occurrences = occurrences + 1, last_seen_at = ?2, updated_at = ?3,
+             updated_at_exact = ?4, repeat_logged_at = ?5, version = version + 1 WHERE id = ?1",
+        )
+        .and_then(|mut st| {
+            st.execute(params![
+                inc.id().as_str(),
+                last_seen,
+                micros(&inc.updated_at()),
+                updated_exact,
+                repeat_logged
+            ])
+        })
         .map_err(backend)?;
-    body.map(|b| serde_json::from_str(&b).map_err(backend))
-        .transpose()
+    if n != 1 {
+        return Err(backend(format!("incident {} vanished", inc.id())));
+    }
+    Ok(())
+}
+
+/// Changes the evidence rows of incident `id` from `before` to `after` (see
+/// [`evidence_diff`]): one DELETE of the dropped rows, one INSERT per new piece.
+pub(super) fn sync_evidence(
+    conn: &Connection,
+    id: &str,
+    before: &[Evidence],
+    after: &[Evidence],
+) -> Result<(), StoreError> {
+    let d = evidence_diff(before, after);
+    if d.delete > 0 {
+        conn.prepare_cached(
+            "DELETE FROM incident_evidence WHERE incident_id = ?1 AND ordinal IN (
+                SELECT ordinal FROM incident_evidence WHERE incident_id = ?1 ORDER BY ordinal LIMIT ?2 OFFSET ?3)",
+        )
+        .and_then(|mut st| st.execute(params![id, d.delete as i64, d.keep as i64]))
+        .map_err(backend)?;
+    }
+    if !d.append.is_empty() {
+        let mut ins = conn
+            .prepare_cached(
+                "INSERT INTO incident_evidence (incident_id, ordinal, data)
+                 SELECT ?1, COALESCE(MAX(ordinal), 0) + 1, ?2 FROM incident_evidence WHERE incident_id = ?1",
+            )
+            .map_err(backend)?;
+        for e in d.append {
+            ins.execute(params![id, evidence_json(e)?])
+                .map_err(backend)?;
+        }
+    }
+    Ok(())
+}
+
+/// The incident row `r` (selected as [`INCIDENT_COLUMNS`]).
+pub(super) fn row_incident(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredIncident> {
+    Ok(StoredIncident {
+        id: r.get(0)?,
+        body: r.get(1)?,
+        occurrences: r.get(2)?,
+        last_seen_at: r.get(3)?,
+        updated_at_exact: r.get(4)?,
+        repeat_logged_at: r.get(5)?,
+    })
+}
+
+/// The domain incident of a row read as [`INCIDENT_COLUMNS`], with its evidence rows.
+pub(super) fn assemble(conn: &Connection, row: StoredIncident) -> Result<Incident, StoreError> {
+    let evidence: Vec<String> = conn
+        .prepare_cached(
+            "SELECT data FROM incident_evidence WHERE incident_id = ?1 ORDER BY ordinal",
+        )
+        .and_then(|mut st| {
+            st.query_map([&row.id], |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>()
+        })
+        .map_err(backend)?;
+    row.assemble(&evidence)
+}
+
+pub(super) fn load_incident(conn: &Connection, id: &str) -> Result<Option<Incident>, StoreError> {
+    let row = conn
+        .prepare_cached(&format!(
+            "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = ?1"
+        ))
+        .and_then(|mut st| st.query_row([id], row_incident).optional())
+        .map_err(backend)?;
+    row.map(|r| assemble(conn, r)).transpose()
+}
+
+/// Every incident of `sql` (selecting [`INCIDENT_COLUMNS`] first) with `args`.
+pub(super) fn query_incidents<P: rusqlite::Params>(
+    conn: &Connection,
+    sql: &str,
+    args: P,
+) -> Result<Vec<Incident>, StoreError> {
+    let rows = conn
+        .prepare_cached(sql)
+        .and_then(|mut st| {
+            st.query_map(args, row_incident)?
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(backend)?;
+    rows.into_iter().map(|r| assemble(conn, r)).collect()
 }
 
 pub(super) fn append_events(

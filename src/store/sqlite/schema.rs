@@ -84,7 +84,37 @@ CREATE TABLE idempotency_keys (
 "#,
     ),
     (6, audit_queries::MIGRATION_6_CONTAINMENT_EVENTS),
+    // (7 is PostgreSQL's outbox queue order; SQLite has its rowid for that.)
+    (8, MIGRATION_8_COUNTERS_AND_EVIDENCE),
 ];
+
+/// Migration 8 (issue #13): a repeated detection no longer rewrites the body. The repeat
+/// counters become columns (times as exact RFC 3339 text, as the body had them; the old
+/// `updated_at` column stays the microseconds the indexes and filters use) and the evidence
+/// becomes rows of `incident_evidence`, numbered in list order. The values are moved out of
+/// the existing bodies in the migration's transaction; events are not touched (the hash chain
+/// stays as it was).
+const MIGRATION_8_COUNTERS_AND_EVIDENCE: &str = r#"
+ALTER TABLE incidents ADD COLUMN occurrences INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE incidents ADD COLUMN last_seen_at TEXT NOT NULL DEFAULT '';
+ALTER TABLE incidents ADD COLUMN updated_at_exact TEXT NOT NULL DEFAULT '';
+ALTER TABLE incidents ADD COLUMN repeat_logged_at TEXT;
+CREATE TABLE incident_evidence (
+    incident_id TEXT NOT NULL,
+    ordinal     INTEGER NOT NULL,
+    data        TEXT NOT NULL,
+    PRIMARY KEY (incident_id, ordinal)
+) WITHOUT ROWID;
+UPDATE incidents SET
+    occurrences = COALESCE(json_extract(body, '$.occurrences'), 1),
+    last_seen_at = json_extract(body, '$.last_seen_at'),
+    updated_at_exact = json_extract(body, '$.updated_at'),
+    repeat_logged_at = json_extract(body, '$.repeat_logged_at');
+INSERT INTO incident_evidence (incident_id, ordinal, data)
+    SELECT i.id, e.key + 1, e.value FROM incidents i, json_each(i.body, '$.evidence') e;
+UPDATE incidents SET body = json_set(body, '$.evidence', json('[]'))
+    WHERE json_array_length(body, '$.evidence') > 0;
+"#;
 
 /// Migration 2 (issue #4): the notification outbox and containments. Rows are written by
 /// [`append_events`] in the transaction of the event that causes them.
