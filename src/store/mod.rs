@@ -7,6 +7,7 @@
 //! transaction, and returns only after the transaction is committed.
 //! May import: `crate::domain::incident`, `crate::domain::audit`, std, async-trait, chrono, serde_json (codec errors).
 
+pub(crate) mod audit_scan;
 pub mod postgres;
 pub(crate) mod records;
 pub mod sqlite;
