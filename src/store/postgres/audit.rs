@@ -22,20 +22,29 @@ fn no_params() -> impl ExactSizeIterator<Item = &'static (dyn ToSql + Sync)> {
     std::iter::empty()
 }
 
-/// Streams every event row after `from` in `seq` order into the parallel scan (the text is
-/// borrowed from the row, not copied into per-row strings).
+/// Streams every event row (after `from`, when given) in `seq` order into the parallel scan
+/// (the text is borrowed from the row, not copied into per-row strings).
 async fn scan_events(
     tx: &deadpool_postgres::Transaction<'_>,
-    from: i64,
+    from: Option<i64>,
     scan: &mut Scan,
 ) -> Result<(), StoreError> {
-    let rows = tx
-        .query_raw(
-            "SELECT seq, incident_id, at, actor, data, prev_hash, hash FROM events WHERE seq > $1 ORDER BY seq",
-            [&from as &(dyn ToSql + Sync)],
-        )
-        .await
-        .map_err(pg_error)?;
+    // Without `from`, every row: an event inserted with seq 0 or below must fail the chain.
+    const COLS: &str = "SELECT seq, incident_id, at, actor, data, prev_hash, hash FROM events";
+    let rows = match from {
+        Some(f) => {
+            tx.query_raw(
+                &format!("{COLS} WHERE seq > $1 ORDER BY seq"),
+                [&f as &(dyn ToSql + Sync)],
+            )
+            .await
+        }
+        None => {
+            tx.query_raw(&format!("{COLS} ORDER BY seq"), no_params())
+                .await
+        }
+    }
+    .map_err(pg_error)?;
     pin_mut!(rows);
     while let Some(r) = rows.try_next().await.map_err(pg_error)? {
         let text = |i: usize| r.try_get::<_, &str>(i).map_err(pg_error);
@@ -70,7 +79,7 @@ pub(super) async fn verify(c: &mut Client, pins: Pins) -> Result<AuditReport, St
         .map_err(pg_error)?;
     let head = head(&tx).await?;
     let mut scan = Scan::start(ChainVerifier::with_pins(pins.clone()), pins, true);
-    scan_events(&tx, 0, &mut scan).await?;
+    scan_events(&tx, None, &mut scan).await?;
     let scanned = scan.finish().await?;
     let p = scanned.projector.unwrap_or_default();
     let report = scanned
@@ -149,7 +158,7 @@ pub(super) async fn verified_head(
     };
     let from = after.as_ref().map_or(0, |a| a.0);
     let mut scan = Scan::start(v, Pins::new(), false);
-    scan_events(&tx, from, &mut scan).await?;
+    scan_events(&tx, Some(from), &mut scan).await?;
     let v = scan.finish().await?.verifier;
     tx.commit().await.map_err(pg_error)?;
     let last = v.last().map(|(s, h)| (s, h.to_string()));

@@ -39,15 +39,21 @@ fn snapshot<T>(
     r
 }
 
-/// Reads every event row after `from` in `seq` order into the parallel scan (the text is
-/// borrowed from SQLite's row buffer, not copied into per-row strings).
-fn scan_events(conn: &Connection, from: i64, scan: &mut Scan) -> Result<(), StoreError> {
+/// Reads every event row (after `from`, when given) in `seq` order into the parallel scan (the
+/// text is borrowed from SQLite's row buffer, not copied into per-row strings).
+fn scan_events(conn: &Connection, from: Option<i64>, scan: &mut Scan) -> Result<(), StoreError> {
+    const COLS: &str = "SELECT seq, incident_id, at, actor, data, prev_hash, hash FROM events";
     let mut st = conn
-        .prepare(
-            "SELECT seq, incident_id, at, actor, data, prev_hash, hash FROM events WHERE seq > ?1 ORDER BY seq",
-        )
+        .prepare(&match from {
+            Some(_) => format!("{COLS} WHERE seq > ?1 ORDER BY seq"),
+            None => format!("{COLS} ORDER BY seq"),
+        })
         .map_err(backend)?;
-    let mut rows = st.query([from]).map_err(backend)?;
+    let mut rows = match from {
+        Some(f) => st.query([f]),
+        None => st.query([]),
+    }
+    .map_err(backend)?;
     while let Some(r) = rows.next().map_err(backend)? {
         let text = |i: usize| -> Result<&str, StoreError> {
             r.get_ref(i)
@@ -72,7 +78,7 @@ pub(super) fn verify(conn: &Connection, pins: Pins) -> Result<AuditReport, Store
     snapshot(conn, || {
         let head = head(conn)?;
         let mut scan = Scan::start(ChainVerifier::with_pins(pins.clone()), pins, true);
-        scan_events(conn, 0, &mut scan)?;
+        scan_events(conn, None, &mut scan)?;
         let scanned = scan.finish_blocking()?;
         let report = scanned
             .verifier
@@ -161,7 +167,7 @@ pub(super) fn verified_head(
         };
         let from = after.as_ref().map_or(0, |a| a.0);
         let mut scan = Scan::start(v, Pins::new(), false);
-        scan_events(conn, from, &mut scan)?;
+        scan_events(conn, Some(from), &mut scan)?;
         let v = scan.finish_blocking()?.verifier;
         let last = v.last().map(|(s, h)| (s, h.to_string()));
         let report = v.finish(head.as_ref().map(|(s, h)| (*s, h.as_str())));
