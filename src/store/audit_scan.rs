@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::audit::{ChainVerifier, Pins, event_digest, hash_time};
 use crate::domain::incident::{EventKind, IncidentId};
-use crate::domain::projection::{Implied, Projector};
+use crate::domain::projection::{Implied, Projector, StoredBody};
 use crate::store::StoreError;
 use crate::store::records::{EventRow, audit_event, backend};
 
@@ -102,6 +102,8 @@ pub(crate) struct Scanned {
 /// A scan in progress; push every event row in `seq` order, then finish.
 pub(crate) struct Scan {
     cur: Chunk,
+    /// Chunks the fold thread is done with, to fill again (no new buffer per chunk).
+    spare: std_mpsc::Receiver<Chunk>,
     next_index: usize,
     tx: Option<mpsc::Sender<Numbered>>,
     total: Arc<AtomicUsize>,
@@ -144,12 +146,14 @@ impl Scan {
         drop(res_tx);
         let total = Arc::new(AtomicUsize::new(usize::MAX));
         let (done_tx, done) = oneshot::channel();
+        let (spare_tx, spare) = std_mpsc::channel();
         let t = total.clone();
         std::thread::spawn(move || {
-            let _ = done_tx.send(fold(verifier, project, res_rx, &t));
+            let _ = done_tx.send(fold(verifier, project, res_rx, &t, spare_tx));
         });
         Scan {
             cur: Chunk::with_capacity(),
+            spare,
             next_index: 0,
             tx: Some(tx),
             total,
@@ -165,7 +169,11 @@ impl Scan {
     fn take(&mut self) -> Numbered {
         let i = self.next_index;
         self.next_index += 1;
-        (i, std::mem::replace(&mut self.cur, Chunk::with_capacity()))
+        let next = self
+            .spare
+            .try_recv()
+            .unwrap_or_else(|_| Chunk::with_capacity());
+        (i, std::mem::replace(&mut self.cur, next))
     }
 
     /// Adds the next event row (from a blocking thread).
@@ -279,6 +287,7 @@ fn fold(
     project: bool,
     results: std_mpsc::Receiver<(usize, Checked)>,
     total: &AtomicUsize,
+    spare: std_mpsc::Sender<Chunk>,
 ) -> Result<Scanned, String> {
     let mut pending: BTreeMap<usize, Checked> = BTreeMap::new();
     let mut next = 0usize;
@@ -325,6 +334,10 @@ fn fold(
                     }
                 }
             }
+            let mut chunk = c.chunk;
+            chunk.buf.clear();
+            chunk.ev.clear();
+            let _ = spare.send(chunk);
         }
     }
     let total = total.load(Ordering::SeqCst);
@@ -339,6 +352,85 @@ fn fold(
         projector: project
             .then(|| Projector::from_parts(implied.into_iter().collect(), undecodable)),
     })
+}
+
+/// The fields of a stored incident body the projection check compares, as
+/// [`crate::store::records::stored_body`] reads them (`None`: not a JSON object), without
+/// building the whole body as a `serde_json::Value`: only the five fields are kept (the last
+/// one wins when a key repeats, as in a `Value`), everything else is skipped unparsed.
+pub(crate) fn stored_body_fast(body: &str) -> Option<StoredBody> {
+    serde_json::from_str::<BodyFields>(body).ok().map(|b| {
+        let s = |v: Option<serde_json::Value>| match v {
+            Some(serde_json::Value::String(s)) => Some(s),
+            _ => None,
+        };
+        let BodyFields([status, severity, level, owner, resolution]) = b;
+        StoredBody {
+            status: s(status),
+            severity: s(severity),
+            level: level.as_ref().and_then(serde_json::Value::as_i64),
+            owner: s(owner),
+            resolution: s(resolution),
+        }
+    })
+}
+
+const BODY_KEYS: [&str; 5] = [
+    "status",
+    "severity",
+    "escalation_level",
+    "owner",
+    "resolution",
+];
+
+/// status, severity, escalation_level, owner, resolution.
+struct BodyFields([Option<serde_json::Value>; 5]);
+
+/// A key of the body: the index of one of [`BODY_KEYS`], or another key.
+struct BodyKey(Option<usize>);
+
+impl<'de> serde::Deserialize<'de> for BodyKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = BodyKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_str<E: serde::de::Error>(self, k: &str) -> Result<BodyKey, E> {
+                Ok(BodyKey(BODY_KEYS.iter().position(|b| *b == k)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for BodyFields {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = BodyFields;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<BodyFields, A::Error> {
+                let mut out = BodyFields(Default::default());
+                while let Some(BodyKey(k)) = m.next_key()? {
+                    match k.and_then(|i| out.0.get_mut(i)) {
+                        Some(slot) => *slot = Some(m.next_value()?),
+                        None => {
+                            m.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 #[cfg(test)]
@@ -426,6 +518,33 @@ mod tests {
             let got = parallel(rows, pins, head);
             assert_eq!(got, want, "{name}");
             assert_eq!(got.ok, name == "intact", "{name}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn the_fast_body_reader_reads_what_the_value_reader_reads() {
+        for body in [
+            r#"{"status":"new","severity":"high","escalation_level":2,"owner":"a","resolution":"r","title":"x","tags":["a",{"b":[1,2.5e300]}]}"#,
+            r#"{"status":"new","status":"closed","escalation_level":1,"escalation_level":3}"#,
+            r#"{"status":5,"severity":null,"escalation_level":"2","owner":["x"],"resolution":{"a":1}}"#,
+            r#"{"escalation_level":2.0}"#,
+            r#"{"escalation_level":18446744073709551615}"#,
+            r#"{"st\u0061tus":"acknowledged","owner":"\u00e9"}"#,
+            r#"{}"#,
+            r#"  {"status":"new"}  "#,
+            r#"[1,2]"#,
+            r#""status""#,
+            r#"{"status":"new"} trailing"#,
+            r#"{"status":"new","#,
+            r#"{"other":{"deep":[[[[]]]]},"status":"x"}"#,
+            r#"not json"#,
+            "",
+        ] {
+            assert_eq!(
+                stored_body_fast(body),
+                crate::store::records::stored_body(body),
+                "{body}"
+            );
         }
     }
 

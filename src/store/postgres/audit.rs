@@ -12,8 +12,8 @@ use tokio_postgres::types::ToSql;
 use super::pg_error;
 use crate::domain::audit::{AuditReport, ChainVerifier, Pins};
 use crate::domain::projection::{self, StoredContainment, StoredIncident};
-use crate::store::audit_scan::Scan;
-use crate::store::records::{implied_containments, stored_body};
+use crate::store::audit_scan::{Scan, stored_body_fast};
+use crate::store::records::implied_containments;
 use crate::store::{ActiveContainment, HeadCheck, StoreError};
 
 type Client = deadpool_postgres::Object;
@@ -101,7 +101,7 @@ pub(super) async fn verify(c: &mut Client, pins: Pins) -> Result<AuditReport, St
                 status_column: r.get(1),
                 severity_column: r.get(2),
                 level_column: i64::from(r.get::<_, i32>(3)),
-                body: stored_body(r.get::<_, &str>(4)),
+                body: stored_body_fast(r.get::<_, &str>(4)),
             });
         }
     }

@@ -9,8 +9,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::domain::audit::{AuditReport, ChainVerifier, Pins};
 use crate::domain::projection::{self, StoredContainment, StoredIncident};
-use crate::store::audit_scan::Scan;
-use crate::store::records::{backend, implied_containments, stored_body};
+use crate::store::audit_scan::{Scan, stored_body_fast};
+use crate::store::records::{backend, implied_containments};
 use crate::store::{ActiveContainment, HeadCheck, StoreError};
 
 /// Migration 5: finds the `contained` / `containment_lifted` events of a subject without a
@@ -109,7 +109,7 @@ fn stored_state(
     let mut incidents = Vec::new();
     for r in rows {
         let (id, status, severity, level, body) = r.map_err(backend)?;
-        let body = stored_body(&body);
+        let body = stored_body_fast(&body);
         incidents.push(StoredIncident {
             id,
             status_column: status,
