@@ -5,8 +5,10 @@
 //! ```text
 //! cargo build --release --example store_scale
 //! target/release/examples/store_scale DB [--incidents 100000] [--events 10] [--samples 2000]
-//!     [--fill import|insert] [--batch 2000]
+//!     [--fill import|insert] [--batch 2000] [--reuse] [--verify-runs 1]
 //! ```
+//! `--reuse` skips the fill and measures a database an earlier run filled (its incident ids
+//! are read back in creation order); `--verify-runs K` runs `verify_audit_log` K times.
 //! `--fill import` (default) chains the events itself and writes batches of `--batch`
 //! incidents through `Store::import`; `--fill insert` uses one `Store::insert` per incident.
 //! `DB` is a SQLite path or a `postgres://` URL of an empty database. Prints one JSON object:
@@ -66,6 +68,8 @@ async fn main() -> anyhow::Result<()> {
         .and_then(|i| args.get(i + 1))
         .map_or("import", String::as_str)
         .to_string();
+    let reuse = args.iter().any(|a| a == "--reuse");
+    let verify_runs = arg(&args, "--verify-runs", 1).max(1);
     let store = open_store(&db)?;
     let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
 
@@ -120,7 +124,10 @@ async fn main() -> anyhow::Result<()> {
         );
     };
     use futures::StreamExt;
-    if fill_mode == "insert" {
+    if reuse {
+        (ids, events_total) = existing(&db).await?;
+        anyhow::ensure!(!ids.is_empty(), "--reuse: {db} holds no incidents");
+    } else if fill_mode == "insert" {
         let mut pending = futures::stream::FuturesUnordered::new();
         for i in 0..n {
             let (inc, ev, at) = make(i);
@@ -194,6 +201,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let fill_s = fill.elapsed().as_secs_f64();
+    let n = ids.len() as u64;
 
     let mut rng = Lcg(42);
     let mut get = Vec::new();
@@ -229,23 +237,64 @@ async fn main() -> anyhow::Result<()> {
         deep.push(t.elapsed().as_micros());
         anyhow::ensure!(!p.items.is_empty());
     }
-    let t = Instant::now();
-    let report = store.verify_audit_log(Default::default()).await?;
-    let verify_s = t.elapsed().as_secs_f64();
-    anyhow::ensure!(report.ok, "audit failed: {report:?}");
+    let mut verify = Vec::new();
+    for _ in 0..verify_runs {
+        let t = Instant::now();
+        let report = store.verify_audit_log(Default::default()).await?;
+        let verify_s = t.elapsed().as_secs_f64();
+        anyhow::ensure!(report.ok, "audit failed: {report:?}");
+        verify.push((report.events_checked as f64 / verify_s).round());
+        eprintln!(
+            "verify: {} events in {verify_s:.2} s",
+            report.events_checked
+        );
+    }
     let out = serde_json::json!({
         "backend": if db.starts_with("postgres") { "postgresql" } else { "sqlite" },
         "incidents": n,
         "events": events_total,
-        "fill": fill_mode,
+        "fill": if reuse { "reused" } else { fill_mode.as_str() },
         "fill_s": (fill_s * 10.0).round() / 10.0,
         "fill_incidents_per_s": (n as f64 / fill_s).round(),
         "fill_events_per_s": (events_total as f64 / fill_s).round(),
         "get_us": {"p50": pct(&mut get, 0.5), "p99": pct(&mut get, 0.99)},
         "list_first_page_us": {"p50": pct(&mut first, 0.5), "p99": pct(&mut first, 0.99)},
         "list_deep_page_us": {"p50": pct(&mut deep, 0.5), "p99": pct(&mut deep, 0.99)},
-        "verify_events_per_s": (report.events_checked as f64 / verify_s).round(),
+        "verify_events_per_s": verify,
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
+}
+
+/// The incident ids of a filled database in creation order (the generator creates incident
+/// `i` at `t0 + i` seconds, so index `i` is incident `i`), and the number of events.
+async fn existing(db: &str) -> anyhow::Result<(Vec<IncidentId>, u64)> {
+    const IDS: &str = "SELECT id FROM incidents ORDER BY created_at, id";
+    const EVENTS: &str = "SELECT count(*) FROM events";
+    let (raw, events): (Vec<String>, i64) = if db.starts_with("postgres") {
+        let (client, conn) = tokio_postgres::connect(db, tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        let ids = client
+            .query(IDS, &[])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        (ids, client.query_one(EVENTS, &[]).await?.get(0))
+    } else {
+        let c = rusqlite::Connection::open(db)?;
+        let mut st = c.prepare(IDS)?;
+        let ids = st
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<Result<_, _>>()?;
+        (ids, c.query_row(EVENTS, [], |r| r.get(0))?)
+    };
+    let ids = raw
+        .iter()
+        .map(|s| {
+            s.parse()
+                .map_err(|e| anyhow::anyhow!("incident id {s}: {e:?}"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok((ids, events as u64))
 }

@@ -12,6 +12,7 @@ use rusqlite::{Connection, params};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
+use crate::common::backends::on_both_backends;
 use crate::common::*;
 
 struct Setup {
@@ -529,4 +530,156 @@ async fn keygen_refuses_to_overwrite_and_keeps_the_key_private() {
     }
     let pem = std::fs::read_to_string(&s.public).unwrap();
     assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"));
+}
+
+/// A chain long enough for the parallel scan to cut it into chunks (4,096 events each, see
+/// `src/store/audit_scan.rs`): `n` incidents with 10 events each, written through
+/// `Store::import` with the chain built as the store builds it.
+async fn long_chain(db: &str, n: u64) {
+    use ai_incident_mcp::domain::audit::hash_time;
+    use ai_incident_mcp::domain::incident::{
+        DetectionMethod, Event, EventKind, Incident, IncidentType, NewIncident, Severity,
+    };
+    let store = ai_incident_mcp::app::open_store(db).unwrap();
+    let t0 = chrono::DateTime::UNIX_EPOCH + chrono::Duration::days(20_000);
+    let mut batch = ai_incident_mcp::store::ImportBatch::default();
+    let (mut seq, mut prev) = (0i64, GENESIS_HASH.to_string());
+    for i in 0..n {
+        let at = t0 + chrono::Duration::seconds(i as i64);
+        let (inc, mut kinds) = Incident::open(
+            NewIncident {
+                incident_type: IncidentType::Security,
+                category: None,
+                severity: Severity::Low,
+                title: format!("long chain {i}"),
+                description: format!("incident {i} of a long chain"),
+                reporter: Some("gen@example.com".into()),
+                affected_system: None,
+                affected_user: None,
+                affected_session: None,
+                detection_method: DetectionMethod::ManualReport,
+                confidence: None,
+                evidence: vec![],
+                tags: vec![],
+                dedup_key: None,
+            },
+            at,
+        );
+        while kinds.len() < 10 {
+            kinds.push(EventKind::Note {
+                text: format!("note {}", kinds.len()),
+            });
+        }
+        for kind in &kinds {
+            seq += 1;
+            let data = serde_json::to_string(kind).unwrap();
+            let hash = event_hash(seq, inc.id().as_str(), &hash_time(&at), "gen", &data, &prev);
+            batch.events.push(Event {
+                seq,
+                incident_id: inc.id().clone(),
+                at,
+                actor: "gen".into(),
+                data,
+                prev_hash: std::mem::replace(&mut prev, hash.clone()),
+                hash,
+            });
+        }
+        batch.incidents.push(inc);
+    }
+    store.import(batch).await.unwrap();
+}
+
+async fn verify_db(db: &str) -> (i32, Value) {
+    let (code, stdout, stderr) = run_cli(db, &["verify-audit"]).await;
+    let v: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("verify-audit printed no report ({e}): {stdout} {stderr}"));
+    (code, v)
+}
+
+on_both_backends! {
+/// Damage on either side of a chunk boundary of the parallel scan (events 4,096 and 4,097) and
+/// deep inside a later chunk is reported at the right event, each case on the intact chain.
+async fn breaks_at_a_chunk_boundary_are_reported_at_the_right_event(tdb) {
+    let db = tdb.url().to_string();
+    long_chain(&db, 1000).await;
+    let (code, v) = verify_db(&db).await;
+    assert_eq!((code, &v["ok"], &v["events_checked"]), (0, &json!(true), &json!(10_000)), "{v:#}");
+    let note = r#"{"kind":"note","text":"edited"}"#;
+    let cases: Vec<(Vec<String>, Vec<String>, i64, &str)> = vec![
+        (
+            vec![format!("UPDATE events SET data = '{note}' WHERE seq = 4097")],
+            vec![],
+            4097,
+            "hash does not match",
+        ),
+        (
+            vec![format!("UPDATE events SET data = '{note}' WHERE seq = 4096")],
+            vec![],
+            4096,
+            "hash does not match",
+        ),
+        (
+            vec![format!("UPDATE events SET prev_hash = '{}' WHERE seq = 4097", "1".repeat(64))],
+            vec![],
+            4097,
+            "prev_hash does not link",
+        ),
+        (
+            vec!["UPDATE events SET seq = seq + 1000000 WHERE seq = 4097".into()],
+            vec!["UPDATE events SET seq = seq - 1000000 WHERE seq = 1004097".into()],
+            4098,
+            "expected event 4097, found 4098",
+        ),
+        (
+            vec!["UPDATE events SET seq = 0 WHERE seq = 5000".into()],
+            vec!["UPDATE events SET seq = 5000 WHERE seq = 0".into()],
+            0,
+            "expected event 1, found 0",
+        ),
+        (
+            vec![format!("UPDATE events SET data = '{note}' WHERE seq = 9001")],
+            vec![],
+            9001,
+            "hash does not match",
+        ),
+    ];
+    for (damage, repair, seq, problem) in cases {
+        let col = if damage[0].contains("prev_hash") { "prev_hash" } else { "data" };
+        let saved = if repair.is_empty() {
+            let sql = format!("SELECT {col} FROM events WHERE seq = {seq}");
+            Some(if tdb.is_postgres() {
+                let c = crate::common::backends::pg_connect(&db).await;
+                c.query_one(&sql, &[]).await.unwrap().get::<_, String>(0)
+            } else {
+                Connection::open(&db).unwrap().query_row(&sql, [], |r| r.get::<_, String>(0)).unwrap()
+            })
+        } else {
+            None
+        };
+        for sql in &damage {
+            assert_eq!(tdb.exec(sql).await, 1, "{sql}");
+        }
+        let (code, v) = verify_db(&db).await;
+        assert_eq!(code, 1, "{damage:?}: {v:#}");
+        assert_eq!(v["first_bad_event"], seq, "{damage:?}: {v:#}");
+        assert!(problem_of(&v).contains(problem), "{damage:?}: {v:#}");
+        match saved {
+            Some(old) => {
+                let old = old.replace('\'', "''");
+                tdb.exec(&format!("UPDATE events SET {col} = '{old}' WHERE seq = {seq}")).await;
+            }
+            None => {
+                for sql in &repair {
+                    tdb.exec(sql).await;
+                }
+            }
+        }
+        let (code, v) = verify_db(&db).await;
+        assert_eq!(code, 0, "repaired after {damage:?}: {v:#}");
+    }
+}
+}
+
+fn problem_of(v: &Value) -> String {
+    v["problem"].as_str().unwrap_or_default().to_string()
 }

@@ -30,19 +30,40 @@ pub fn event_hash(
     data: &str,
     prev_hash: &str,
 ) -> String {
-    let mut h = Sha256::new();
-    for part in [
-        seq.to_string().as_str(),
+    hex::encode(event_digest(
+        seq,
         incident_id,
         at_rfc3339,
         actor,
         data,
         prev_hash,
-    ] {
+    ))
+}
+
+/// The raw SHA-256 of [`event_hash`] (its hex form is the stored hash), without allocating.
+pub fn event_digest(
+    seq: i64,
+    incident_id: &str,
+    at_rfc3339: &str,
+    actor: &str,
+    data: &str,
+    prev_hash: &str,
+) -> [u8; 32] {
+    use std::io::Write;
+    let mut num = [0u8; 20];
+    let len = {
+        let mut w = &mut num[..];
+        // An i64 has at most 20 characters: the write cannot fail.
+        let _ = write!(w, "{seq}");
+        20 - w.len()
+    };
+    let seq_s = std::str::from_utf8(&num[..len]).unwrap_or_default();
+    let mut h = Sha256::new();
+    for part in [seq_s, incident_id, at_rfc3339, actor, data, prev_hash] {
         h.update((part.len() as u64).to_le_bytes());
         h.update(part.as_bytes());
     }
-    hex::encode(h.finalize())
+    h.finalize().into()
 }
 
 /// Timestamps are hashed in this exact form (microseconds, `Z`).
@@ -251,6 +272,20 @@ impl ChainVerifier {
             checkpoints: None,
             projection: None,
         }
+    }
+
+    /// Accepts `count` events that follow the last one pushed, ending at `(last_seq,
+    /// last_hash)`, which the caller has checked by the same rules as [`ChainVerifier::push`]
+    /// (consecutive sequence numbers, each `prev_hash` the hash before it, each hash recomputed,
+    /// no pin contradicted): the parallel verifier checks chunks on worker threads and pushes
+    /// only each chunk's first event here. Ignored once the chain is broken.
+    pub fn advance_verified(&mut self, last_seq: i64, last_hash: &str, count: u64) {
+        if self.failed.is_some() || count == 0 {
+            return;
+        }
+        self.n += count;
+        self.expect_seq = last_seq + 1;
+        self.prev_hash = last_hash.to_string();
     }
 
     /// The last verified event (`seq`, `hash`), while the chain is intact.

@@ -138,6 +138,19 @@ impl Projector {
         }
     }
 
+    /// A projector from a fold done elsewhere (the parallel verifier folds into a hash map):
+    /// the implied state per incident and the events whose body is not a known event
+    /// `(seq, incident id)`, in chain order.
+    pub fn from_parts(
+        incidents: BTreeMap<String, Implied>,
+        undecodable: Vec<(i64, String)>,
+    ) -> Projector {
+        Projector {
+            incidents,
+            undecodable,
+        }
+    }
+
     /// The implied state per incident id.
     pub fn implied(&self) -> &BTreeMap<String, Implied> {
         &self.incidents

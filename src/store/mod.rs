@@ -12,6 +12,7 @@
 //! assembles the domain [`Incident`] from all three, so every reader sees one whole incident.
 //! May import: `crate::domain::incident`, `crate::domain::audit`, std, async-trait, chrono, serde_json (codec errors).
 
+pub(crate) mod audit_scan;
 pub mod postgres;
 pub(crate) mod records;
 pub mod sqlite;

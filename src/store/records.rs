@@ -12,7 +12,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::domain::incident::{Counters, Event, EventKind, Evidence, Incident, IncidentId};
-use crate::domain::projection::{ContainmentFold, StoredBody};
+use crate::domain::projection::ContainmentFold;
 use crate::store::{ActiveContainment, OutboxItem, StoreError};
 
 /// The typed [`StoreError`] of each failure the adapters meet (the driver's own error types
@@ -272,13 +272,15 @@ pub(crate) fn outbox_item(
 }
 
 /// The fields of a stored incident body the projection check compares (`None`: not an object).
-pub(crate) fn stored_body(body: &str) -> Option<StoredBody> {
+/// The reference for `audit_scan::stored_body_fast`, which the audit uses.
+#[cfg(test)]
+pub(crate) fn stored_body(body: &str) -> Option<crate::domain::projection::StoredBody> {
     serde_json::from_str::<serde_json::Value>(body)
         .ok()
         .filter(|b| b.is_object())
         .map(|b| {
             let s = |k: &str| b.get(k).and_then(|v| v.as_str()).map(String::from);
-            StoredBody {
+            crate::domain::projection::StoredBody {
                 status: s("status"),
                 severity: s("severity"),
                 level: b.get("escalation_level").and_then(|v| v.as_i64()),

@@ -1,6 +1,9 @@
 //! The PostgreSQL side of auditing: the chain (with checkpoint pins) and the projection check
 //! in one repeatable-read snapshot, streamed so a long chain is verified in constant memory;
-//! verifying only what follows a signed head; containments as the events imply them.
+//! verifying only what follows a signed head; containments as the events imply them. The event
+//! rows go through the parallel scan of [`crate::store::audit_scan`].
+//!
+//! May import: `crate::domain`, `crate::store`.
 
 use futures::{TryStreamExt, pin_mut};
 use tokio_postgres::IsolationLevel;
@@ -8,8 +11,9 @@ use tokio_postgres::types::ToSql;
 
 use super::pg_error;
 use crate::domain::audit::{AuditReport, ChainVerifier, Pins};
-use crate::domain::projection::{self, Projector, StoredContainment, StoredIncident};
-use crate::store::records::{EventRow, audit_event, implied_containments, stored_body};
+use crate::domain::projection::{self, StoredContainment, StoredIncident};
+use crate::store::audit_scan::{Scan, stored_body_fast};
+use crate::store::records::implied_containments;
 use crate::store::{ActiveContainment, HeadCheck, StoreError};
 
 type Client = deadpool_postgres::Object;
@@ -18,8 +22,40 @@ fn no_params() -> impl ExactSizeIterator<Item = &'static (dyn ToSql + Sync)> {
     std::iter::empty()
 }
 
-fn row(r: &tokio_postgres::Row) -> EventRow {
-    super::event_of(r)
+/// Streams every event row (after `from`, when given) in `seq` order into the parallel scan
+/// (the text is borrowed from the row, not copied into per-row strings).
+async fn scan_events(
+    tx: &deadpool_postgres::Transaction<'_>,
+    from: Option<i64>,
+    scan: &mut Scan,
+) -> Result<(), StoreError> {
+    // Without `from`, every row: an event inserted with seq 0 or below must fail the chain.
+    const COLS: &str = "SELECT seq, incident_id, at, actor, data, prev_hash, hash FROM events";
+    let rows = match from {
+        Some(f) => {
+            tx.query_raw(
+                &format!("{COLS} WHERE seq > $1 ORDER BY seq"),
+                [&f as &(dyn ToSql + Sync)],
+            )
+            .await
+        }
+        None => {
+            tx.query_raw(&format!("{COLS} ORDER BY seq"), no_params())
+                .await
+        }
+    }
+    .map_err(pg_error)?;
+    pin_mut!(rows);
+    while let Some(r) = rows.try_next().await.map_err(pg_error)? {
+        let text = |i: usize| r.try_get::<_, &str>(i).map_err(pg_error);
+        let seq: i64 = r.try_get(0).map_err(pg_error)?;
+        scan.push(
+            seq,
+            [text(1)?, text(2)?, text(3)?, text(4)?, text(5)?, text(6)?],
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 async fn head(
@@ -42,32 +78,13 @@ pub(super) async fn verify(c: &mut Client, pins: Pins) -> Result<AuditReport, St
         .await
         .map_err(pg_error)?;
     let head = head(&tx).await?;
-    let mut v = ChainVerifier::with_pins(pins);
-    let mut p = Projector::default();
-    let mut intact = true;
-    {
-        let rows = tx
-            .query_raw(
-                "SELECT seq, incident_id, at, actor, data, prev_hash, hash FROM events ORDER BY seq",
-                no_params(),
-            )
-            .await
-            .map_err(pg_error)?;
-        pin_mut!(rows);
-        while let Some(r) = rows.try_next().await.map_err(pg_error)? {
-            let r = row(&r);
-            let write = format!("{}|{}", r.2, r.3);
-            p.push(r.0, &r.1, &write, &r.4);
-            if intact {
-                let seq = r.0;
-                intact = match audit_event(r) {
-                    Ok(e) => v.push(&e),
-                    Err(why) => v.push_unreadable(seq, &why),
-                };
-            }
-        }
-    }
-    let report = v.finish(head.as_ref().map(|(s, h)| (*s, h.as_str())));
+    let mut scan = Scan::start(ChainVerifier::with_pins(pins.clone()), pins, true);
+    scan_events(&tx, None, &mut scan).await?;
+    let scanned = scan.finish().await?;
+    let p = scanned.projector.unwrap_or_default();
+    let report = scanned
+        .verifier
+        .finish(head.as_ref().map(|(s, h)| (*s, h.as_str())));
     let mut incidents = Vec::new();
     {
         let rows = tx
@@ -84,7 +101,7 @@ pub(super) async fn verify(c: &mut Client, pins: Pins) -> Result<AuditReport, St
                 status_column: r.get(1),
                 severity_column: r.get(2),
                 level_column: i64::from(r.get::<_, i32>(3)),
-                body: stored_body(r.get::<_, &str>(4)),
+                body: stored_body_fast(r.get::<_, &str>(4)),
             });
         }
     }
@@ -119,7 +136,7 @@ pub(super) async fn verified_head(
         .await
         .map_err(pg_error)?;
     let head = head(&tx).await?;
-    let mut v = match &after {
+    let v = match &after {
         None => ChainVerifier::default(),
         Some((seq, hash)) => {
             let stored: Option<String> = tx
@@ -140,27 +157,9 @@ pub(super) async fn verified_head(
         }
     };
     let from = after.as_ref().map_or(0, |a| a.0);
-    {
-        let rows = tx
-            .query_raw(
-                "SELECT seq, incident_id, at, actor, data, prev_hash, hash FROM events WHERE seq > $1 ORDER BY seq",
-                [&from as &(dyn ToSql + Sync)],
-            )
-            .await
-            .map_err(pg_error)?;
-        pin_mut!(rows);
-        while let Some(r) = rows.try_next().await.map_err(pg_error)? {
-            let r = row(&r);
-            let seq = r.0;
-            let ok = match audit_event(r) {
-                Ok(e) => v.push(&e),
-                Err(why) => v.push_unreadable(seq, &why),
-            };
-            if !ok {
-                break;
-            }
-        }
-    }
+    let mut scan = Scan::start(v, Pins::new(), false);
+    scan_events(&tx, Some(from), &mut scan).await?;
+    let v = scan.finish().await?.verifier;
     tx.commit().await.map_err(pg_error)?;
     let last = v.last().map(|(s, h)| (s, h.to_string()));
     let report = v.finish(head.as_ref().map(|(s, h)| (*s, h.as_str())));

@@ -8,8 +8,9 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::domain::audit::{AuditReport, ChainVerifier, Pins};
-use crate::domain::projection::{self, Projector, StoredContainment, StoredIncident};
-use crate::store::records::{EventRow, audit_event, backend, implied_containments, stored_body};
+use crate::domain::projection::{self, StoredContainment, StoredIncident};
+use crate::store::audit_scan::{Scan, stored_body_fast};
+use crate::store::records::{backend, implied_containments};
 use crate::store::{ActiveContainment, HeadCheck, StoreError};
 
 /// Migration 5: finds the `contained` / `containment_lifted` events of a subject without a
@@ -18,18 +19,6 @@ pub(super) const MIGRATION_6_CONTAINMENT_EVENTS: &str = "
 CREATE INDEX IF NOT EXISTS events_containment_subject ON events (json_extract(data, '$.subject'))
     WHERE json_extract(data, '$.kind') IN ('contained', 'containment_lifted');
 ";
-
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-    ))
-}
 
 fn head(conn: &Connection) -> Result<Option<(i64, String)>, StoreError> {
     conn.query_row("SELECT seq, hash FROM chain_head WHERE id = 1", [], |r| {
@@ -50,32 +39,51 @@ fn snapshot<T>(
     r
 }
 
+/// Reads every event row (after `from`, when given) in `seq` order into the parallel scan (the
+/// text is borrowed from SQLite's row buffer, not copied into per-row strings).
+fn scan_events(conn: &Connection, from: Option<i64>, scan: &mut Scan) -> Result<(), StoreError> {
+    const COLS: &str = "SELECT seq, incident_id, at, actor, data, prev_hash, hash FROM events";
+    let mut st = conn
+        .prepare(&match from {
+            Some(_) => format!("{COLS} WHERE seq > ?1 ORDER BY seq"),
+            None => format!("{COLS} ORDER BY seq"),
+        })
+        .map_err(backend)?;
+    let mut rows = match from {
+        Some(f) => st.query([f]),
+        None => st.query([]),
+    }
+    .map_err(backend)?;
+    while let Some(r) = rows.next().map_err(backend)? {
+        let text = |i: usize| -> Result<&str, StoreError> {
+            r.get_ref(i)
+                .and_then(|v| {
+                    v.as_str().map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(i, v.data_type(), Box::new(e))
+                    })
+                })
+                .map_err(backend)
+        };
+        let seq: i64 = r.get(0).map_err(backend)?;
+        scan.push_blocking(
+            seq,
+            [text(1)?, text(2)?, text(3)?, text(4)?, text(5)?, text(6)?],
+        )?;
+    }
+    Ok(())
+}
+
 /// The whole audit: the chain (and the checkpoint `pins`), then the projection check.
 pub(super) fn verify(conn: &Connection, pins: Pins) -> Result<AuditReport, StoreError> {
     snapshot(conn, || {
         let head = head(conn)?;
-        let mut st = conn
-            .prepare(
-                "SELECT seq, incident_id, at, actor, data, prev_hash, hash FROM events ORDER BY seq",
-            )
-            .map_err(backend)?;
-        let rows = st.query_map([], row).map_err(backend)?;
-        let mut v = ChainVerifier::with_pins(pins);
-        let mut p = Projector::default();
-        let mut intact = true;
-        for r in rows {
-            let r = r.map_err(backend)?;
-            let write = format!("{}|{}", r.2, r.3);
-            p.push(r.0, &r.1, &write, &r.4);
-            if intact {
-                let seq = r.0;
-                intact = match audit_event(r) {
-                    Ok(e) => v.push(&e),
-                    Err(why) => v.push_unreadable(seq, &why),
-                };
-            }
-        }
-        let report = v.finish(head.as_ref().map(|(s, h)| (*s, h.as_str())));
+        let mut scan = Scan::start(ChainVerifier::with_pins(pins.clone()), pins, true);
+        scan_events(conn, None, &mut scan)?;
+        let scanned = scan.finish_blocking()?;
+        let report = scanned
+            .verifier
+            .finish(head.as_ref().map(|(s, h)| (*s, h.as_str())));
+        let p = scanned.projector.unwrap_or_default();
         let (incidents, containments) = stored_state(conn)?;
         Ok(report.with_projection(projection::compare(&p, &incidents, &containments)))
     })
@@ -101,7 +109,7 @@ fn stored_state(
     let mut incidents = Vec::new();
     for r in rows {
         let (id, status, severity, level, body) = r.map_err(backend)?;
-        let body = stored_body(&body);
+        let body = stored_body_fast(&body);
         incidents.push(StoredIncident {
             id,
             status_column: status,
@@ -136,7 +144,7 @@ pub(super) fn verified_head(
 ) -> Result<HeadCheck, StoreError> {
     snapshot(conn, || {
         let head = head(conn)?;
-        let mut v = match &after {
+        let v = match &after {
             None => ChainVerifier::default(),
             Some((seq, hash)) => {
                 let stored: Option<String> = conn
@@ -158,23 +166,9 @@ pub(super) fn verified_head(
             }
         };
         let from = after.as_ref().map_or(0, |a| a.0);
-        let mut st = conn
-            .prepare(
-                "SELECT seq, incident_id, at, actor, data, prev_hash, hash FROM events WHERE seq > ?1 ORDER BY seq",
-            )
-            .map_err(backend)?;
-        let rows = st.query_map([from], row).map_err(backend)?;
-        for r in rows {
-            let r = r.map_err(backend)?;
-            let seq = r.0;
-            let ok = match audit_event(r) {
-                Ok(e) => v.push(&e),
-                Err(why) => v.push_unreadable(seq, &why),
-            };
-            if !ok {
-                break;
-            }
-        }
+        let mut scan = Scan::start(v, Pins::new(), false);
+        scan_events(conn, Some(from), &mut scan)?;
+        let v = scan.finish_blocking()?.verifier;
         let last = v.last().map(|(s, h)| (s, h.to_string()));
         let report = v.finish(head.as_ref().map(|(s, h)| (*s, h.as_str())));
         Ok(match (report.ok, last) {
