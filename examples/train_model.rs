@@ -1,11 +1,11 @@
 //! Trains the learned parts of the detector. Three modes (plain JSONL inputs):
 //!
-//! - `train_model --data FILE[,FILE...] --out W [--bits 18] [--epochs 12] [--char-ngrams 3-5:20|off] [--char-weight 1]
-//!   [--skip-markup on|off]`:
+//! - `train_model --data FILE[,FILE...] --out W [--bits 18] [--epochs 12] [--char-ngrams off|on|3-5:20] [--char-weight 1]
+//!   [--skip-markup off|on]`:
 //!   the n-gram model (multinomial logistic regression, benign + 4 attack categories, hashed
-//!   features of `detect::model`: word uni/bi-grams plus, by default, char 3–5-grams of each
-//!   token's first 20 chars with word-boundary markers, and HTML/XML markup tokens dropped,
-//!   both recorded in the file's `FEA1` section; AdaGrad SGD, L2, fixed-seed shuffle: reproducible byte for byte) and the
+//!   features of `detect::model`: word uni/bi-grams; opt-in `--char-ngrams on` (= 3-5:20, char
+//!   3–5-grams of each token's first 20 chars with word-boundary markers) and `--skip-markup on`
+//!   (HTML/XML markup tokens dropped), both recorded in the file's `FEA1` section; AdaGrad SGD, L2, fixed-seed shuffle: reproducible byte for byte) and the
 //!   naturalness model (`detect::natural`, trained on 80 % of the benign rows; its threshold is
 //!   the 99.5th percentile of the other 20 %). Writes a weight file without a fusion.
 //! - `train_model features --model W --data FILE --out X`: the fusion inputs of every row
@@ -56,8 +56,8 @@ fn main() {
     let l2: f32 = get("--l2").map(|s| s.parse().expect("l2")).unwrap_or(1e-6);
     let lr: f32 = get("--lr").map(|s| s.parse().expect("lr")).unwrap_or(0.5);
     let fs = match get("--char-ngrams").as_deref() {
-        None => FeatureSet::with_char_ngrams(CharNgrams::DEFAULT),
-        Some("off") => FeatureSet::default(),
+        None | Some("off") => FeatureSet::default(),
+        Some("on") => FeatureSet::with_char_ngrams(CharNgrams::DEFAULT),
         Some(spec) => {
             // "MIN-MAX[:CAP]"
             let (range, cap) = spec.split_once(':').unwrap_or((spec, "20"));
@@ -76,7 +76,7 @@ fn main() {
     if let (Some(c), Some(wt)) = (fs.char_ngrams.as_mut(), get("--char-weight")) {
         c.weight = wt.parse().expect("char weight");
     }
-    if get("--skip-markup").as_deref() != Some("off") {
+    if get("--skip-markup").as_deref() == Some("on") {
         fs.skip_markup = true;
     }
     let cw = fs.char_ngrams.map_or(0.0, |c| c.weight);
