@@ -1,22 +1,24 @@
 //! A small learned model: multinomial logistic regression over hashed word uni/bi-grams
 //! (and char bi-grams of non-Latin tokens) of the normalised text, and, when the weight file
-//! says so, per-token char n-grams with word-boundary markers (like scikit-learn's `char_wb`).
+//! says so, per-token char n-grams with word-boundary markers (like scikit-learn's `char_wb`)
+//! and/or the text without its HTML/XML markup tokens.
 //!
-//! Owns: feature extraction (shared with the trainer `src/bin/train.rs`), the weight-file
-//! format (`data/model/weights.bin`) and inference. Imports only std.
+//! Owns: feature extraction (shared with the trainer `examples/train_model.rs`), the weight-file
+//! format (`data/model/weights.bin`) and inference. Uses std and the detector's `normalize`
+//! (tokens) and `natural` (naturalness section) modules.
 //!
 //! Weight file (little endian): magic `DTM1` or `DTM2`, u32 `bits`, u32 `classes`, `classes` f32
 //! biases, then `(1 << bits) * classes` f32 weights laid out feature-major.
 //! Class order: benign, prompt_injection, jailbreak, data_exfiltration, privilege_escalation.
 //! `DTM2` files continue with tagged sections (`[u8; 4]` tag, u32 byte length, payload):
-//! `FUS1` the stacked fusion ([`Fusion`]: u32 n, f32 bias, f32 shift, n f32 weights) and
+//! `FUS1` the stacked fusion ([`Fusion`]: u32 n, f32 bias, f32 shift, n f32 weights),
 //! `NAT1` the naturalness model ([`super::natural::CharLm`]) and `FEA1` the feature set
-//! ([`FeatureSet`]: u32 flags, bit 0 = char n-grams; u8 n_min, u8 n_max, u8 per-token char cap,
-//! u8 0, f32 weight of the char block).
+//! ([`FeatureSet`]: u32 flags, bit 0 = char n-grams, bit 1 = skip markup; u8 n_min, u8 n_max,
+//! u8 per-token char cap, u8 0, f32 weight of the char block). A file without `FEA1` uses the
+//! base features (word uni/bi-grams), as before. Unknown tags are an error.
 //! The char n-grams are a block of their own: a window's logits are
-//! `word_sum / sqrt(n_word) + weight * char_sum / sqrt(n_char) + bias` (each block normalised on
-//! its own, like a scikit-learn `FeatureUnion` of two L2-normalised count vectors). A file without `FEA1` uses the base features (word uni/bi-grams), as before.
-//! Unknown tags are an error.
+//! `word_sum / sqrt(n_word) + weight * char_sum / sqrt(n_char) + bias` (each block normalised
+//! on its own, like a scikit-learn `FeatureUnion` of two L2-normalised count vectors).
 
 use super::DetectError;
 use super::natural::CharLm;
