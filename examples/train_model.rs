@@ -1,8 +1,11 @@
 //! Trains the learned parts of the detector. Three modes (plain JSONL inputs):
 //!
-//! - `train_model --data FILE[,FILE...] --out W [--bits 18] [--epochs 12]`: the n-gram model
-//!   (multinomial logistic regression, benign + 4 attack categories, hashed features of
-//!   `detect::model`, AdaGrad SGD, L2, fixed-seed shuffle: reproducible byte for byte) and the
+//! - `train_model --data FILE[,FILE...] --out W [--bits 18] [--epochs 12] [--char-ngrams off|on|3-5:20] [--char-weight 1]
+//!   [--skip-markup off|on]`:
+//!   the n-gram model (multinomial logistic regression, benign + 4 attack categories, hashed
+//!   features of `detect::model`: word uni/bi-grams; opt-in `--char-ngrams on` (= 3-5:20, char
+//!   3–5-grams of each token's first 20 chars with word-boundary markers) and `--skip-markup on`
+//!   (HTML/XML markup tokens dropped), both recorded in the file's `FEA1` section; AdaGrad SGD, L2, fixed-seed shuffle: reproducible byte for byte) and the
 //!   naturalness model (`detect::natural`, trained on 80 % of the benign rows; its threshold is
 //!   the 99.5th percentile of the other 20 %). Writes a weight file without a fusion.
 //! - `train_model features --model W --data FILE --out X`: the fusion inputs of every row
@@ -11,7 +14,8 @@
 //!   fusion (L2 logistic regression, Newton) on out-of-fold inputs, picks the threshold that
 //!   keeps their FPR at `--fpr`, maps it onto the default flag threshold, writes `W` + fusion.
 use ai_incident_mcp::detect::model::{
-    CLASSES, FUSION_INPUTS, Fusion, Model, hashes, softmax, window_features, windows, words,
+    CLASSES, CharNgrams, FUSION_INPUTS, FeatureSet, Fusion, Model, hashes, model_words, softmax,
+    window_features, windows,
 };
 use ai_incident_mcp::detect::natural::CharLm;
 use ai_incident_mcp::detect::normalize::{normalize, tokenize};
@@ -51,6 +55,31 @@ fn main() {
         .unwrap_or(12);
     let l2: f32 = get("--l2").map(|s| s.parse().expect("l2")).unwrap_or(1e-6);
     let lr: f32 = get("--lr").map(|s| s.parse().expect("lr")).unwrap_or(0.5);
+    let fs = match get("--char-ngrams").as_deref() {
+        None | Some("off") => FeatureSet::default(),
+        Some("on") => FeatureSet::with_char_ngrams(CharNgrams::DEFAULT),
+        Some(spec) => {
+            // "MIN-MAX[:CAP]"
+            let (range, cap) = spec.split_once(':').unwrap_or((spec, "20"));
+            let (a, b) = range
+                .split_once('-')
+                .expect("--char-ngrams MIN-MAX[:CAP] or off");
+            FeatureSet::with_char_ngrams(CharNgrams {
+                n_min: a.parse().expect("n_min"),
+                n_max: b.parse().expect("n_max"),
+                char_cap: cap.parse().expect("cap"),
+                weight: 1.0,
+            })
+        }
+    };
+    let mut fs = fs;
+    if let (Some(c), Some(wt)) = (fs.char_ngrams.as_mut(), get("--char-weight")) {
+        c.weight = wt.parse().expect("char weight");
+    }
+    if get("--skip-markup").as_deref() == Some("on") {
+        fs.skip_markup = true;
+    }
+    let cw = fs.char_ngrams.map_or(0.0, |c| c.weight);
     let benign_w: f32 = get("--benign-weight")
         .map(|s| s.parse().expect("benign weight"))
         .unwrap_or(1.5);
@@ -58,7 +87,9 @@ fn main() {
     // Each doc: its windows' feature vectors and its class. Benign docs train on every window
     // (up to 24); attack docs (multiple-instance learning) on the window the current model
     // finds most attack-like, whole-doc features in the first epoch.
-    let mut docs: Vec<(Vec<Vec<u32>>, Vec<u32>, usize)> = Vec::new();
+    // A window's features: (word block, char block).
+    type Win = (Vec<u32>, Vec<u32>);
+    let mut docs: Vec<(Vec<Win>, Win, usize)> = Vec::new();
     let mut benign: Vec<(String, String)> = Vec::new(); // (id, text)
     for path in data.split(',') {
         let text = std::fs::read_to_string(path).expect("read data");
@@ -76,19 +107,20 @@ fn main() {
             }
             let n = normalize(t);
             let toks = tokenize(&n.text);
-            let ws = words(&toks);
+            let ws = model_words(&n.text, &toks, fs);
             let hs = hashes(&ws);
             let mut wins = Vec::new();
             for (s, e) in windows(ws.len())
                 .into_iter()
                 .take(if y == 0 { 24 } else { 400 })
             {
-                let mut f = Vec::new();
-                window_features(&ws, &hs, s, e, bits, &mut f);
-                wins.push(f);
+                let (mut f, mut fc) = (Vec::new(), Vec::new());
+                window_features(&ws, &hs, s, e, bits, fs, &mut f, &mut fc);
+                wins.push((f, fc));
             }
-            let mut whole = Vec::new();
-            window_features(&ws, &hs, 0, ws.len(), bits, &mut whole);
+            let (mut f, mut fc) = (Vec::new(), Vec::new());
+            window_features(&ws, &hs, 0, ws.len(), bits, fs, &mut f, &mut fc);
+            let whole = (f, fc);
             docs.push((wins, whole, y));
         }
     }
@@ -108,17 +140,33 @@ fn main() {
         }
     }
     let mut order: Vec<usize> = (0..inst.len()).collect();
-    let logits = |w: &[f32], b: &[f32; CLASSES], f: &[u32]| -> [f32; CLASSES] {
-        let scale = 1.0 / (f.len().max(1) as f32).sqrt();
+    // The two blocks' scales: 1/sqrt(n_word) and weight/sqrt(n_char) (see `detect::model`).
+    let scales = |win: &Win| -> (f32, f32) {
+        let sc = if win.1.is_empty() {
+            0.0
+        } else {
+            cw / (win.1.len() as f32).sqrt()
+        };
+        (1.0 / (win.0.len().max(1) as f32).sqrt(), sc)
+    };
+    let logits = |w: &[f32], b: &[f32; CLASSES], win: &Win| -> [f32; CLASSES] {
+        let (s0, s1) = scales(win);
         let mut z = [0f32; CLASSES];
-        for &h in f {
+        let mut zc = [0f32; CLASSES];
+        for &h in &win.0 {
             let o = h as usize * CLASSES;
             for c in 0..CLASSES {
                 z[c] += w[o + c];
             }
         }
+        for &h in &win.1 {
+            let o = h as usize * CLASSES;
+            for c in 0..CLASSES {
+                zc[c] += w[o + c];
+            }
+        }
         for c in 0..CLASSES {
-            z[c] = z[c] * scale + b[c];
+            z[c] = z[c] * s0 + zc[c] * s1 + b[c];
         }
         z
     };
@@ -134,7 +182,7 @@ fn main() {
         for &ii in &order {
             let (di, k) = inst[ii];
             let (wins, whole, y) = &docs[di];
-            let f: &Vec<u32> = if k != usize::MAX {
+            let f: &Win = if k != usize::MAX {
                 &wins[k]
             } else if wins.len() == 1 {
                 &wins[0]
@@ -153,7 +201,7 @@ fn main() {
                 }
                 &wins[bi]
             };
-            let scale = 1.0 / (f.len().max(1) as f32).sqrt();
+            let (s0, s1) = scales(f);
             let p = softmax(logits(&w, &b, f));
             loss -= (p[*y].max(1e-9) as f64).ln();
             let sw = if *y == 0 {
@@ -165,12 +213,14 @@ fn main() {
                 let g = sw * (p[c] - if c == *y { 1.0 } else { 0.0 });
                 bg2[c] += g * g;
                 b[c] -= lr * g / bg2[c].sqrt();
-                let gs = g * scale;
-                for &h in f.iter() {
-                    let o = h as usize * CLASSES + c;
-                    let gg = gs + l2 * w[o];
-                    g2[o] += gg * gg;
-                    w[o] -= lr * gg / g2[o].sqrt();
+                for (block, scale) in [(&f.0, s0), (&f.1, s1)] {
+                    let gs = g * scale;
+                    for &h in block.iter() {
+                        let o = h as usize * CLASSES + c;
+                        let gg = gs + l2 * w[o];
+                        g2[o] += gg * gg;
+                        w[o] -= lr * gg / g2[o].sqrt();
+                    }
                 }
             }
         }
@@ -205,6 +255,7 @@ fn main() {
         lm.threshold
     );
     let mut model = Model::from_parts(bits, b, w);
+    model.features = fs;
     model.lm = Some(lm);
     let bytes = model.to_bytes();
     let mut fh = std::fs::File::create(&out).expect("create out");

@@ -551,7 +551,7 @@ impl Engine {
         let mut fused: Option<f32> = None;
         if let Some(m) = self.model.as_ref().filter(|_| self.model_weight > 0.0) {
             let mut scratch = Vec::new();
-            let p = m.predict(&toks, &mut scratch);
+            let p = m.predict(&norm.text, &toks, &mut scratch);
             // Very short texts carry little n-gram evidence: damp the model there.
             let n = toks.wstart.len() as f32;
             let lf = ((n + SHORT_DAMP_OFFSET) / SHORT_DAMP_TOKENS).min(1.0);
