@@ -27,7 +27,7 @@ async fn list(c: &Client, a: Value) -> Vec<Value> {
 
 /// Polls list_incidents until one satisfies `pred` (the loop runs in the server process).
 async fn wait_for_incident(c: &Client, pred: impl Fn(&Value) -> bool, what: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let all = list(c, json!({"limit": 200})).await;
         if let Some(i) = all.into_iter().find(|i| pred(i)) {
