@@ -536,9 +536,24 @@ async fn change(
 ) -> Result<Vec<EventKind>, StoreError> {
     let before = inc.evidence().to_vec();
     let events = f(inc)?;
-    save_incident(tx, inc, false).await?;
-    sync_evidence(tx, inc.id().as_str(), &before, inc.evidence()).await?;
+    save_changed(tx, inc, &before, true).await?;
     Ok(events)
+}
+
+/// Saves a changed stored (locked) incident: the whole row when `body_changed`, else only the
+/// counter columns (a repeat); then the evidence rows that differ from `before`.
+async fn save_changed(
+    tx: &Transaction<'_>,
+    inc: &mut Incident,
+    before: &[Evidence],
+    body_changed: bool,
+) -> Result<(), StoreError> {
+    if body_changed {
+        save_incident(tx, inc, false).await?;
+    } else {
+        save_counters(tx, inc).await?;
+    }
+    sync_evidence(tx, inc.id().as_str(), before, inc.evidence()).await
 }
 
 /// Appends `events` to the chain under the chain lock (held until the transaction ends), with
@@ -951,12 +966,7 @@ impl Store for PgStore {
                     // increment either way.
                     let before = inc.evidence().to_vec();
                     let (events, body_changed) = on_repeat.apply(&mut inc, now);
-                    if body_changed {
-                        save_incident(&tx, &mut inc, false).await?;
-                    } else {
-                        save_counters(&tx, &inc).await?;
-                    }
-                    sync_evidence(&tx, inc.id().as_str(), &before, inc.evidence()).await?;
+                    save_changed(&tx, &mut inc, &before, body_changed).await?;
                     append_events(&tx, inc.id(), &actor, &now, &events).await?;
                     Ok(Upserted {
                         incident: inc,

@@ -24,7 +24,7 @@ use super::{
 };
 use crate::domain::audit::{AuditReport, Pins};
 
-use crate::domain::incident::{Event, EventKind, Incident, IncidentId};
+use crate::domain::incident::{Event, EventKind, Evidence, Incident, IncidentId};
 
 mod audit_queries;
 mod rows;
@@ -249,9 +249,24 @@ fn change(
 ) -> Result<Vec<EventKind>, StoreError> {
     let before = inc.evidence().to_vec();
     let events = f(inc)?;
-    save_incident(conn, inc, false)?;
-    sync_evidence(conn, inc.id().as_str(), &before, inc.evidence())?;
+    save_changed(conn, inc, &before, true)?;
     Ok(events)
+}
+
+/// Saves a changed stored incident: the whole row when `body_changed`, else only the counter
+/// columns (a repeat); then the evidence rows that differ from `before`.
+fn save_changed(
+    conn: &Connection,
+    inc: &mut Incident,
+    before: &[Evidence],
+    body_changed: bool,
+) -> Result<(), StoreError> {
+    if body_changed {
+        save_incident(conn, inc, false)?;
+    } else {
+        save_counters(conn, inc)?;
+    }
+    sync_evidence(conn, inc.id().as_str(), before, inc.evidence())
 }
 
 impl Drop for SqliteStore {
@@ -458,12 +473,7 @@ impl Store for SqliteStore {
                     };
                     let before = inc.evidence().to_vec();
                     let (events, body_changed) = on_repeat.apply(&mut inc, now);
-                    if body_changed {
-                        save_incident(conn, &mut inc, false)?;
-                    } else {
-                        save_counters(conn, &inc)?;
-                    }
-                    sync_evidence(conn, &id, &before, inc.evidence())?;
+                    save_changed(conn, &mut inc, &before, body_changed)?;
                     append_events(conn, inc.id(), &actor, &now, &events)?;
                     cache_put(&id, version + 1, &inc);
                     Ok(Upserted {
