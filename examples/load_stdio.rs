@@ -24,6 +24,27 @@ fn arg(args: &[String], name: &str) -> Option<String> {
         .and_then(|i| args.get(i + 1).cloned())
 }
 
+/// The JSON lines of `path`, decompressed with `xz -dc` when it ends in `.xz`; exits with a
+/// message saying what to fix when it cannot be read.
+fn read_data(path: &str) -> String {
+    let fail = |why: String| -> ! {
+        eprintln!("load_stdio: cannot read --data {path}: {why}");
+        std::process::exit(2)
+    };
+    if path.ends_with(".xz") {
+        let out = std::process::Command::new("xz")
+            .args(["-dc", path])
+            .output()
+            .unwrap_or_else(|e| fail(format!("running xz -dc: {e} (install xz-utils)")));
+        if !out.status.success() {
+            fail(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        }
+        String::from_utf8(out.stdout).unwrap_or_else(|e| fail(format!("not UTF-8: {e}")))
+    } else {
+        std::fs::read_to_string(path).unwrap_or_else(|e| fail(e.to_string()))
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let inflight: usize = arg(&args, "--inflight")
@@ -33,7 +54,9 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(200_000);
     let warmup = (total / 20).max(1000);
-    let data = arg(&args, "--data").unwrap_or_else(|| "../shared/eval/dev.jsonl".into());
+    // The vendored dev set by default (a fresh clone needs nothing else); `.xz` files are read
+    // through `xz -dc`.
+    let data = arg(&args, "--data").unwrap_or_else(|| "eval/dev.jsonl.xz".into());
     // `--only attack` / `--only benign`: one label of the data set.
     let only = arg(&args, "--only");
     if let Some(o) = &only {
@@ -57,10 +80,7 @@ fn main() {
     // texts: mix of benign and attack prompts, capped at 4 KiB each like chat turns
     let mut texts = Vec::new();
     let mut attacks = 0usize;
-    for line in std::fs::read_to_string(&data)
-        .expect("read --data file")
-        .lines()
-    {
+    for line in read_data(&data).lines() {
         let v: serde_json::Value = match serde_json::from_str(line) {
             Ok(v) => v,
             Err(_) => continue,
