@@ -8,7 +8,7 @@
 //! writer thread owns stdout and writes both the service's messages and our
 //! error replies, so lines never interleave. Logs go to stderr only.
 //!
-//! May import: rmcp, serde_json, futures, the MCP handler (any rmcp `ServerHandler` for [`serve`]).
+//! May import: rmcp, serde_json, futures, the MCP handler.
 
 use futures::{SinkExt, StreamExt};
 use rmcp::ServiceExt;
@@ -125,8 +125,8 @@ pub async fn serve_process_stdio(handler: IncidentMcp) -> std::io::Result<()> {
     serve(handler, std::io::stdin(), std::io::stdout()).await
 }
 
-/// Serves `handler` (the MCP server, or the guard proxy's agent side) over a byte stream
-/// pair (the process's stdio, a socket, a pipe) until the input ends.
+/// Serves `handler` over a byte stream pair (the process's stdio, a socket, a pipe) until
+/// the input ends.
 ///
 /// The two streams are driven by one OS thread each (blocking reads and writes, lines
 /// parsed on the reader thread) rather than by tokio's stdio, which hands every read and
@@ -134,9 +134,8 @@ pub async fn serve_process_stdio(handler: IncidentMcp) -> std::io::Result<()> {
 ///
 /// # Errors
 /// An I/O error writing the output, or the service failing to start.
-pub async fn serve<H, R, W>(handler: H, input: R, output: W) -> std::io::Result<()>
+pub async fn serve<R, W>(handler: IncidentMcp, input: R, output: W) -> std::io::Result<()>
 where
-    H: rmcp::ServerHandler,
     R: std::io::Read + Send + 'static,
     W: std::io::Write + Send + 'static,
 {
