@@ -4,9 +4,10 @@
 //! ```text
 //! cargo build --release --example load_stdio
 //! target/release/examples/load_stdio [--server CMD...] [--inflight 64] [--requests 200000] \
-//!     [--data ../shared/eval/dev.jsonl] [--only attack|benign]
+//!     [--data eval/dev.jsonl.xz] [--only attack|benign]
 //! ```
-//! The server defaults to `target/release/ai-incident-mcp --db <tmp> serve --stdio`.
+//! The server defaults to `target/release/ai-incident-mcp --db <tmp> serve --stdio`, the data to
+//! the vendored dev set (`.xz` files are read through `xz -dc`).
 //! Texts are taken round-robin from the JSONL file (benign and attack mixed, as
 //! in the file); attacks open or deduplicate incidents in the server's store.
 //! The client writes raw JSON-RPC lines and finds the response id by a cheap
@@ -54,8 +55,6 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(200_000);
     let warmup = (total / 20).max(1000);
-    // The vendored dev set by default (a fresh clone needs nothing else); `.xz` files are read
-    // through `xz -dc`.
     let data = arg(&args, "--data").unwrap_or_else(|| "eval/dev.jsonl.xz".into());
     // `--only attack` / `--only benign`: one label of the data set.
     let only = arg(&args, "--only");
