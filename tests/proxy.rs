@@ -335,7 +335,17 @@ async fn proxied_raw(s: &Setup, name: &str) -> Client {
 
 /// Speaks JSON-RPC lines to `cmd` by hand: initialize, initialized, then `request` (id 2);
 /// returns the answer line to it exactly as written.
-async fn raw_exchange(mut cmd: tokio::process::Command, request: Value) -> String {
+async fn raw_exchange(cmd: tokio::process::Command, request: Value) -> String {
+    raw_exchange_after(cmd, &[], request).await.1
+}
+
+/// As [`raw_exchange`], with the raw lines `before` written just before `request`; also
+/// returns every other line the process wrote meanwhile.
+async fn raw_exchange_after(
+    mut cmd: tokio::process::Command,
+    before: &[&str],
+    request: Value,
+) -> (Vec<String>, String) {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -355,11 +365,89 @@ async fn raw_exchange(mut cmd: tokio::process::Command, request: Value) -> Strin
     read_id(1, &mut out).await;
     let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
     stdin.write_all(send(note).as_bytes()).await.unwrap();
+    for b in before {
+        stdin.write_all(format!("{b}\n").as_bytes()).await.unwrap();
+    }
     stdin.write_all(send(request).as_bytes()).await.unwrap();
-    let line = read_id(2, &mut out).await;
+    let mut others = Vec::new();
+    let line = loop {
+        let line = tokio::time::timeout(Duration::from_secs(30), out.next_line())
+            .await
+            .expect("an answer within 30 s")
+            .unwrap()
+            .expect("a line");
+        let v: Value = serde_json::from_str(&line).expect("a JSON line");
+        if v["id"] == json!(2) {
+            break line;
+        }
+        others.push(line);
+    };
     drop(stdin);
     let _ = child.kill().await;
-    line
+    (others, line)
+}
+
+#[tokio::test]
+async fn upstream_progress_reaches_the_agent_in_order_and_before_the_result() {
+    // rmcp runs every incoming notification handler and every outgoing send as its own task;
+    // the relay must not let 200 back-to-back notifications overtake one another or the result.
+    let s = setup("");
+    let mut via = command(&s.db);
+    via.args(["--config", &s.cfg, "proxy", "--name", "r", "--"])
+        .args([python(), raw_upstream(), "r".into()]);
+    let steps: i32 = 200;
+    let req = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "progress", "arguments": {"steps": steps}, "_meta": {"progressToken": "agent-tok"}}});
+    let (others, answer) = raw_exchange_after(via, &[], req).await;
+    let seen: Vec<f64> = others
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["method"] == "notifications/progress")
+        .map(|v| {
+            assert_eq!(v["params"]["progressToken"], "agent-tok", "{v}");
+            v["params"]["progress"].as_f64().unwrap()
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        (1..=steps).map(f64::from).collect::<Vec<f64>>(),
+        "progress as the upstream sent it, all before the result"
+    );
+    let v: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(
+        v["result"]["content"][0]["text"],
+        format!("{steps} steps done"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn a_line_that_is_not_json_gets_a_parse_error_and_the_proxy_keeps_relaying() {
+    let s = setup("");
+    let mut via = command(&s.db);
+    via.args(["--config", &s.cfg, "proxy", "--name", "r", "--"])
+        .args([python(), raw_upstream(), "r".into()]);
+    let req = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+    let (others, answer) = raw_exchange_after(via, &["this is not json {"], req).await;
+    let errors: Vec<Value> = others
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v.get("error").is_some())
+        .collect();
+    assert_eq!(
+        errors.len(),
+        1,
+        "one error reply for the bad line: {others:?}"
+    );
+    assert_eq!(errors[0]["error"]["code"], json!(-32700), "{errors:?}");
+    assert_eq!(errors[0]["id"], Value::Null, "{errors:?}");
+    let v: Value = serde_json::from_str(&answer).unwrap();
+    assert!(
+        v["result"]["tools"]
+            .as_array()
+            .is_some_and(|t| !t.is_empty()),
+        "the next request is still relayed: {answer}"
+    );
 }
 
 /// The next line from `out` whose JSON-RPC id is `id`, exactly as written.
@@ -530,9 +618,11 @@ async fn two_upstreams_are_merged_with_prefixes_and_routed_policed_and_restarted
         [
             "a__crash",
             "a__get_record",
+            "a__progress",
             "a__whoami",
             "b_crash",
             "b_get_record",
+            "b_progress",
             "b_whoami"
         ]
     );

@@ -8,7 +8,7 @@
 //! writer thread owns stdout and writes both the service's messages and our
 //! error replies, so lines never interleave. Logs go to stderr only.
 //!
-//! May import: rmcp, serde_json, futures, the MCP handler.
+//! May import: rmcp, serde_json, futures, the MCP handler (any rmcp `ServerHandler` for [`serve`]).
 
 use futures::{SinkExt, StreamExt};
 use rmcp::ServiceExt;
@@ -125,8 +125,8 @@ pub async fn serve_process_stdio(handler: IncidentMcp) -> std::io::Result<()> {
     serve(handler, std::io::stdin(), std::io::stdout()).await
 }
 
-/// Serves `handler` over a byte stream pair (the process's stdio, a socket, a pipe) until
-/// the input ends.
+/// Serves `handler` (the MCP server, or the guard proxy's agent side) over a byte stream
+/// pair (the process's stdio, a socket, a pipe) until the input ends.
 ///
 /// The two streams are driven by one OS thread each (blocking reads and writes, lines
 /// parsed on the reader thread) rather than by tokio's stdio, which hands every read and
@@ -134,14 +134,15 @@ pub async fn serve_process_stdio(handler: IncidentMcp) -> std::io::Result<()> {
 ///
 /// # Errors
 /// An I/O error writing the output, or the service failing to start.
-pub async fn serve<R, W>(handler: IncidentMcp, input: R, output: W) -> std::io::Result<()>
+pub async fn serve<H, R, W>(handler: H, input: R, output: W) -> std::io::Result<()>
 where
+    H: rmcp::ServerHandler,
     R: std::io::Read + Send + 'static,
     W: std::io::Write + Send + 'static,
 {
     use futures::channel::mpsc as fmpsc;
     let (c2s_tx, c2s_rx) = fmpsc::channel::<ClientJsonRpcMessage>(1024);
-    let (s2c_tx, s2c_rx) = fmpsc::channel::<ServerJsonRpcMessage>(1024);
+    let (s2c_tx, s2c_rx) = fmpsc::unbounded::<ServerJsonRpcMessage>();
     let (raw_tx, raw_rx) = fmpsc::unbounded::<String>();
 
     std::thread::Builder::new()
@@ -152,7 +153,10 @@ where
         .spawn(move || write_output(output, s2c_rx, raw_rx))?;
 
     let running = handler
-        .serve((s2c_tx, c2s_rx))
+        .serve(Lines {
+            out: s2c_tx,
+            inp: c2s_rx,
+        })
         .await
         .map_err(|e| std::io::Error::other(format!("MCP service failed to start: {e}")))?;
     let _ = running.waiting().await;
@@ -160,6 +164,46 @@ where
         Ok(Ok(r)) => r,
         Ok(Err(_)) => Err(std::io::Error::other("the output writer thread panicked")),
         Err(e) => Err(std::io::Error::other(e)),
+    }
+}
+
+/// The rmcp transport of [`serve`]: messages in from the reader thread, out to the writer
+/// thread.
+///
+/// A message is queued for the writer *when rmcp calls `send`*, not when the future it
+/// returns first runs. rmcp spawns every send as its own task, and its own transports take
+/// a lock inside that task, so two notifications sent one after the other (a tool's
+/// progress 1, 2, 3) could reach the wire in another order; here they leave in the order
+/// they were sent. The queue is unbounded like rmcp's own spawned sends; the writer thread
+/// drains it as fast as the peer reads.
+struct Lines {
+    out: futures::channel::mpsc::UnboundedSender<ServerJsonRpcMessage>,
+    inp: futures::channel::mpsc::Receiver<ClientJsonRpcMessage>,
+}
+
+impl rmcp::transport::Transport<rmcp::RoleServer> for Lines {
+    type Error = std::io::Error;
+
+    fn send(
+        &mut self,
+        item: ServerJsonRpcMessage,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        let r = self.out.unbounded_send(item).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the output writer has stopped",
+            )
+        });
+        std::future::ready(r)
+    }
+
+    async fn receive(&mut self) -> Option<ClientJsonRpcMessage> {
+        self.inp.next().await
+    }
+
+    async fn close(&mut self) -> Result<(), Self::Error> {
+        self.out.close_channel();
+        Ok(())
     }
 }
 
@@ -221,7 +265,7 @@ enum Next {
 /// Writer thread of [`serve`]: writes what is ready, then flushes once.
 fn write_output(
     output: impl std::io::Write,
-    mut s2c: futures::channel::mpsc::Receiver<ServerJsonRpcMessage>,
+    mut s2c: futures::channel::mpsc::UnboundedReceiver<ServerJsonRpcMessage>,
     mut raw: futures::channel::mpsc::UnboundedReceiver<String>,
 ) -> std::io::Result<()> {
     use std::io::Write;

@@ -10,7 +10,8 @@
 //! the relay, [`worker`] the queue, [`leaves`] the texts of a message.
 //!
 //! May import: `crate::service`, `crate::config`, `crate::checks`, `crate::detect`,
-//! `crate::http` (the Host/Origin/token guard and connection limits); rmcp, axum, tokio.
+//! `crate::http` (the Host/Origin/token guard and connection limits), `crate::mcp::stdio` (the
+//! agent-side stdio transport); rmcp, axum, tokio.
 
 pub mod handler;
 pub mod leaves;
@@ -22,7 +23,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rmcp::ServiceExt;
 use tokio_util::sync::CancellationToken;
 
 pub use handler::{GuardProxy, Shared, definition_hash};
@@ -244,18 +244,12 @@ pub async fn run_stdio_all(
     specs: Vec<UpstreamSpec>,
 ) -> Result<(), ProxyError> {
     let started = start_all(svc, specs).await?;
-    let r = match started
-        .handler
-        .clone()
-        .serve(rmcp::transport::stdio())
+    // The agent side runs on the same thread-per-stream stdio as `serve --stdio` (blocking
+    // reads and writes on two OS threads, JSON-RPC errors for lines that are not messages),
+    // not rmcp's tokio stdio, which hands every read and write to the blocking pool.
+    let r = crate::mcp::stdio::serve(started.handler.clone(), std::io::stdin(), std::io::stdout())
         .await
-    {
-        Ok(running) => {
-            let _ = running.waiting().await;
-            Ok(())
-        }
-        Err(e) => Err(ProxyError::Serve(upstream::error_chain(&e))),
-    };
+        .map_err(|e| ProxyError::Serve(e.to_string()));
     started.shutdown().await;
     r
 }

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use rmcp::model::{
     ClientCapabilities, ClientConfig, ClientResult, CreateMessageRequestParams,
     CreateMessageResult, ElicitRequestParams, ElicitResult, ErrorData as McpError, Implementation,
-    ListRootsResult, LoggingMessageNotificationParam, ProgressNotificationParam, ProgressToken,
-    ResourceUpdatedNotificationParam, ServerPeerInfo, ServerRequest,
+    ListRootsResult, ProgressNotificationParam, ProgressToken, ResourceUpdatedNotificationParam,
+    ServerPeerInfo, ServerRequest,
 };
 use rmcp::service::{NotificationContext, Peer, RequestContext, RunningService};
 use rmcp::{ClientHandler, RoleClient, RoleServer, ServiceExt};
@@ -209,31 +209,9 @@ impl ClientHandler for UpstreamClient {
         }
     }
 
-    async fn on_progress(
-        &self,
-        mut p: ProgressNotificationParam,
-        _ctx: NotificationContext<RoleClient>,
-    ) {
-        let to = self.down.progress.lock().ok().and_then(|g| {
-            g.get(&(self.name.clone(), p.progress_token.clone()))
-                .cloned()
-        });
-        if let Some((peer, agent_token)) = to {
-            p.progress_token = agent_token;
-            let _ = peer.notify_progress(p).await;
-        }
-    }
-
-    #[allow(deprecated)]
-    async fn on_logging_message(
-        &self,
-        p: LoggingMessageNotificationParam,
-        _ctx: NotificationContext<RoleClient>,
-    ) {
-        if let Some(peer) = self.down.latest() {
-            let _ = peer.notify_logging_message(p).await;
-        }
-    }
+    // Progress and log messages never reach these handlers: [`Ordered`] relays them as they
+    // are read, because rmcp runs each notification handler as its own task and would let
+    // them overtake one another.
 
     async fn on_resource_updated(
         &self,
@@ -314,6 +292,94 @@ pub struct Backoff {
     pub max: Duration,
 }
 
+/// The upstream transport with progress and log notifications relayed in the order they
+/// arrive.
+///
+/// rmcp hands every incoming notification to its own spawned task, so three progress
+/// notifications read as 1, 2, 3 can reach the handler, and the agent, as 1, 3, 2. This
+/// wrapper relays them inside `receive`, which rmcp calls one message at a time: each is
+/// queued for the agent before the next upstream message (the call's result included) is
+/// read. Everything else goes on to rmcp unchanged.
+struct Ordered<T> {
+    inner: T,
+    name: String,
+    down: Arc<Downstream>,
+}
+
+/// How long relaying one notification to the agent may hold up the upstream's reader (an
+/// agent that stops reading must not stall the upstream session).
+const RELAY_WAIT: Duration = Duration::from_secs(1);
+
+impl<T: rmcp::transport::Transport<RoleClient>> rmcp::transport::Transport<RoleClient>
+    for Ordered<T>
+{
+    type Error = T::Error;
+
+    fn send(
+        &mut self,
+        item: rmcp::service::TxJsonRpcMessage<RoleClient>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        self.inner.send(item)
+    }
+
+    async fn receive(&mut self) -> Option<rmcp::service::RxJsonRpcMessage<RoleClient>> {
+        use rmcp::model::{JsonRpcMessage, ServerNotification};
+        loop {
+            let m = self.inner.receive().await?;
+            let JsonRpcMessage::Notification(n) = m else {
+                return Some(m);
+            };
+            match n.notification {
+                ServerNotification::ProgressNotification(p) => {
+                    relay_progress(&self.name, &self.down, p.params).await;
+                }
+                ServerNotification::LoggingMessageNotification(l) => {
+                    if let Some(peer) = self.down.latest() {
+                        let _ =
+                            tokio::time::timeout(RELAY_WAIT, peer.notify_logging_message(l.params))
+                                .await;
+                    }
+                }
+                other => {
+                    return Some(JsonRpcMessage::Notification(
+                        rmcp::model::JsonRpcNotification {
+                            jsonrpc: n.jsonrpc,
+                            notification: other,
+                        },
+                    ));
+                }
+            }
+        }
+    }
+
+    fn close(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        self.inner.close()
+    }
+}
+
+/// Relays one progress notification from upstream `name` to the agent whose call it belongs
+/// to, under the agent's token; progress for a call nobody tracks (any more) is dropped.
+async fn relay_progress(name: &str, down: &Downstream, mut p: ProgressNotificationParam) {
+    let to = down.progress.lock().ok().and_then(|g| {
+        g.get(&(name.to_string(), p.progress_token.clone()))
+            .cloned()
+    });
+    if let Some((peer, agent_token)) = to {
+        p.progress_token = agent_token;
+        let _ = tokio::time::timeout(RELAY_WAIT, peer.notify_progress(p)).await;
+    }
+}
+
+impl<T> Ordered<T> {
+    fn new(inner: T, client: &UpstreamClient) -> Self {
+        Self {
+            inner,
+            name: client.name.clone(),
+            down: client.down.clone(),
+        }
+    }
+}
+
 async fn connect(
     target: &Target,
     client: UpstreamClient,
@@ -321,6 +387,7 @@ async fn connect(
     match target {
         Target::Url(url) => {
             let t = rmcp::transport::StreamableHttpClientTransport::from_uri(url.clone());
+            let t = Ordered::new(t, &client);
             client.serve(t).await.map_err(|e| error_chain(&e))
         }
         Target::Command(cmd) => {
@@ -333,6 +400,7 @@ async fn connect(
                 .stderr(std::process::Stdio::inherit())
                 .spawn()
                 .map_err(|e| format!("cannot start {prog}: {e}"))?;
+            let t = Ordered::new(t, &client);
             client.serve(t).await.map_err(|e| error_chain(&e))
         }
     }

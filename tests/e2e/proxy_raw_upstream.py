@@ -6,7 +6,8 @@ with what the proxy relays.
 usage: proxy_raw_upstream.py NAME
 
 Tools: get_record (structured content, unsorted keys, nested), whoami (answers NAME), crash (the
-process exits). Resources mem://NAME/notes (benign text), mem://NAME/poisoned (an injection),
+process exits), progress (writes `steps` progress notifications back to back under the call's
+progress token, then the result). Resources mem://NAME/notes (benign text), mem://NAME/poisoned (an injection),
 mem://NAME/blob-text (the injection as a base64 UTF-8 blob), mem://NAME/blob-bin (binary).
 Prompts summarise (benign), poisoned (an injection in a message).
 """
@@ -38,6 +39,8 @@ def tools():
         {"name": "get_record", "description": "Return one record as structured content.", "inputSchema": obj},
         {"name": "whoami", "description": "Name this server.", "inputSchema": obj},
         {"name": "crash", "description": "Exit the server process (test hook).", "inputSchema": obj},
+        {"name": "progress", "description": "Report progress in steps.",
+         "inputSchema": {"type": "object", "properties": {"steps": {"type": "integer"}}}},
     ]
 
 
@@ -49,6 +52,14 @@ def call(params):
         return {"content": text(f"I am {NAME}")}
     if name == "crash":
         os._exit(3)
+    if name == "progress":
+        steps = int((params.get("arguments") or {}).get("steps", 3))
+        token = (params.get("_meta") or {}).get("progressToken")
+        if token is not None:
+            for i in range(steps):
+                send({"jsonrpc": "2.0", "method": "notifications/progress",
+                      "params": {"progressToken": token, "progress": i + 1, "total": steps}})
+        return {"content": text(f"{steps} steps done")}
     return {"content": text(f"unknown tool {name}"), "isError": True}
 
 
