@@ -372,6 +372,49 @@ mod port {
     }
 
     on_both_backends! {
+    async fn repeats_keep_exactly_the_evidence_the_domain_keeps(db) {
+        // The store applies repeats itself (counters and evidence rows, not the body): after
+        // every repeat the stored evidence must equal what the domain's own rule keeps (the
+        // first half, then the newest), through the writer's cache and after a reopen.
+        use ai_incident_mcp::store::RepeatDetection;
+        let t0 = Utc.with_ymd_and_hms(2026, 11, 26, 10, 0, 0).unwrap();
+        let mut n0 = new(0, Some("rot"), Severity::High);
+        n0.evidence = vec![Evidence::finding("opening", "jailbreak", "x")];
+        let (opened, _) = Incident::open(n0.clone(), t0);
+        let mut expect = opened.clone();
+        let mut s = open_store(db.url()).unwrap();
+        let first = s
+            .upsert_detection("rot".into(), Box::new(move || Incident::open(n0, t0)), RepeatDetection::default(), "t".into(), t0)
+            .await
+            .unwrap();
+        assert!(first.created);
+        let id = first.incident.id().clone();
+        for i in 1..=40u32 {
+            if i == 25 {
+                // a fresh process: the next repeat reads the rows instead of the writer's cache
+                s = open_store(db.url()).unwrap();
+            }
+            let at = t0 + Duration::seconds(i64::from(i));
+            let evidence: Vec<Evidence> = (0..1 + i % 3)
+                .map(|k| Evidence::finding(format!("r{i}-{k}"), "jailbreak", "x"))
+                .collect();
+            let r = RepeatDetection { evidence, ..RepeatDetection::default() };
+            r.clone().apply(&mut expect, at);
+            let up = s
+                .upsert_detection("rot".into(), Box::new(|| unreachable!("open")), r, "t".into(), at)
+                .await
+                .unwrap();
+            assert!(!up.created);
+            let got = s.get(&id).await.unwrap().unwrap();
+            assert_eq!(got.evidence(), expect.evidence(), "after repeat {i}");
+            assert_eq!(got.occurrences(), expect.occurrences(), "after repeat {i}");
+        }
+        assert_eq!(expect.evidence().len(), MAX_EVIDENCE, "the rotation was exercised");
+        assert!(s.verify_audit_log(Default::default()).await.unwrap().ok);
+    }
+    }
+
+    on_both_backends! {
     async fn the_store_port_behaves_the_same(db) {
         let s = open_store(db.url()).unwrap();
         let t0 = Utc.with_ymd_and_hms(2026, 11, 26, 10, 0, 0).unwrap();
