@@ -519,12 +519,9 @@ impl Shared {
                     .await;
             }
             if token.is_some() {
-                // rmcp hands each upstream notification to its own task, so progress sent just
-                // before the answer may still be on its way: let those tasks run before the
-                // answer goes out, and forget the token a little later (with the next calls).
-                for _ in 0..8 {
-                    tokio::task::yield_now().await;
-                }
+                // Progress sent before the answer was relayed before the answer was read (see
+                // `upstream::Ordered`); forget the token a little later (with the next calls),
+                // so progress the upstream sends late still finds its agent meanwhile.
                 s.down
                     .untrack_progress_after(up_token, Duration::from_secs(1));
             }
