@@ -323,10 +323,7 @@ async fn aggregated(s: &Setup) -> (Client, Option<u32>) {
 async fn proxied_raw(s: &Setup, name: &str) -> Client {
     use rmcp::ServiceExt;
     use rmcp::transport::TokioChildProcess;
-    let mut cmd = command(&s.db);
-    cmd.args(["--config", &s.cfg, "proxy", "--name", name, "--"])
-        .args([python(), raw_upstream(), name.to_string()]);
-    let (t, _) = TokioChildProcess::builder(cmd)
+    let (t, _) = TokioChildProcess::builder(proxy_of_raw(s, name))
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn proxy");
@@ -387,21 +384,33 @@ async fn raw_exchange_after(
     (others, line)
 }
 
+/// The proxy command (not started) in front of one raw upstream named `name`.
+fn proxy_of_raw(s: &Setup, name: &str) -> tokio::process::Command {
+    let mut via = command(&s.db);
+    via.args(["--config", &s.cfg, "proxy", "--name", name, "--"])
+        .args([python(), raw_upstream(), name.to_string()]);
+    via
+}
+
+/// Each line as JSON.
+fn json_lines(lines: &[String]) -> Vec<Value> {
+    lines
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
 #[tokio::test]
 async fn upstream_progress_reaches_the_agent_in_order_and_before_the_result() {
     // rmcp runs every incoming notification handler and every outgoing send as its own task;
     // the relay must not let 200 back-to-back notifications overtake one another or the result.
     let s = setup("");
-    let mut via = command(&s.db);
-    via.args(["--config", &s.cfg, "proxy", "--name", "r", "--"])
-        .args([python(), raw_upstream(), "r".into()]);
     let steps: i32 = 200;
     let req = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
         "name": "progress", "arguments": {"steps": steps}, "_meta": {"progressToken": "agent-tok"}}});
-    let (others, answer) = raw_exchange_after(via, &[], req).await;
-    let seen: Vec<f64> = others
-        .iter()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+    let (others, answer) = raw_exchange_after(proxy_of_raw(&s, "r"), &[], req).await;
+    let seen: Vec<f64> = json_lines(&others)
+        .into_iter()
         .filter(|v| v["method"] == "notifications/progress")
         .map(|v| {
             assert_eq!(v["params"]["progressToken"], "agent-tok", "{v}");
@@ -424,14 +433,11 @@ async fn upstream_progress_reaches_the_agent_in_order_and_before_the_result() {
 #[tokio::test]
 async fn a_line_that_is_not_json_gets_a_parse_error_and_the_proxy_keeps_relaying() {
     let s = setup("");
-    let mut via = command(&s.db);
-    via.args(["--config", &s.cfg, "proxy", "--name", "r", "--"])
-        .args([python(), raw_upstream(), "r".into()]);
     let req = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
-    let (others, answer) = raw_exchange_after(via, &["this is not json {"], req).await;
-    let errors: Vec<Value> = others
-        .iter()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+    let (others, answer) =
+        raw_exchange_after(proxy_of_raw(&s, "r"), &["this is not json {"], req).await;
+    let errors: Vec<Value> = json_lines(&others)
+        .into_iter()
         .filter(|v| v.get("error").is_some())
         .collect();
     assert_eq!(
@@ -510,10 +516,7 @@ async fn structured_content_reaches_the_agent_byte_for_byte_in_the_upstreams_key
     let mut direct = tokio::process::Command::new(python());
     direct.args([raw_upstream(), "r".into()]).kill_on_drop(true);
     let d = raw_exchange(direct, req.clone()).await;
-    let mut via = command(&s.db);
-    via.args(["--config", &s.cfg, "proxy", "--name", "r", "--"])
-        .args([python(), raw_upstream(), "r".into()]);
-    let p = raw_exchange(via, req).await;
+    let p = raw_exchange(proxy_of_raw(&s, "r"), req).await;
     let (ds, ps) = (
         raw_member(&d, "structuredContent"),
         raw_member(&p, "structuredContent"),
