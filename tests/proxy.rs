@@ -367,18 +367,7 @@ async fn raw_exchange_after(
     }
     stdin.write_all(send(request).as_bytes()).await.unwrap();
     let mut others = Vec::new();
-    let line = loop {
-        let line = tokio::time::timeout(Duration::from_secs(30), out.next_line())
-            .await
-            .expect("an answer within 30 s")
-            .unwrap()
-            .expect("a line");
-        let v: Value = serde_json::from_str(&line).expect("a JSON line");
-        if v["id"] == json!(2) {
-            break line;
-        }
-        others.push(line);
-    };
+    let line = read_id_keeping(2, &mut out, &mut others).await;
     drop(stdin);
     let _ = child.kill().await;
     (others, line)
@@ -461,6 +450,15 @@ async fn read_id(
     id: i64,
     out: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
 ) -> String {
+    read_id_keeping(id, out, &mut Vec::new()).await
+}
+
+/// As [`read_id`], keeping the lines read before it in `others`.
+async fn read_id_keeping(
+    id: i64,
+    out: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    others: &mut Vec<String>,
+) -> String {
     loop {
         let line = tokio::time::timeout(Duration::from_secs(30), out.next_line())
             .await
@@ -471,6 +469,7 @@ async fn read_id(
         if v["id"] == json!(id) {
             return line;
         }
+        others.push(line);
     }
 }
 
