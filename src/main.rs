@@ -370,16 +370,12 @@ fn main() -> std::process::ExitCode {
     // the runs and the added p99 halved; 32 in flight unchanged. `serve` and `proxy --http`
     // keep the multi-thread runtime.
     let one_thread = matches!(&cli.cmd, Cmd::Proxy { http: None, .. });
-    let rt = if one_thread {
+    let mut builder = if one_thread {
         tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
     } else {
         tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
     };
-    let rt = match rt {
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

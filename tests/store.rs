@@ -380,8 +380,7 @@ mod port {
         let t0 = Utc.with_ymd_and_hms(2026, 11, 26, 10, 0, 0).unwrap();
         let mut n0 = new(0, Some("rot"), Severity::High);
         n0.evidence = vec![Evidence::finding("opening", "jailbreak", "x")];
-        let (opened, _) = Incident::open(n0.clone(), t0);
-        let mut expect = opened.clone();
+        let (mut expect, _) = Incident::open(n0.clone(), t0);
         let mut s = open_store(db.url()).unwrap();
         let first = s
             .upsert_detection("rot".into(), Box::new(move || Incident::open(n0, t0)), RepeatDetection::default(), "t".into(), t0)

@@ -306,6 +306,16 @@ struct Ordered<T> {
     down: Arc<Downstream>,
 }
 
+impl<T> Ordered<T> {
+    fn new(inner: T, client: &UpstreamClient) -> Self {
+        Self {
+            inner,
+            name: client.name.clone(),
+            down: client.down.clone(),
+        }
+    }
+}
+
 /// How long relaying one notification to the agent may hold up the upstream's reader (an
 /// agent that stops reading must not stall the upstream session).
 const RELAY_WAIT: Duration = Duration::from_secs(1);
@@ -367,16 +377,6 @@ async fn relay_progress(name: &str, down: &Downstream, mut p: ProgressNotificati
     if let Some((peer, agent_token)) = to {
         p.progress_token = agent_token;
         let _ = tokio::time::timeout(RELAY_WAIT, peer.notify_progress(p)).await;
-    }
-}
-
-impl<T> Ordered<T> {
-    fn new(inner: T, client: &UpstreamClient) -> Self {
-        Self {
-            inner,
-            name: client.name.clone(),
-            down: client.down.clone(),
-        }
     }
 }
 

@@ -7,8 +7,9 @@ usage: proxy_raw_upstream.py NAME
 
 Tools: get_record (structured content, unsorted keys, nested), whoami (answers NAME), crash (the
 process exits), progress (writes `steps` progress notifications back to back under the call's
-progress token, then the result). Resources mem://NAME/notes (benign text), mem://NAME/poisoned (an injection),
-mem://NAME/blob-text (the injection as a base64 UTF-8 blob), mem://NAME/blob-bin (binary).
+progress token, then the result). Resources mem://NAME/notes (benign text), mem://NAME/poisoned
+(an injection), mem://NAME/blob-text (the injection as a base64 UTF-8 blob), mem://NAME/blob-bin
+(binary).
 Prompts summarise (benign), poisoned (an injection in a message).
 """
 import base64
