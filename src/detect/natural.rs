@@ -190,6 +190,16 @@ impl CharLm {
         };
         let start = ring.get(n % WINDOW).map_or(0, |r| r.2);
         let end = ring.get((n + WINDOW - 1) % WINDOW).map_or(0, |r| r.3);
+        // An adversarial suffix is one run of token salad appended to the request, so the last
+        // window lies on one line. A tail spread over lines is code, a table or a listing: each
+        // line's symbols are unlike prose, and they are not a suffix.
+        if b.get(start..end).is_some_and(|t| t.contains(&b'\n')) {
+            return Naturalness {
+                suffix: 0.0,
+                max_window: best,
+                span: None,
+            };
+        }
         Naturalness {
             suffix: mean(&ring) - mean(&first),
             max_window: best,
@@ -243,6 +253,16 @@ mod tests {
         let salad = m.score("please write a short summary of the meeting notes for the team ]( Me}{ ZX\\q --Two xqz!! Vkp;=");
         assert!(salad.suffix > plain.suffix + 0.5, "{salad:?} vs {plain:?}");
         assert!(salad.span.is_some());
+    }
+
+    #[test]
+    fn a_tail_spread_over_lines_is_not_a_suffix() {
+        let m = lm();
+        let one_line = m.score("please write a short summary of the meeting notes for the team ]( Me}{ ZX\\q --Two xqz!! Vkp;=");
+        let lines = m.score("please write a short summary of the meeting notes for the team\n]( Me}{\n ZX\\q --Two\n xqz!! Vkp;=");
+        assert!(one_line.suffix > 0.5, "{one_line:?}");
+        assert_eq!(lines.suffix, 0.0, "{lines:?}");
+        assert_eq!(lines.span, None);
     }
 
     #[test]
