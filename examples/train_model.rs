@@ -7,19 +7,23 @@
 //!   3–5-grams of each token's first 20 chars with word-boundary markers) and `--skip-markup on`
 //!   (HTML/XML markup tokens dropped), both recorded in the file's `FEA1` section; AdaGrad SGD, L2, fixed-seed shuffle: reproducible byte for byte) and the
 //!   naturalness model (`detect::natural`, trained on 80 % of the benign rows; its threshold is
-//!   the 99.5th percentile of the other 20 %). Writes a weight file without a fusion.
+//!   the 99.9th percentile of the other 20 %, `--suffix-q`). Writes a weight file without a fusion.
 //! - `train_model features --model W --data FILE --out X`: the fusion inputs of every row
-//!   (`{"id","y","x"}` lines), screened with `W`.
+//!   (`{"id","y","x","other"}` lines), screened with `W`.
+//!
+//! A data row may carry a `weight` (default 1) that scales its gradient.
 //! - `train_model fuse --model W --features X[,X...] --out W2 [--fpr 0.02]`: fits the stacked
 //!   fusion (L2 logistic regression, Newton) on out-of-fold inputs, picks the threshold that
-//!   keeps their FPR at `--fpr`, maps it onto the default flag threshold, writes `W` + fusion.
+//!   keeps the FPR of the whole verdict at `--fpr` (rows the paths beside the fusion flag anyway,
+//!   the `other` field of `features`, count first), maps it onto the default flag threshold,
+//!   writes `W` + fusion.
 use ai_incident_mcp::detect::model::{
     CLASSES, CharNgrams, FUSION_INPUTS, FeatureSet, Fusion, Model, hashes, model_words, softmax,
     window_features, windows,
 };
 use ai_incident_mcp::detect::natural::CharLm;
 use ai_incident_mcp::detect::normalize::{normalize, tokenize};
-use ai_incident_mcp::detect::{DEFAULT_FLAG, Engine, Source, Thresholds};
+use ai_incident_mcp::detect::{DEFAULT_FLAG, Engine, Source, Thresholds, Verdict};
 use std::io::Write;
 
 fn class_of(cat: &str) -> usize {
@@ -90,6 +94,8 @@ fn main() {
     // A window's features: (word block, char block).
     type Win = (Vec<u32>, Vec<u32>);
     let mut docs: Vec<(Vec<Win>, Win, usize)> = Vec::new();
+    // Optional per-row `weight` (e.g. source balancing by scripts/cv.py --balance): scales the row's gradient.
+    let mut row_w: Vec<f32> = Vec::new();
     let mut benign: Vec<(String, String)> = Vec::new(); // (id, text)
     for path in data.split(',') {
         let text = std::fs::read_to_string(path).expect("read data");
@@ -105,6 +111,7 @@ fn main() {
             if y == 0 && label != "attack" {
                 benign.push((v["id"].to_string(), t.to_owned()));
             }
+            row_w.push(v["weight"].as_f64().map_or(1.0, |x| x as f32));
             let n = normalize(t);
             let toks = tokenize(&n.text);
             let ws = model_words(&n.text, &toks, fs);
@@ -204,11 +211,12 @@ fn main() {
             let (s0, s1) = scales(f);
             let p = softmax(logits(&w, &b, f));
             loss -= (p[*y].max(1e-9) as f64).ln();
-            let sw = if *y == 0 {
-                benign_w / (wins.len() as f32).sqrt()
-            } else {
-                1.0
-            };
+            let sw = row_w[di]
+                * if *y == 0 {
+                    benign_w / (wins.len() as f32).sqrt()
+                } else {
+                    1.0
+                };
             for c in 0..CLASSES {
                 let g = sw * (p[c] - if c == *y { 1.0 } else { 0.0 });
                 bg2[c] += g * g;
@@ -246,12 +254,18 @@ fn main() {
             .copied()
             .unwrap_or(f32::INFINITY)
     };
-    lm.threshold = q(0.995).max(0.5);
+    // `--suffix-q Q`: the benign quantile at which the suffix score flags on its own ("off": never;
+    // the score stays an input of the fusion either way).
+    lm.threshold = match arg(&args, "--suffix-q").as_deref() {
+        Some("off") => f32::MAX,
+        Some(q_s) => q(q_s.parse().expect("--suffix-q QUANTILE or off")).max(0.5),
+        None => q(0.999).max(0.5),
+    };
     eprintln!(
-        "naturalness: {} held-out benign rows, suffix score q99 {:.3} q99.5 {:.3} -> threshold {:.3}",
+        "naturalness: {} held-out benign rows, suffix score q99 {:.3} q99.9 {:.3} -> threshold {:.3}",
         cal.len(),
         q(0.99),
-        q(0.995),
+        q(0.999),
         lm.threshold
     );
     let mut model = Model::from_parts(bits, b, w);
@@ -286,6 +300,20 @@ fn features(args: &[String]) {
     let out = arg(args, "--out").expect("--out X");
     let bytes = std::fs::read(&wpath).expect("read model");
     let engine = Engine::with_model_bytes("", Thresholds::default(), &bytes).expect("model");
+    // The same model with a fusion that never fires: what this engine flags is what the paths
+    // beside the fusion flag (rule floor, naturalness suffix, secrets, data access). `fuse`
+    // counts those rows as flagged whatever the fusion says, so its threshold holds the FPR of
+    // the whole verdict, not of the fusion alone.
+    let mut silent = Model::from_bytes(&bytes)
+        .expect("model")
+        .expect("non-empty model");
+    silent.fusion = Some(Fusion {
+        bias: -1e4,
+        shift: 0.0,
+        w: [0.0; FUSION_INPUTS],
+    });
+    let others = Engine::with_model_bytes("", Thresholds::default(), &silent.to_bytes())
+        .expect("model without fusion");
     let text = std::fs::read_to_string(&data).expect("read data");
     let mut fh = std::io::BufWriter::new(std::fs::File::create(&out).expect("create out"));
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -293,7 +321,8 @@ fn features(args: &[String]) {
         let t = v["text"].as_str().expect("text");
         let y = u8::from(v["label"].as_str() == Some("attack"));
         let x = engine.fusion_features(t, Source::User);
-        let row = serde_json::json!({"id": v["id"], "y": y, "x": x.to_vec()});
+        let other = u8::from(others.screen(t, Source::User).verdict != Verdict::Allow);
+        let row = serde_json::json!({"id": v["id"], "y": y, "x": x.to_vec(), "other": other});
         writeln!(fh, "{row}").expect("write");
     }
 }
@@ -307,6 +336,7 @@ fn fuse(args: &[String]) {
     let l2: f64 = arg(args, "--l2").map_or(1.0, |s| s.parse().expect("l2"));
     let mut xs: Vec<[f64; FUSION_INPUTS + 1]> = Vec::new();
     let mut ys: Vec<f64> = Vec::new();
+    let mut other: Vec<bool> = Vec::new();
     for path in feats.split(',') {
         let text = std::fs::read_to_string(path).expect("read features");
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -318,6 +348,7 @@ fn fuse(args: &[String]) {
             }
             xs.push(x);
             ys.push(v["y"].as_f64().expect("y"));
+            other.push(v["other"].as_u64() == Some(1));
         }
     }
     const D: usize = FUSION_INPUTS + 1;
@@ -352,16 +383,29 @@ fn fuse(args: &[String]) {
             break;
         }
     }
-    // Threshold on these (out-of-fold) scores for the FPR target.
+    // Threshold on these (out-of-fold) scores for the FPR target of the whole verdict: benign
+    // rows the other paths flag anyway (`other`) count as false positives first, and the fusion
+    // may add false positives up to the target.
+    let n_benign = ys.iter().filter(|y| **y == 0.0).count();
+    let already = ys
+        .iter()
+        .zip(&other)
+        .filter(|(y, o)| **y == 0.0 && **o)
+        .count();
     let mut ben: Vec<f64> = xs
         .iter()
         .zip(&ys)
-        .filter(|(_, y)| **y == 0.0)
-        .map(|(x, _)| x.iter().zip(&beta).map(|(a, b)| a * b).sum())
+        .zip(&other)
+        .filter(|((_, y), o)| **y == 0.0 && !**o)
+        .map(|((x, _), _)| x.iter().zip(&beta).map(|(a, b)| a * b).sum())
         .collect();
     ben.sort_by(|a, b| b.total_cmp(a));
-    let k = ((ben.len() as f64) * target).floor() as usize;
-    // Flag when z > z_t: the k-th highest benign score (k false positives allowed).
+    let allowed = ((n_benign as f64) * target).floor() as usize;
+    let k = allowed.saturating_sub(already);
+    eprintln!(
+        "fusion threshold: {n_benign} benign rows, {already} flagged by the other paths, the fusion may add {k}"
+    );
+    // Flag when z > z_t: the k-th highest remaining benign score (k more false positives).
     let z_t = ben.get(k).copied().unwrap_or(0.0) + 1e-6;
     let f = DEFAULT_FLAG as f64;
     let shift = (f / (1.0 - f)).ln() - z_t;
