@@ -2,20 +2,24 @@
 """Cross-validation of the full engine (rules + n-gram model + naturalness + stacked fusion).
 
     python3 scripts/cv.py [--data eval/dev.jsonl.xz,eval/train.jsonl.xz] [--group-by-source]
-                          [--folds 5] [--fpr 0.02] [--bin-dir target/release]
+                          [--families corpus|name] [--folds 5 | --folds 0] [--fpr 0.02]
+                          [--augment 1.0] [--balance 0] [--bin-dir target/release]
                           [--eval-args "--min-f1 0.85 ..."] [--write-model data/model/weights.bin]
 
 Folds. `--group-by-source` (the figure we steer by): rows are grouped by source family (a source
 name without `planted_` and `_clean` / `_benign` / `_attack`, so the attacked and clean halves of
 one corpus are held out together) and families are dealt to the folds largest first, each to the
 fold with the fewest rows: every source is held out exactly once and never seen in its training.
+`--families corpus` (default) also joins the sources one corpus was split into under unrelated
+names (SAME_CORPUS); `--folds 0` holds out one family at a time (53 models, ~10 minutes).
 Without it (in-distribution): rows grouped by their first 48 normalised characters, fold =
 sha256(group) mod k.
 
-Per fold k: the n-gram and naturalness models are trained on the other folds
-(`examples/train_model`), and the fusion inputs of fold k are computed with that model
+Per fold k: the n-gram and naturalness models are trained on the other folds, with carrier
+augmentation of those rows (scripts/augment.py, `--augment`) (`examples/train_model`), and the
+fusion inputs of fold k are computed with that model
 (`train_model features`). Then, per fold k, the fusion is fitted on the out-of-fold inputs of the
-*other* folds and its threshold chosen there for `--fpr` (`train_model fuse`), and fold k is
+*other* folds and its threshold chosen there so the whole verdict keeps `--fpr` (`train_model fuse`), and fold k is
 screened by the real binary with that weight file (`ai-incident-mcp screen --model`). The
 concatenated verdicts are scored by scripts/eval.py (exit 1 when a given threshold fails).
 
@@ -26,16 +30,25 @@ import argparse, collections, concurrent.futures as cf, hashlib, os, subprocess,
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from evaldata import load_rows, plain_copy  # noqa: E402
+from augment import augment  # noqa: E402
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--data", default="eval/dev.jsonl.xz,eval/train.jsonl.xz")
-ap.add_argument("--folds", type=int, default=5)
+ap.add_argument("--folds", type=int, default=5,
+                help="number of folds; 0 with --group-by-source = one fold per source family")
 ap.add_argument("--bin-dir", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "release"))
 ap.add_argument("--train-args", default="")
 ap.add_argument("--fpr", type=float, default=0.02, help="FPR target for the fusion threshold")
 ap.add_argument("--eval-args", default="")
 ap.add_argument("--group-by-source", action="store_true", help="leave-source(-family)-out folds")
 ap.add_argument("--write-model", help="also train on everything and write the shipped weight file here")
+ap.add_argument("--augment", type=float, default=1.0,
+                help="carrier augmentation of each training set (scripts/augment.py): copies per row; 0 = off")
+ap.add_argument("--families", choices=["corpus", "name"], default="corpus",
+                help="source families: by name suffix only (before 2026-12-02), or also joining the sources "
+                     "one corpus was split into (SAME_CORPUS)")
+ap.add_argument("--balance", type=float, default=0.0,
+                help="weight each training row by (median family size / its family's size) ** BALANCE")
 ap.add_argument("--jobs", type=int, default=2)
 ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
 a = ap.parse_args()
@@ -49,7 +62,23 @@ for b in (train_bin, screen_bin):
         sys.exit(f"{b} not found: build with `cargo build --release --bin ai-incident-mcp --example train_model`")
 
 
+# Sources built from one corpus under names the suffix rule cannot join (eval/TRAIN_SOURCES.md):
+# garak_clean_contexts is garak's latent-injection documents with the marker removed plus
+# PromptInject's app prompts, so it is the clean half of garak_latent_injection and promptinject;
+# humaneval is the corpus whose functions code_clean and planted_code carry; banking77 is the
+# corpus whose queries the support e-mails are made of.
+SAME_CORPUS = {
+    "garak_clean_contexts": "garak_latent_promptinject",
+    "garak_latent_injection": "garak_latent_promptinject",
+    "promptinject": "garak_latent_promptinject",
+    "humaneval": "code",
+    "banking77": "support_email",
+}
+
+
 def family(src):
+    if a.families == "corpus" and src in SAME_CORPUS:
+        return SAME_CORPUS[src]
     s = src[len("planted_"):] if src.startswith("planted_") else src
     for suf in ("_clean", "_benign", "_attack"):
         if s.endswith(suf):
@@ -59,6 +88,8 @@ def family(src):
 
 if a.group_by_source:
     size = collections.Counter(family(r["source"]) for r in rows)
+    if a.folds == 0:  # one fold per family: each family held out on its own
+        a.folds = len(size)
     load = [0] * a.folds
     fold_of = {}
     for fam, n in sorted(size.items(), key=lambda kv: (-kv[1], kv[0])):
@@ -87,7 +118,14 @@ def run(cmd, **kw):
 def train_fold(k):
     """Model k (trained without fold k, or on everything for k = None) + fusion inputs of fold k."""
     tag = "all" if k is None else str(k)
-    tr = plain_copy([r for r, f in zip(rows, folds) if f != k], os.path.join(tmp, f"train{tag}.jsonl"))
+    trows = [r for r, f in zip(rows, folds) if f != k]
+    if a.balance > 0:
+        n = collections.Counter(r["source"] for r in trows)
+        med = sorted(n.values())[len(n) // 2]
+        trows = [dict(r, weight=(med / n[r["source"]]) ** a.balance) for r in trows]
+    if a.augment > 0:
+        trows = trows + augment(trows, a.augment)
+    tr = plain_copy(trows, os.path.join(tmp, f"train{tag}.jsonl"))
     w = os.path.join(tmp, f"w{tag}.bin")
     run([train_bin, "--data", tr, "--out", w] + a.train_args.split())
     if k is None:
