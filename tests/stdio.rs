@@ -150,14 +150,16 @@ on_both_backends! {
             .filter(|k| matches!(*k, "created" | "detected_again"))
             .collect();
         assert_eq!(core, ["created", "detected_again"]);
-        // evidence keeps a capped excerpt around the match, never the whole prompt
-        let long = format!("{text} {}", "SECRET-TAIL-WORD ".repeat(40));
+        // evidence keeps a capped excerpt around the match, never the whole prompt (the padding
+        // is no attack vocabulary: 40 × "secret" reads as exfiltration evidence to the model and
+        // makes that the top category, which is another incident)
+        let long = format!("{text} {}", "PADDING-TAIL-WORD ".repeat(40));
         let r3 = call_ok(&c, "screen_prompt", json!({"text": long, "user_id": "u-1"})).await;
         assert_eq!(r3["incident_id"].as_str().unwrap(), id);
         let inc = call_ok(&c, "get_incident", json!({"incident_id": id})).await;
         assert_eq!(inc["incident"]["occurrences"], 3);
         assert!(
-            inc.to_string().matches("SECRET-TAIL-WORD").count() < 40,
+            inc.to_string().matches("PADDING-TAIL-WORD").count() < 40,
             "whole prompt stored"
         );
         for e in inc["incident"]["evidence"].as_array().unwrap() {
