@@ -17,7 +17,7 @@ Only the rows passed in are used (in cross-validation, the training folds), so a
 never leaks into its own model. The carriers and framings are generic templates written here, not
 text from any dataset. Deterministic: the same rows give the same output.
 """
-import hashlib, random, re
+import hashlib, json, random, re
 
 FRAMINGS = [
     "Summarize the following page.",
@@ -121,7 +121,6 @@ def _table(paras, rng):
 
 
 def _json(paras, rng):
-    import json
     items = [{"id": rng.randint(1000, 99999), "title": " ".join(_words(p, 3, rng)).title(), "snippet": p}
              for p in paras]
     return json.dumps({"status": "ok", "count": len(items), "results": items}, ensure_ascii=False, indent=rng.choice([None, 2]))

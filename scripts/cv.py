@@ -48,7 +48,7 @@ ap.add_argument("--families", choices=["corpus", "name"], default="corpus",
                 help="source families: by name suffix only (before 2026-12-02), or also joining the sources "
                      "one corpus was split into (SAME_CORPUS)")
 ap.add_argument("--balance", type=float, default=0.0,
-                help="weight each training row by (median family size / its family's size) ** BALANCE")
+                help="weight each training row by (median source size / its source's size) ** BALANCE")
 ap.add_argument("--jobs", type=int, default=2)
 ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
 a = ap.parse_args()

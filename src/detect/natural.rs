@@ -193,17 +193,15 @@ impl CharLm {
         // An adversarial suffix is one run of token salad appended to the request, so the last
         // window lies on one line. A tail spread over lines is code, a table or a listing: each
         // line's symbols are unlike prose, and they are not a suffix.
-        if b.get(start..end).is_some_and(|t| t.contains(&b'\n')) {
-            return Naturalness {
-                suffix: 0.0,
-                max_window: best,
-                span: None,
-            };
-        }
+        let one_line = !b.get(start..end).is_some_and(|t| t.contains(&b'\n'));
         Naturalness {
-            suffix: mean(&ring) - mean(&first),
+            suffix: if one_line {
+                mean(&ring) - mean(&first)
+            } else {
+                0.0
+            },
             max_window: best,
-            span: (start < end).then_some((start, end)),
+            span: (one_line && start < end).then_some((start, end)),
         }
     }
 
