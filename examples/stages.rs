@@ -25,6 +25,25 @@ fn main() {
         std::hint::black_box(decode::find_segments(&s));
     }
     println!("segments {:?}", t.elapsed() / n);
+    let model = ai_incident_mcp::detect::model::Model::from_bytes(include_bytes!(
+        "../data/model/weights.bin"
+    ))
+    .unwrap()
+    .unwrap();
+    if let Some(lm) = &model.lm {
+        let t = Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(lm.score(&s));
+        }
+        println!("naturalness {:?}", t.elapsed() / n);
+    }
+    let toks = tokenize(&nn.text);
+    let mut scratch = Vec::new();
+    let t = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(model.predict(&nn.text, &toks, &mut scratch));
+    }
+    println!("model predict {:?}", t.elapsed() / n);
     let e = Engine::builtin().unwrap();
     let r = Engine::with_model_bytes("", Default::default(), &[]).unwrap();
     let t = Instant::now();

@@ -10,7 +10,7 @@
 
 /// Symbols: printable ASCII as is, digits folded to `0`, whitespace to space, the rest to 0x80.
 #[inline]
-fn sym(b: u8) -> u8 {
+const fn sym(b: u8) -> u8 {
     match b {
         b'0'..=b'9' => b'0',
         b' ' | b'\t' | b'\n' | b'\r' => b' ',
@@ -49,6 +49,84 @@ pub struct Naturalness {
     /// Byte span of the last window in the original text (the suspected suffix).
     pub span: Option<(usize, usize)>,
 }
+
+/// Scored tokens seen so far: the first and the running last [`WINDOW`] of them, as
+/// (surprise sum in table units, symbols, start, end), and the least natural window.
+#[derive(Default)]
+struct Windows {
+    first: [(u32, u32, usize, usize); WINDOW],
+    ring: [(u32, u32, usize, usize); WINDOW],
+    n: usize,
+    wsum: u32,
+    wlen: u32,
+    best: f32,
+}
+
+impl Windows {
+    #[inline]
+    fn push(&mut self, item: (u32, u32, usize, usize)) {
+        let n = self.n;
+        if let Some(f) = self.first.get_mut(n) {
+            *f = item;
+        }
+        if let Some(r) = self.ring.get_mut(n % WINDOW) {
+            if n >= WINDOW {
+                self.wsum -= r.0;
+                self.wlen -= r.1;
+            }
+            *r = item;
+        }
+        self.wsum += item.0;
+        self.wlen += item.1;
+        self.n = n + 1;
+        if self.n >= WINDOW {
+            self.best = self
+                .best
+                .max(self.wsum as f32 / (self.wlen.max(1) as f32 * Q));
+        }
+    }
+
+    fn finish(&self, b: &[u8]) -> Naturalness {
+        let (n, ring, best) = (self.n, &self.ring, self.best);
+        if n < 2 * WINDOW {
+            return Naturalness {
+                suffix: 0.0,
+                max_window: best,
+                span: None,
+            };
+        }
+        let mean = |w: &[(u32, u32, usize, usize)]| {
+            let (s, l) = w.iter().fold((0u32, 0u32), |a, x| (a.0 + x.0, a.1 + x.1));
+            s as f32 / (l.max(1) as f32 * Q)
+        };
+        let start = ring.get(n % WINDOW).map_or(0, |r| r.2);
+        let end = ring.get((n + WINDOW - 1) % WINDOW).map_or(0, |r| r.3);
+        // An adversarial suffix is one run of token salad appended to the request, so the last
+        // window lies on one line. A tail spread over lines is code, a table or a listing: each
+        // line's symbols are unlike prose, and they are not a suffix.
+        let one_line = !b.get(start..end).is_some_and(|t| t.contains(&b'\n'));
+        Naturalness {
+            suffix: if one_line {
+                mean(ring) - mean(&self.first)
+            } else {
+                0.0
+            },
+            max_window: best,
+            span: (one_line && start < end).then_some((start, end)),
+        }
+    }
+}
+
+/// [`sym`] of every byte.
+const SYM: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = sym(i as u8);
+        i += 1;
+    }
+    t
+};
 
 #[inline]
 fn slot(a: u8, b: u8, c: u8, bits: u32) -> usize {
@@ -132,8 +210,104 @@ impl CharLm {
         }
     }
 
-    /// Scores `text`.
+    /// Scores `text`: one pass over its bytes. Each token's surprise is summed as it is read
+    /// (the trigram key rolls over the symbols) and kept or dropped at its end, when whether it
+    /// is scored is known; same result as scoring the tokens of `for_tokens` one by one.
     pub fn score(&self, text: &str) -> Naturalness {
+        let b = text.as_bytes();
+        let b = b.get(..b.len().min(MAX_BYTES)).unwrap_or(&[]);
+        let shift = 32 - self.bits;
+        let table: &[u8] = &self.table;
+        let look = |k: u32| -> u32 {
+            u32::from(
+                table
+                    .get((k.wrapping_mul(0x9E37_79B1) >> shift) as usize)
+                    .copied()
+                    .unwrap_or(255),
+            )
+        };
+        let mut win = Windows::default();
+        // Context of the next symbol: the last two symbols of the previous scored token (two
+        // spaces after an unscored one), as `a << 8 | b`.
+        let mut ctx: u32 = u32::from(b' ') << 8 | u32::from(b' ');
+        let mut i = 0;
+        let n = b.len();
+        while i < n {
+            while b.get(i).is_some_and(|c| c.is_ascii_whitespace()) {
+                i += 1;
+            }
+            if i >= n {
+                break;
+            }
+            let s = i;
+            // The token's leading space, then its bytes.
+            let mut k = (ctx << 8 | u32::from(b' ')) & 0xff_ffff;
+            let mut sum = look(k);
+            let mut bad = false;
+            while let Some(&c) = b.get(i) {
+                if c.is_ascii_whitespace() {
+                    break;
+                }
+                let y = SYM.get(usize::from(c)).copied().unwrap_or(0x80);
+                // Non-ASCII bytes and '@' make the token unscored.
+                bad |= c >= 0x80 || c == b'@';
+                k = (k << 8 | u32::from(y)) & 0xff_ffff;
+                sum += look(k);
+                i += 1;
+                if i - s > MAX_TOKEN {
+                    bad = true;
+                    while b.get(i).is_some_and(|c| !c.is_ascii_whitespace()) {
+                        i += 1;
+                    }
+                    break;
+                }
+            }
+            let tok = b.get(s..i).unwrap_or(&[]);
+            if bad || tok.starts_with(b"www.") || tok.windows(3).any(|w| w == b"://") {
+                ctx = u32::from(b' ') << 8 | u32::from(b' ');
+                continue;
+            }
+            ctx = k & 0xffff;
+            win.push((sum, tok.len() as u32 + 1, s, i));
+        }
+        win.finish(b)
+    }
+
+    /// Serialised `NAT1` payload: u32 bits, f32 threshold, then the table.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut p = Vec::with_capacity(8 + self.table.len());
+        p.extend_from_slice(&self.bits.to_le_bytes());
+        p.extend_from_slice(&self.threshold.to_le_bytes());
+        p.extend_from_slice(&self.table);
+        p
+    }
+
+    /// Parses a `NAT1` payload.
+    pub fn from_bytes(p: &[u8]) -> Option<CharLm> {
+        let bits = u32::from_le_bytes(p.get(..4)?.try_into().ok()?);
+        let threshold = f32::from_le_bytes(p.get(4..8)?.try_into().ok()?);
+        if !(8..=22).contains(&bits) || p.len() != 8 + (1usize << bits) || threshold.is_nan() {
+            return None;
+        }
+        Some(CharLm {
+            bits,
+            table: p.get(8..)?.to_vec(),
+            threshold,
+        })
+    }
+
+    /// Heap bytes of the table.
+    pub fn heap_bytes(&self) -> usize {
+        self.table.capacity()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The previous per-token scorer, kept as the reference of [`CharLm::score`].
+    fn score_ref(lm: &CharLm, text: &str) -> Naturalness {
         let b = text.as_bytes();
         // Per scored token: (surprise sum in table units, symbols, start, end); kept only for
         // the first and the running last windows.
@@ -152,8 +326,8 @@ impl CharLm {
             for &x in std::iter::once(&b' ').chain(tok.iter()) {
                 let c = sym(x);
                 sum += u32::from(
-                    self.table
-                        .get(slot(prev.0, prev.1, c, self.bits))
+                    lm.table
+                        .get(slot(prev.0, prev.1, c, lm.bits))
                         .copied()
                         .unwrap_or(255),
                 );
@@ -205,43 +379,35 @@ impl CharLm {
         }
     }
 
-    /// Serialised `NAT1` payload: u32 bits, f32 threshold, then the table.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut p = Vec::with_capacity(8 + self.table.len());
-        p.extend_from_slice(&self.bits.to_le_bytes());
-        p.extend_from_slice(&self.threshold.to_le_bytes());
-        p.extend_from_slice(&self.table);
-        p
-    }
-
-    /// Parses a `NAT1` payload.
-    pub fn from_bytes(p: &[u8]) -> Option<CharLm> {
-        let bits = u32::from_le_bytes(p.get(..4)?.try_into().ok()?);
-        let threshold = f32::from_le_bytes(p.get(4..8)?.try_into().ok()?);
-        if !(8..=22).contains(&bits) || p.len() != 8 + (1usize << bits) || threshold.is_nan() {
-            return None;
-        }
-        Some(CharLm {
-            bits,
-            table: p.get(8..)?.to_vec(),
-            threshold,
-        })
-    }
-
-    /// Heap bytes of the table.
-    pub fn heap_bytes(&self) -> usize {
-        self.table.capacity()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
     fn lm() -> CharLm {
         let fluent = "please write a short summary of the meeting notes for the team and send \
                       it to everyone who attended the call this morning before lunch";
         CharLm::train(std::iter::repeat_n(fluent, 50), 14)
+    }
+
+    proptest::proptest! {
+        /// The one-pass scorer gives exactly the per-token scorer's result: texts of words,
+        /// token salad, URLs, addresses, long runs, non-ASCII and every ASCII whitespace.
+        #[test]
+        fn one_pass_score_equals_the_per_token_score(
+            parts in proptest::collection::vec(
+                proptest::prop_oneof![
+                    "[a-z]{1,9}",
+                    "[!-~]{1,8}",
+                    "[A-Za-z0-9+/]{20,40}",
+                    proptest::strategy::Just("https://example.com/x".to_owned()),
+                    proptest::strategy::Just("www.example.org".to_owned()),
+                    proptest::strategy::Just("ops@example.com".to_owned()),
+                    "[\\x{e9}\\x{4e2d}a-c]{1,5}",
+                    "[ \t\n\r\x0b\x0c]{1,3}",
+                ],
+                0..60,
+            ),
+        ) {
+            let m = lm();
+            let text = parts.join(" ");
+            proptest::prop_assert_eq!(m.score(&text), score_ref(&m, &text));
+        }
     }
 
     #[test]
