@@ -130,7 +130,15 @@ const SYM: [u8; 256] = {
 
 #[inline]
 fn slot(a: u8, b: u8, c: u8, bits: u32) -> usize {
-    let k = (u32::from(a) << 16) | (u32::from(b) << 8) | u32::from(c);
+    slot_of_key(
+        (u32::from(a) << 16) | (u32::from(b) << 8) | u32::from(c),
+        bits,
+    )
+}
+
+/// Table slot of a trigram key `a << 16 | b << 8 | c`.
+#[inline]
+fn slot_of_key(k: u32, bits: u32) -> usize {
     (k.wrapping_mul(0x9E37_79B1) >> (32 - bits)) as usize
 }
 
@@ -216,12 +224,10 @@ impl CharLm {
     pub fn score(&self, text: &str) -> Naturalness {
         let b = text.as_bytes();
         let b = b.get(..b.len().min(MAX_BYTES)).unwrap_or(&[]);
-        let shift = 32 - self.bits;
-        let table: &[u8] = &self.table;
         let look = |k: u32| -> u32 {
             u32::from(
-                table
-                    .get((k.wrapping_mul(0x9E37_79B1) >> shift) as usize)
+                self.table
+                    .get(slot_of_key(k, self.bits))
                     .copied()
                     .unwrap_or(255),
             )
@@ -306,15 +312,11 @@ impl CharLm {
 mod tests {
     use super::*;
 
-    /// The previous per-token scorer, kept as the reference of [`CharLm::score`].
+    /// The previous per-token scorer (tokens from `for_tokens`, each checked by `scored`, then
+    /// scored), kept as the reference of [`CharLm::score`]; the windows are shared.
     fn score_ref(lm: &CharLm, text: &str) -> Naturalness {
         let b = text.as_bytes();
-        // Per scored token: (surprise sum in table units, symbols, start, end); kept only for
-        // the first and the running last windows.
-        let mut first = [(0u32, 0u32, 0usize, 0usize); WINDOW];
-        let mut ring = [(0u32, 0u32, 0usize, 0usize); WINDOW];
-        let (mut n, mut wsum, mut wlen) = (0usize, 0u32, 0u32);
-        let mut best = 0f32;
+        let mut win = Windows::default();
         let mut prev = (b' ', b' ');
         for_tokens(b, |s, e| {
             let tok = b.get(s..e).unwrap_or(&[]);
@@ -333,50 +335,9 @@ mod tests {
                 );
                 prev = (prev.1, c);
             }
-            let item = (sum, tok.len() as u32 + 1, s, e);
-            if let Some(f) = first.get_mut(n) {
-                *f = item;
-            }
-            if let Some(r) = ring.get_mut(n % WINDOW) {
-                if n >= WINDOW {
-                    wsum -= r.0;
-                    wlen -= r.1;
-                }
-                *r = item;
-            }
-            wsum += item.0;
-            wlen += item.1;
-            n += 1;
-            if n >= WINDOW {
-                best = best.max(wsum as f32 / (wlen.max(1) as f32 * Q));
-            }
+            win.push((sum, tok.len() as u32 + 1, s, e));
         });
-        if n < 2 * WINDOW {
-            return Naturalness {
-                suffix: 0.0,
-                max_window: best,
-                span: None,
-            };
-        }
-        let mean = |w: &[(u32, u32, usize, usize)]| {
-            let (s, l) = w.iter().fold((0u32, 0u32), |a, x| (a.0 + x.0, a.1 + x.1));
-            s as f32 / (l.max(1) as f32 * Q)
-        };
-        let start = ring.get(n % WINDOW).map_or(0, |r| r.2);
-        let end = ring.get((n + WINDOW - 1) % WINDOW).map_or(0, |r| r.3);
-        // An adversarial suffix is one run of token salad appended to the request, so the last
-        // window lies on one line. A tail spread over lines is code, a table or a listing: each
-        // line's symbols are unlike prose, and they are not a suffix.
-        let one_line = !b.get(start..end).is_some_and(|t| t.contains(&b'\n'));
-        Naturalness {
-            suffix: if one_line {
-                mean(&ring) - mean(&first)
-            } else {
-                0.0
-            },
-            max_window: best,
-            span: (one_line && start < end).then_some((start, end)),
-        }
+        win.finish(b)
     }
 
     fn lm() -> CharLm {
