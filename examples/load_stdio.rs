@@ -4,8 +4,12 @@
 //! ```text
 //! cargo build --release --example load_stdio
 //! target/release/examples/load_stdio [--server CMD...] [--inflight 64] [--requests 200000] \
-//!     [--data eval/dev.jsonl.xz] [--only attack|benign]
+//!     [--data eval/dev.jsonl.xz] [--only attack|benign] [--ping]
 //! ```
+//! `--ping` sends MCP `ping` requests instead of `screen_prompt` calls: the round trip of the
+//! transport and the rmcp service alone, the floor under every tool call's latency.
+//! `--no-init` skips the MCP handshake, for an echo "server" such as `--server cat`: with
+//! `--ping --no-init --server cat` it times the bare pipe round trip between two processes.
 //! The server defaults to `target/release/ai-incident-mcp --db <tmp> serve --stdio`, the data to
 //! the vendored dev set (`.xz` files are read through `xz -dc`).
 //! Texts are taken round-robin from the JSONL file (benign and attack mixed, as
@@ -64,6 +68,7 @@ fn main() {
             "--only takes attack or benign, got {o:?}"
         );
     }
+    let ping = args.iter().any(|a| a == "--ping");
     let tmp = std::env::temp_dir().join(format!("load-{}.db", std::process::id()));
     let server: Vec<String> = match args.iter().position(|a| a == "--server") {
         Some(i) => args[i + 1..].to_vec(),
@@ -125,17 +130,20 @@ fn main() {
     let mut stdin = BufWriter::new(child.stdin.take().expect("stdin"));
     let mut stdout = BufReader::with_capacity(1 << 20, child.stdout.take().expect("stdout"));
 
-    writeln!(stdin, r#"{{"jsonrpc":"2.0","id":0,"method":"initialize","params":{{"protocolVersion":"2025-06-18","capabilities":{{}},"clientInfo":{{"name":"load","version":"0"}}}}}}"#).unwrap();
-    stdin.flush().unwrap();
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    assert!(line.contains("\"result\""), "initialize failed: {line}");
-    writeln!(
-        stdin,
-        r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
-    )
-    .unwrap();
-    stdin.flush().unwrap();
+    let no_init = args.iter().any(|a| a == "--no-init");
+    if !no_init {
+        writeln!(stdin, r#"{{"jsonrpc":"2.0","id":0,"method":"initialize","params":{{"protocolVersion":"2025-06-18","capabilities":{{}},"clientInfo":{{"name":"load","version":"0"}}}}}}"#).unwrap();
+        stdin.flush().unwrap();
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert!(line.contains("\"result\""), "initialize failed: {line}");
+        writeln!(
+            stdin,
+            r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
+        )
+        .unwrap();
+        stdin.flush().unwrap();
+    }
 
     let n = warmup + total;
     let sent_at: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
@@ -201,6 +209,14 @@ fn main() {
         credits -= 1;
         let text = &texts[i % texts.len()];
         sent_at[i - 1].store(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        if ping {
+            writeln!(
+                stdin,
+                "{{\"jsonrpc\":\"2.0\",\"id\":{i},\"method\":\"ping\"}}"
+            )
+            .unwrap();
+            continue;
+        }
         writeln!(
             stdin,
             "{{\"jsonrpc\":\"2.0\",\"id\":{i},\"method\":\"tools/call\",\"params\":{{\"name\":\"screen_prompt\",\"arguments\":{{\"text\":{text}}}}}}}"
