@@ -4,17 +4,16 @@
 //! answer every line that is not a message as JSON-RPC 2.0 says (`-32700
 //! Parse error`, id null; `-32600 Invalid Request` for JSON that is not a
 //! request object, with the request's id or null; batches are refused with
-//! `-32600`, id null) and keep serving. One reader thread parses stdin lines into the rmcp service; one
-//! writer thread owns stdout and writes both the service's messages and our
-//! error replies, so lines never interleave. Logs go to stderr only.
+//! `-32600`, id null) and keep serving. One reader parses stdin lines into the rmcp service; one
+//! writer owns stdout and writes both the service's messages and our error replies, so lines
+//! never interleave. On pipes and Unix sockets the two are tasks on the async runtime, reading
+//! and writing non-blocking; on anything else, one OS thread each. Logs go to stderr only.
 //!
-//! May import: rmcp, serde_json, futures, the MCP handler (any rmcp `ServerHandler` for [`serve`]).
+//! May import: rmcp, serde_json, futures, tokio, libc, any rmcp `ServerHandler`.
 
 use futures::{SinkExt, StreamExt};
 use rmcp::ServiceExt;
 use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
-
-use super::IncidentMcp;
 
 /// Longest accepted line (one JSON-RPC message), in bytes.
 pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
@@ -117,16 +116,33 @@ pub fn not_a_message(
     }
 }
 
-/// Serves `handler` on the process's own stdin and stdout until stdin ends.
+/// Serves `handler` (the MCP server, or the guard proxy's agent side) on the process's own
+/// stdin and stdout until stdin ends.
+///
+/// When both are pipes or Unix sockets (what MCP clients launch us with: Rust, Python and Go
+/// clients use pipes, Node.js socket pairs), they are read and written on the async runtime
+/// itself ([`serve_async`]): no thread hop between the streams and the service. Anything else
+/// (a terminal, a file, a TCP socket) goes through [`serve`], one blocking OS thread per
+/// stream.
 ///
 /// # Errors
 /// An I/O error writing stdout, or the service failing to start.
-pub async fn serve_process_stdio(handler: IncidentMcp) -> std::io::Result<()> {
+pub async fn serve_process_stdio<H: rmcp::ServerHandler>(handler: H) -> std::io::Result<()> {
+    #[cfg(unix)]
+    if let Some((input, output)) = nonblocking::stdio() {
+        tracing::debug!("stdio: pipes or sockets, served on the async runtime");
+        let r = serve_async(handler, input, output).await;
+        // The mode belongs to the open pipe or socket, which a parent shell or a sibling
+        // process may share: leave it as we found it.
+        nonblocking::restore_blocking();
+        return r;
+    }
+    tracing::debug!("stdio: not pipes or sockets, served by one thread per stream");
     serve(handler, std::io::stdin(), std::io::stdout()).await
 }
 
-/// Serves `handler` (the MCP server, or the guard proxy's agent side) over a byte stream
-/// pair (the process's stdio, a socket, a pipe) until the input ends.
+/// Serves `handler` over a blocking byte stream pair (the process's stdio, a file, a socket)
+/// until the input ends.
 ///
 /// The two streams are driven by one OS thread each (blocking reads and writes, lines
 /// parsed on the reader thread) rather than by tokio's stdio, which hands every read and
@@ -140,26 +156,20 @@ where
     R: std::io::Read + Send + 'static,
     W: std::io::Write + Send + 'static,
 {
-    use futures::channel::mpsc as fmpsc;
-    let (c2s_tx, c2s_rx) = fmpsc::channel::<ClientJsonRpcMessage>(1024);
-    let (s2c_tx, s2c_rx) = fmpsc::unbounded::<ServerJsonRpcMessage>();
-    let (raw_tx, raw_rx) = fmpsc::unbounded::<String>();
-
+    let (lines, ends) = Lines::new();
+    let Ends {
+        c2s,
+        raw_tx,
+        s2c,
+        raw_rx,
+    } = ends;
     std::thread::Builder::new()
         .name("stdio-reader".into())
-        .spawn(move || read_input(input, c2s_tx, raw_tx))?;
+        .spawn(move || read_input(input, c2s, raw_tx))?;
     let writer = std::thread::Builder::new()
         .name("stdio-writer".into())
-        .spawn(move || write_output(output, s2c_rx, raw_rx))?;
-
-    let running = handler
-        .serve(Lines {
-            out: s2c_tx,
-            inp: c2s_rx,
-        })
-        .await
-        .map_err(|e| std::io::Error::other(format!("MCP service failed to start: {e}")))?;
-    let _ = running.waiting().await;
+        .spawn(move || write_output(output, s2c, raw_rx))?;
+    run(handler, lines).await?;
     match tokio::task::spawn_blocking(move || writer.join()).await {
         Ok(Ok(r)) => r,
         Ok(Err(_)) => Err(std::io::Error::other("the output writer thread panicked")),
@@ -167,18 +177,161 @@ where
     }
 }
 
-/// The rmcp transport of [`serve`]: messages in from the reader thread, out to the writer
-/// thread.
+/// Serves `handler` over an async byte stream pair (non-blocking pipes or sockets) until the
+/// input ends: the same line handling and errors as [`serve`], with the reader and the writer
+/// as tasks on the runtime.
+///
+/// # Errors
+/// An I/O error writing the output, or the service failing to start.
+pub async fn serve_async<H, R, W>(handler: H, input: R, output: W) -> std::io::Result<()>
+where
+    H: rmcp::ServerHandler,
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+    W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (lines, ends) = Lines::new();
+    let Ends {
+        c2s,
+        raw_tx,
+        s2c,
+        raw_rx,
+    } = ends;
+    let reader = tokio::spawn(read_input_async(input, c2s, raw_tx));
+    let writer = tokio::spawn(write_output_async(output, s2c, raw_rx));
+    let served = run(handler, lines).await;
+    let written = writer.await;
+    reader.abort();
+    served?;
+    match written {
+        Ok(r) => r,
+        Err(e) => Err(std::io::Error::other(format!(
+            "the output writer failed: {e}"
+        ))),
+    }
+}
+
+/// Runs the rmcp service on `lines` until the input ends or the service stops.
+async fn run<H: rmcp::ServerHandler>(handler: H, lines: Lines) -> std::io::Result<()> {
+    let running = handler
+        .serve(lines)
+        .await
+        .map_err(|e| std::io::Error::other(format!("MCP service failed to start: {e}")))?;
+    let _ = running.waiting().await;
+    Ok(())
+}
+
+/// The process's stdin and stdout as non-blocking async streams, when both are pipes or Unix
+/// sockets.
+#[cfg(unix)]
+mod nonblocking {
+    use std::os::fd::{AsFd, OwnedFd};
+    use std::os::unix::fs::FileTypeExt;
+
+    pub type Input = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+    pub type Output = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
+
+    #[derive(Clone, Copy)]
+    enum Kind {
+        Fifo,
+        Socket,
+    }
+
+    /// What `fd` is, when it is a pipe or a Unix socket. Only looks (fstat, getsockname).
+    fn kind(fd: &OwnedFd) -> Option<Kind> {
+        let t = std::fs::File::from(fd.try_clone().ok()?)
+            .metadata()
+            .ok()?
+            .file_type();
+        if t.is_fifo() {
+            Some(Kind::Fifo)
+        } else if t.is_socket() {
+            // A TCP socket (inetd style) stays on the blocking path.
+            let s = std::os::unix::net::UnixStream::from(fd.try_clone().ok()?);
+            s.local_addr().ok().map(|_| Kind::Socket)
+        } else {
+            None
+        }
+    }
+
+    fn socket(fd: OwnedFd) -> Option<tokio::net::UnixStream> {
+        let s = std::os::unix::net::UnixStream::from(fd);
+        s.set_nonblocking(true).ok()?;
+        tokio::net::UnixStream::from_std(s).ok()
+    }
+
+    /// Clears `O_NONBLOCK` on stdin and stdout again (see [`stdio`]).
+    pub fn restore_blocking() {
+        for fd in [0, 1] {
+            // SAFETY: fcntl with F_GETFL / F_SETFL on fds 0 and 1 reads and sets flags only; an
+            // fd that is not open makes it fail with EBADF, which is ignored.
+            unsafe {
+                let flags = libc::fcntl(fd, libc::F_GETFL);
+                if flags >= 0 && flags & libc::O_NONBLOCK != 0 {
+                    libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
+                }
+            }
+        }
+    }
+
+    /// Both streams, switched to non-blocking mode, or `None` (and neither switched) when one
+    /// of them is not a pipe or a Unix socket. Must run inside the tokio runtime.
+    pub fn stdio() -> Option<(Input, Output)> {
+        let i = std::io::stdin().as_fd().try_clone_to_owned().ok()?;
+        let o = std::io::stdout().as_fd().try_clone_to_owned().ok()?;
+        let (ki, ko) = (kind(&i)?, kind(&o)?);
+        let input: Input = match ki {
+            Kind::Fifo => Box::new(tokio::net::unix::pipe::Receiver::from_owned_fd(i).ok()?),
+            Kind::Socket => Box::new(socket(i)?),
+        };
+        let output: Output = match ko {
+            Kind::Fifo => Box::new(tokio::net::unix::pipe::Sender::from_owned_fd(o).ok()?),
+            Kind::Socket => Box::new(socket(o)?),
+        };
+        Some((input, output))
+    }
+}
+
+/// The rmcp transport of [`serve`] and [`serve_async`]: messages in from the reader, out to
+/// the writer.
 ///
 /// A message is queued for the writer *when rmcp calls `send`*, not when the future it
 /// returns first runs. rmcp spawns every send as its own task, and its own transports take
 /// a lock inside that task, so two notifications sent one after the other (a tool's
 /// progress 1, 2, 3) could reach the wire in another order; here they leave in the order
-/// they were sent. The queue is unbounded like rmcp's own spawned sends; the writer thread
+/// they were sent. The queue is unbounded like rmcp's own spawned sends; the writer
 /// drains it as fast as the peer reads.
 struct Lines {
     out: futures::channel::mpsc::UnboundedSender<ServerJsonRpcMessage>,
     inp: futures::channel::mpsc::Receiver<ClientJsonRpcMessage>,
+}
+
+/// The reader's and the writer's ends of a [`Lines`] transport.
+struct Ends {
+    /// Messages from the reader to the service.
+    c2s: futures::channel::mpsc::Sender<ClientJsonRpcMessage>,
+    /// Error replies from the reader to the writer.
+    raw_tx: futures::channel::mpsc::UnboundedSender<String>,
+    /// Messages from the service to the writer.
+    s2c: futures::channel::mpsc::UnboundedReceiver<ServerJsonRpcMessage>,
+    raw_rx: futures::channel::mpsc::UnboundedReceiver<String>,
+}
+
+impl Lines {
+    fn new() -> (Self, Ends) {
+        use futures::channel::mpsc as fmpsc;
+        let (c2s, inp) = fmpsc::channel::<ClientJsonRpcMessage>(1024);
+        let (out, s2c) = fmpsc::unbounded::<ServerJsonRpcMessage>();
+        let (raw_tx, raw_rx) = fmpsc::unbounded::<String>();
+        (
+            Self { out, inp },
+            Ends {
+                c2s,
+                raw_tx,
+                s2c,
+                raw_rx,
+            },
+        )
+    }
 }
 
 impl rmcp::transport::Transport<rmcp::RoleServer> for Lines {
@@ -207,51 +360,170 @@ impl rmcp::transport::Transport<rmcp::RoleServer> for Lines {
     }
 }
 
+/// Input bytes to lines of at most [`MAX_LINE_BYTES`], without I/O: the blocking and the async
+/// reader feed it what they read.
+#[derive(Default)]
+struct LineBuf {
+    buf: Vec<u8>,
+    too_long: bool,
+}
+
+/// What ended in the input.
+enum ReadOutcome {
+    /// A line (in [`LineBuf::buf`], without its `\n`).
+    Line,
+    /// A line longer than [`MAX_LINE_BYTES`], discarded.
+    TooLong,
+    /// The end of the input, after the last line.
+    Eof,
+}
+
+impl LineBuf {
+    /// Takes bytes from `avail` up to and including the first `\n`: returns how many it took
+    /// and, when a line ended there, the outcome.
+    fn feed(&mut self, avail: &[u8]) -> (usize, Option<ReadOutcome>) {
+        let (take, done) = match avail.iter().position(|&b| b == b'\n') {
+            Some(i) => (i, true),
+            None => (avail.len(), false),
+        };
+        if !self.too_long {
+            if self.buf.len() + take > MAX_LINE_BYTES {
+                self.too_long = true;
+                self.buf.clear();
+            } else {
+                self.buf
+                    .extend_from_slice(avail.get(..take).unwrap_or(avail));
+            }
+        }
+        if done {
+            (take + 1, Some(self.end()))
+        } else {
+            (take, None)
+        }
+    }
+
+    /// The input ended: the last line if it had no `\n`, then [`ReadOutcome::Eof`].
+    fn eof(&mut self) -> ReadOutcome {
+        if self.buf.is_empty() && !self.too_long {
+            ReadOutcome::Eof
+        } else {
+            self.end()
+        }
+    }
+
+    fn end(&mut self) -> ReadOutcome {
+        if std::mem::take(&mut self.too_long) {
+            ReadOutcome::TooLong
+        } else {
+            ReadOutcome::Line
+        }
+    }
+
+    /// The message of a finished line or line error, with error replies sent to `raw`; clears
+    /// the line.
+    fn route(
+        &mut self,
+        o: &ReadOutcome,
+        raw: &futures::channel::mpsc::UnboundedSender<String>,
+    ) -> Option<ClientJsonRpcMessage> {
+        let parsed = match o {
+            ReadOutcome::Eof => Parsed::Ignore,
+            ReadOutcome::TooLong => Parsed::Reply(error_line(
+                serde_json::Value::Null,
+                -32600,
+                format!(
+                    "Invalid Request: message longer than {MAX_LINE_BYTES} bytes was discarded"
+                ),
+            )),
+            ReadOutcome::Line => parse_line(&self.buf),
+        };
+        self.buf.clear();
+        match parsed {
+            Parsed::Message(m) => Some(*m),
+            Parsed::Reply(s) => {
+                let _ = raw.unbounded_send(s);
+                None
+            }
+            Parsed::Ignore => None,
+        }
+    }
+}
+
 /// Reader thread of [`serve`]: lines to messages (or to error replies).
 fn read_input(
     input: impl std::io::Read,
     mut c2s: futures::channel::mpsc::Sender<ClientJsonRpcMessage>,
     raw: futures::channel::mpsc::UnboundedSender<String>,
 ) {
+    use std::io::BufRead;
     let mut r = std::io::BufReader::with_capacity(64 * 1024, input);
-    let mut buf = Vec::with_capacity(8 * 1024);
+    let mut lines = LineBuf::default();
     loop {
-        buf.clear();
-        let n = match read_line_capped(&mut r, &mut buf) {
-            Ok(ReadOutcome::Eof) => break,
-            Ok(ReadOutcome::TooLong) => {
-                let _ = raw.unbounded_send(error_line(
-                    serde_json::Value::Null,
-                    -32600,
-                    format!(
-                        "Invalid Request: message longer than {MAX_LINE_BYTES} bytes was discarded"
-                    ),
-                ));
-                continue;
-            }
-            Ok(ReadOutcome::Line(n)) => n,
+        let avail = match r.fill_buf() {
+            Ok(a) => a,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 tracing::error!("stdin read failed: {e}");
                 break;
             }
         };
-        let line = buf.get(..n).unwrap_or(&buf);
-        let line = line.strip_suffix(b"\n").unwrap_or(line);
-        match parse_line(line) {
-            Parsed::Message(m) => {
-                if futures::executor::block_on(c2s.send(*m)).is_err() {
+        let (n, ended) = match avail.is_empty() {
+            true => (0, Some(lines.eof())),
+            false => lines.feed(avail),
+        };
+        r.consume(n);
+        match ended {
+            None => {}
+            Some(ReadOutcome::Eof) => break,
+            Some(o) => {
+                if let Some(m) = lines.route(&o, &raw)
+                    && futures::executor::block_on(c2s.send(m)).is_err()
+                {
                     break;
                 }
             }
-            Parsed::Reply(s) => {
-                let _ = raw.unbounded_send(s);
-            }
-            Parsed::Ignore => {}
         }
     }
 }
 
-/// What the writer thread got next (lives on its stack for one iteration).
+/// Reader task of [`serve_async`]: [`read_input`] on the runtime.
+async fn read_input_async(
+    input: impl tokio::io::AsyncRead + Unpin,
+    mut c2s: futures::channel::mpsc::Sender<ClientJsonRpcMessage>,
+    raw: futures::channel::mpsc::UnboundedSender<String>,
+) {
+    use tokio::io::AsyncBufReadExt;
+    let mut r = tokio::io::BufReader::with_capacity(64 * 1024, input);
+    let mut lines = LineBuf::default();
+    loop {
+        let avail = match r.fill_buf().await {
+            Ok(a) => a,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::error!("stdin read failed: {e}");
+                break;
+            }
+        };
+        let (n, ended) = match avail.is_empty() {
+            true => (0, Some(lines.eof())),
+            false => lines.feed(avail),
+        };
+        r.consume(n);
+        match ended {
+            None => {}
+            Some(ReadOutcome::Eof) => break,
+            Some(o) => {
+                if let Some(m) = lines.route(&o, &raw)
+                    && c2s.send(m).await.is_err()
+                {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// What the writer got next (lives on its stack for one iteration).
 #[allow(clippy::large_enum_variant)]
 enum Next {
     Msg(ServerJsonRpcMessage),
@@ -262,111 +534,94 @@ enum Next {
     Done,
 }
 
-/// Writer thread of [`serve`]: writes what is ready, then flushes once.
-fn write_output(
-    output: impl std::io::Write,
-    mut s2c: futures::channel::mpsc::UnboundedReceiver<ServerJsonRpcMessage>,
-    mut raw: futures::channel::mpsc::UnboundedReceiver<String>,
-) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut w = std::io::BufWriter::with_capacity(64 * 1024, output);
-    let mut buf = Vec::with_capacity(4096);
-    let mut put_msg = |w: &mut std::io::BufWriter<_>, m: &ServerJsonRpcMessage| {
-        buf.clear();
-        if serde_json::to_writer(&mut buf, m).is_ok() {
-            buf.push(b'\n');
-            w.write_all(&buf)?;
+/// Waits for the next outgoing message or error reply and appends it, and whatever else is
+/// ready, to `out` (one JSON line each). Returns `false` when the service has ended (`out`
+/// then holds the error replies still queued, if any).
+async fn next_batch(
+    s2c: &mut futures::channel::mpsc::UnboundedReceiver<ServerJsonRpcMessage>,
+    raw: &mut futures::channel::mpsc::UnboundedReceiver<String>,
+    out: &mut Vec<u8>,
+) -> bool {
+    use futures::stream::FusedStream;
+    let put_msg = |out: &mut Vec<u8>, m: &ServerJsonRpcMessage| {
+        if serde_json::to_writer(&mut *out, m).is_ok() {
+            out.push(b'\n');
         }
-        Ok::<(), std::io::Error>(())
     };
-    let put_raw = |w: &mut std::io::BufWriter<_>, r: &str| {
-        w.write_all(r.as_bytes())?;
-        w.write_all(b"\n")
+    let put_raw = |out: &mut Vec<u8>, r: &str| {
+        out.extend_from_slice(r.as_bytes());
+        out.push(b'\n');
     };
     loop {
         // Decide by the streams' own termination state: a stream can end inside `try_recv`
         // below, and a `select!` over two ended streams has nothing left to wait for.
-        let next = futures::executor::block_on(async {
-            use futures::stream::FusedStream;
-            if s2c.is_terminated() {
-                Next::Done
-            } else if raw.is_terminated() {
-                s2c.next().await.map_or(Next::Done, Next::Msg)
-            } else {
-                futures::select! {
-                    m = s2c.next() => m.map_or(Next::Done, Next::Msg),
-                    r = raw.next() => r.map_or(Next::RawClosed, Next::Raw),
-                }
+        let next = if s2c.is_terminated() {
+            Next::Done
+        } else if raw.is_terminated() {
+            s2c.next().await.map_or(Next::Done, Next::Msg)
+        } else {
+            futures::select! {
+                m = s2c.next() => m.map_or(Next::Done, Next::Msg),
+                r = raw.next() => r.map_or(Next::RawClosed, Next::Raw),
             }
-        });
+        };
         match next {
-            Next::Msg(m) => put_msg(&mut w, &m)?,
-            Next::Raw(r) => put_raw(&mut w, &r)?,
+            Next::Msg(m) => put_msg(out, &m),
+            Next::Raw(r) => put_raw(out, &r),
             Next::RawClosed => continue,
-            Next::Done => break,
+            Next::Done => {
+                while let Ok(r) = raw.try_recv() {
+                    put_raw(out, &r);
+                }
+                return false;
+            }
         }
-        // Write whatever else is ready before one flush.
+        // Everything else that is ready goes out with it, before one flush.
         while let Ok(m) = s2c.try_recv() {
-            put_msg(&mut w, &m)?;
+            put_msg(out, &m);
         }
         while let Ok(r) = raw.try_recv() {
-            put_raw(&mut w, &r)?;
+            put_raw(out, &r);
         }
-        w.flush()?;
+        return true;
     }
-    while let Ok(r) = raw.try_recv() {
-        put_raw(&mut w, &r)?;
-    }
-    w.flush()
 }
 
-fn read_line_capped(
-    r: &mut impl std::io::BufRead,
-    buf: &mut Vec<u8>,
-) -> std::io::Result<ReadOutcome> {
-    let mut too_long = false;
+/// Writer thread of [`serve`]: writes what is ready, then flushes once.
+fn write_output(
+    mut output: impl std::io::Write,
+    mut s2c: futures::channel::mpsc::UnboundedReceiver<ServerJsonRpcMessage>,
+    mut raw: futures::channel::mpsc::UnboundedReceiver<String>,
+) -> std::io::Result<()> {
+    let mut out = Vec::with_capacity(64 * 1024);
     loop {
-        let avail = match r.fill_buf() {
-            Ok(a) => a,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if avail.is_empty() {
-            return Ok(if buf.is_empty() && !too_long {
-                ReadOutcome::Eof
-            } else if too_long {
-                ReadOutcome::TooLong
-            } else {
-                ReadOutcome::Line(buf.len())
-            });
-        }
-        let (take, done) = match avail.iter().position(|&b| b == b'\n') {
-            Some(i) => (i + 1, true),
-            None => (avail.len(), false),
-        };
-        if !too_long {
-            if buf.len() + take > MAX_LINE_BYTES {
-                too_long = true;
-                buf.clear();
-            } else {
-                buf.extend_from_slice(avail.get(..take).unwrap_or(avail));
-            }
-        }
-        r.consume(take);
-        if done {
-            return Ok(if too_long {
-                ReadOutcome::TooLong
-            } else {
-                ReadOutcome::Line(buf.len())
-            });
+        out.clear();
+        let more = futures::executor::block_on(next_batch(&mut s2c, &mut raw, &mut out));
+        output.write_all(&out)?;
+        output.flush()?;
+        if !more {
+            return Ok(());
         }
     }
 }
 
-enum ReadOutcome {
-    Line(usize),
-    TooLong,
-    Eof,
+/// Writer task of [`serve_async`]: [`write_output`] on the runtime.
+async fn write_output_async(
+    mut output: impl tokio::io::AsyncWrite + Unpin,
+    mut s2c: futures::channel::mpsc::UnboundedReceiver<ServerJsonRpcMessage>,
+    mut raw: futures::channel::mpsc::UnboundedReceiver<String>,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut out = Vec::with_capacity(64 * 1024);
+    loop {
+        out.clear();
+        let more = next_batch(&mut s2c, &mut raw, &mut out).await;
+        output.write_all(&out).await?;
+        output.flush().await?;
+        if !more {
+            return Ok(());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -440,6 +695,64 @@ mod tests {
             parse_line(br#"{"jsonrpc":"2.0","method":"notifications/x","params":5}"#),
             Parsed::Ignore | Parsed::Message(_)
         ));
+    }
+
+    /// Feeds `chunks` to a [`LineBuf`] as a reader would (each chunk until it is used up, then
+    /// end of input) and returns what ended, lines as text.
+    fn split(chunks: &[&[u8]]) -> Vec<String> {
+        let mut lb = LineBuf::default();
+        let mut got = Vec::new();
+        let mut take = |lb: &mut LineBuf, o: ReadOutcome| match o {
+            ReadOutcome::Line => {
+                got.push(String::from_utf8_lossy(&lb.buf).into_owned());
+                lb.buf.clear();
+            }
+            ReadOutcome::TooLong => {
+                got.push("<too long>".into());
+                lb.buf.clear();
+            }
+            ReadOutcome::Eof => got.push("<eof>".into()),
+        };
+        for c in chunks {
+            let mut rest = *c;
+            while !rest.is_empty() {
+                let (n, o) = lb.feed(rest);
+                assert!(n > 0 && n <= rest.len());
+                rest = &rest[n..];
+                if let Some(o) = o {
+                    take(&mut lb, o);
+                }
+            }
+        }
+        loop {
+            let o = lb.eof();
+            let end = matches!(o, ReadOutcome::Eof);
+            take(&mut lb, o);
+            if end {
+                return got;
+            }
+        }
+    }
+
+    #[test]
+    fn lines_split_across_reads_and_the_last_line_without_newline() {
+        assert_eq!(
+            split(&[b"ab", b"c\nde\n\nf", b"g"]),
+            ["abc", "de", "", "fg", "<eof>"]
+        );
+        assert_eq!(split(&[b"x\n"]), ["x", "<eof>"]);
+        assert_eq!(split(&[]), ["<eof>"]);
+    }
+
+    #[test]
+    fn an_overlong_line_is_reported_once_and_the_next_line_still_reads() {
+        let big = vec![b'a'; MAX_LINE_BYTES / 2 + 1];
+        let got = split(&[&big, &big, b"tail\nnext\n"]);
+        assert_eq!(got, ["<too long>", "next", "<eof>"]);
+        // A line of exactly the limit is kept; at end of input an overlong line is reported.
+        let exact = vec![b'b'; MAX_LINE_BYTES];
+        assert_eq!(split(&[&exact, b"\n"])[0].len(), MAX_LINE_BYTES);
+        assert_eq!(split(&[&big, &big]), ["<too long>", "<eof>"]);
     }
 
     #[test]

@@ -244,10 +244,10 @@ pub async fn run_stdio_all(
     specs: Vec<UpstreamSpec>,
 ) -> Result<(), ProxyError> {
     let started = start_all(svc, specs).await?;
-    // The agent side runs on the same thread-per-stream stdio as `serve --stdio` (blocking
-    // reads and writes on two OS threads, JSON-RPC errors for lines that are not messages),
-    // not rmcp's tokio stdio, which hands every read and write to the blocking pool.
-    let r = crate::mcp::stdio::serve(started.handler.clone(), std::io::stdin(), std::io::stdout())
+    // The agent side runs on the same stdio transport as `serve --stdio` (non-blocking pipes
+    // or sockets on the runtime, JSON-RPC errors for lines that are not messages), not rmcp's
+    // tokio stdio, which hands every read and write to the blocking pool.
+    let r = crate::mcp::stdio::serve_process_stdio(started.handler.clone())
         .await
         .map_err(|e| ProxyError::Serve(e.to_string()));
     started.shutdown().await;
