@@ -449,44 +449,19 @@ impl LineBuf {
     }
 }
 
-/// Reader thread of [`serve`]: lines to messages (or to error replies).
+/// Reader thread of [`serve`]: [`read_input_async`] over the blocking stream, on this thread.
 fn read_input(
     input: impl std::io::Read,
-    mut c2s: futures::channel::mpsc::Sender<ClientJsonRpcMessage>,
+    c2s: futures::channel::mpsc::Sender<ClientJsonRpcMessage>,
     raw: futures::channel::mpsc::UnboundedSender<String>,
 ) {
-    use std::io::BufRead;
-    let mut r = std::io::BufReader::with_capacity(64 * 1024, input);
-    let mut lines = LineBuf::default();
-    loop {
-        let avail = match r.fill_buf() {
-            Ok(a) => a,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                tracing::error!("stdin read failed: {e}");
-                break;
-            }
-        };
-        let (n, ended) = match avail.is_empty() {
-            true => (0, Some(lines.eof())),
-            false => lines.feed(avail),
-        };
-        r.consume(n);
-        match ended {
-            None => {}
-            Some(ReadOutcome::Eof) => break,
-            Some(o) => {
-                if let Some(m) = lines.route(&o, &raw)
-                    && futures::executor::block_on(c2s.send(m)).is_err()
-                {
-                    break;
-                }
-            }
-        }
-    }
+    use tokio_util::compat::FuturesAsyncReadCompatExt;
+    let input = futures::io::AllowStdIo::new(input).compat();
+    futures::executor::block_on(read_input_async(input, c2s, raw));
 }
 
-/// Reader task of [`serve_async`]: [`read_input`] on the runtime.
+/// Reader of [`serve_async`] (a task) and of [`serve`] (a thread): lines to messages, or to
+/// error replies.
 async fn read_input_async(
     input: impl tokio::io::AsyncRead + Unpin,
     mut c2s: futures::channel::mpsc::Sender<ClientJsonRpcMessage>,
@@ -587,25 +562,19 @@ async fn next_batch(
     }
 }
 
-/// Writer thread of [`serve`]: writes what is ready, then flushes once.
+/// Writer thread of [`serve`]: [`write_output_async`] over the blocking stream, on this thread.
 fn write_output(
-    mut output: impl std::io::Write,
-    mut s2c: futures::channel::mpsc::UnboundedReceiver<ServerJsonRpcMessage>,
-    mut raw: futures::channel::mpsc::UnboundedReceiver<String>,
+    output: impl std::io::Write,
+    s2c: futures::channel::mpsc::UnboundedReceiver<ServerJsonRpcMessage>,
+    raw: futures::channel::mpsc::UnboundedReceiver<String>,
 ) -> std::io::Result<()> {
-    let mut out = Vec::with_capacity(64 * 1024);
-    loop {
-        out.clear();
-        let more = futures::executor::block_on(next_batch(&mut s2c, &mut raw, &mut out));
-        output.write_all(&out)?;
-        output.flush()?;
-        if !more {
-            return Ok(());
-        }
-    }
+    use tokio_util::compat::FuturesAsyncWriteCompatExt;
+    let output = futures::io::AllowStdIo::new(output).compat_write();
+    futures::executor::block_on(write_output_async(output, s2c, raw))
 }
 
-/// Writer task of [`serve_async`]: [`write_output`] on the runtime.
+/// Writer of [`serve_async`] (a task) and of [`serve`] (a thread): writes what is ready, then
+/// flushes once.
 async fn write_output_async(
     mut output: impl tokio::io::AsyncWrite + Unpin,
     mut s2c: futures::channel::mpsc::UnboundedReceiver<ServerJsonRpcMessage>,
