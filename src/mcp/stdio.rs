@@ -157,18 +157,12 @@ where
     W: std::io::Write + Send + 'static,
 {
     let (lines, ends) = Lines::new();
-    let Ends {
-        c2s,
-        raw_tx,
-        s2c,
-        raw_rx,
-    } = ends;
     std::thread::Builder::new()
         .name("stdio-reader".into())
-        .spawn(move || read_input(input, c2s, raw_tx))?;
+        .spawn(move || read_input(input, ends.c2s, ends.raw_tx))?;
     let writer = std::thread::Builder::new()
         .name("stdio-writer".into())
-        .spawn(move || write_output(output, s2c, raw_rx))?;
+        .spawn(move || write_output(output, ends.s2c, ends.raw_rx))?;
     run(handler, lines).await?;
     match tokio::task::spawn_blocking(move || writer.join()).await {
         Ok(Ok(r)) => r,
@@ -190,14 +184,8 @@ where
     W: tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (lines, ends) = Lines::new();
-    let Ends {
-        c2s,
-        raw_tx,
-        s2c,
-        raw_rx,
-    } = ends;
-    let reader = tokio::spawn(read_input_async(input, c2s, raw_tx));
-    let writer = tokio::spawn(write_output_async(output, s2c, raw_rx));
+    let reader = tokio::spawn(read_input_async(input, ends.c2s, ends.raw_tx));
+    let writer = tokio::spawn(write_output_async(output, ends.s2c, ends.raw_rx));
     let served = run(handler, lines).await;
     let written = writer.await;
     reader.abort();
