@@ -98,9 +98,12 @@ async fn session(s: &Setup, calls: &[(&str, Value)]) -> Vec<Value> {
         }
     }
     drop(stdin);
-    // The exit status is not asserted: the stdio writer's end-of-input panic (issue 15 §3) can
-    // still turn a clean EOF into exit 1; the shutdown checkpoint is written before that.
-    let _ = child.wait().await.unwrap();
+    // End of input is a clean exit (hardening's `stdio_end_of_input_never_panics` holds it).
+    let status = child.wait().await.unwrap();
+    assert!(
+        status.success(),
+        "serve --stdio exits cleanly at end of input: {status}"
+    );
     results
 }
 
