@@ -837,17 +837,31 @@ async fn subscriptions_and_log_messages_follow_changes_made_by_another_process()
     a.cancel().await.unwrap();
 }
 
-/// On pipes the server reads and writes non-blocking; the mode belongs to the pipe, which the
-/// parent (or a sibling in a shell pipeline) shares, so it is cleared again at exit. The test
-/// keeps its own descriptors of the same two pipes and reads their flags after the server exits.
-#[test]
-fn pipes_are_left_blocking_at_exit() {
+/// Runs `serve --stdio` on two pipes whose mode the test sets first (`O_NONBLOCK` or not), for
+/// one ping, and returns whether each pipe is non-blocking after the server exits. The test keeps
+/// its own descriptors of the same two pipes.
+fn pipe_modes_after_exit(nonblocking_before: bool) -> (bool, bool) {
     use std::io::{Read, Write};
     use std::os::fd::AsRawFd;
+    let nonblocking = |fd: i32| {
+        // SAFETY: F_GETFL on a descriptor this test owns reads its flags only.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        assert!(flags >= 0);
+        flags & libc::O_NONBLOCK != 0
+    };
     let dir = tempdir();
     let (in_r, mut in_w) = std::io::pipe().unwrap();
     let (mut out_r, out_w) = std::io::pipe().unwrap();
     let (in_keep, out_keep) = (in_r.try_clone().unwrap(), out_w.try_clone().unwrap());
+    if nonblocking_before {
+        for fd in [in_keep.as_raw_fd(), out_keep.as_raw_fd()] {
+            // SAFETY: F_GETFL / F_SETFL on a descriptor this test owns.
+            unsafe {
+                let flags = libc::fcntl(fd, libc::F_GETFL);
+                assert!(libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) == 0);
+            }
+        }
+    }
     let mut child = std::process::Command::new(BIN)
         .env("AI_INCIDENT_DB", db_in(dir.path()))
         .env("AI_INCIDENT_LOG", "warn")
@@ -866,22 +880,35 @@ fn pipes_are_left_blocking_at_exit() {
     drop(in_w);
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
-    let nonblocking = |fd: i32| {
-        // SAFETY: F_GETFL on a descriptor this test owns reads its flags only.
-        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-        assert!(flags >= 0);
-        flags & libc::O_NONBLOCK != 0
-    };
-    assert!(
-        !nonblocking(in_keep.as_raw_fd()),
-        "stdin pipe left non-blocking"
-    );
-    assert!(
-        !nonblocking(out_keep.as_raw_fd()),
-        "stdout pipe left non-blocking"
+    let modes = (
+        nonblocking(in_keep.as_raw_fd()),
+        nonblocking(out_keep.as_raw_fd()),
     );
     drop(out_keep);
+    // SAFETY: F_GETFL / F_SETFL on a descriptor this test owns: read to the end, blocking.
+    unsafe {
+        let fd = out_r.as_raw_fd();
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
+    }
     let mut out = String::new();
     out_r.read_to_string(&mut out).unwrap();
     assert!(out.contains("\"id\":1"), "the ping was answered: {out}");
+    modes
+}
+
+/// On pipes the server reads and writes non-blocking; the mode belongs to the pipe, which the
+/// parent (or a sibling in a shell pipeline) shares, so the server leaves it as it found it.
+#[test]
+fn pipes_are_left_in_the_mode_they_had() {
+    assert_eq!(
+        pipe_modes_after_exit(false),
+        (false, false),
+        "blocking pipes left non-blocking"
+    );
+    assert_eq!(
+        pipe_modes_after_exit(true),
+        (true, true),
+        "non-blocking pipes made blocking"
+    );
 }

@@ -129,12 +129,12 @@ pub fn not_a_message(
 /// An I/O error writing stdout, or the service failing to start.
 pub async fn serve_process_stdio<H: rmcp::ServerHandler>(handler: H) -> std::io::Result<()> {
     #[cfg(unix)]
-    if let Some((input, output)) = nonblocking::stdio() {
+    if let Some((input, output, modes)) = nonblocking::stdio() {
         tracing::debug!("stdio: pipes or sockets, served on the async runtime");
         let r = serve_async(handler, input, output).await;
         // The mode belongs to the open pipe or socket, which a parent shell or a sibling
         // process may share: leave it as we found it.
-        nonblocking::restore_blocking();
+        modes.restore();
         return r;
     }
     tracing::debug!("stdio: not pipes or sockets, served by one thread per stream");
@@ -247,35 +247,69 @@ mod nonblocking {
         tokio::net::UnixStream::from_std(s).ok()
     }
 
-    /// Clears `O_NONBLOCK` on stdin and stdout again (see [`stdio`]).
-    pub fn restore_blocking() {
-        for fd in [0, 1] {
-            // SAFETY: fcntl with F_GETFL / F_SETFL on fds 0 and 1 reads and sets flags only; an
-            // fd that is not open makes it fail with EBADF, which is ignored.
-            unsafe {
-                let flags = libc::fcntl(fd, libc::F_GETFL);
-                if flags >= 0 && flags & libc::O_NONBLOCK != 0 {
-                    libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
+    /// Whether stdin and stdout were blocking before [`stdio`] switched them.
+    pub struct Modes {
+        blocking: [(i32, bool); 2],
+    }
+
+    fn is_blocking(fd: i32) -> bool {
+        // SAFETY: F_GETFL reads the flags of fd 0 or 1; a closed fd fails with EBADF (-1).
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        flags >= 0 && flags & libc::O_NONBLOCK == 0
+    }
+
+    impl Modes {
+        fn now() -> Self {
+            Self {
+                blocking: [(0, is_blocking(0)), (1, is_blocking(1))],
+            }
+        }
+
+        /// Clears `O_NONBLOCK` again on the streams that were blocking.
+        pub fn restore(&self) {
+            for &(fd, was_blocking) in &self.blocking {
+                if !was_blocking {
+                    continue;
+                }
+                // SAFETY: F_GETFL / F_SETFL on fd 0 or 1 read and set its flags only; a
+                // failure (-1) leaves them as they are.
+                unsafe {
+                    let flags = libc::fcntl(fd, libc::F_GETFL);
+                    if flags >= 0 && flags & libc::O_NONBLOCK != 0 {
+                        libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
+                    }
                 }
             }
         }
     }
 
-    /// Both streams, switched to non-blocking mode, or `None` (and neither switched) when one
-    /// of them is not a pipe or a Unix socket. Must run inside the tokio runtime.
-    pub fn stdio() -> Option<(Input, Output)> {
+    /// Both streams, switched to non-blocking mode, with their modes before; or `None`, both
+    /// left in the mode they had, when one of them is not a pipe or a Unix socket (or cannot be
+    /// registered with the runtime). Must run inside the tokio runtime.
+    pub fn stdio() -> Option<(Input, Output, Modes)> {
         let i = std::io::stdin().as_fd().try_clone_to_owned().ok()?;
         let o = std::io::stdout().as_fd().try_clone_to_owned().ok()?;
         let (ki, ko) = (kind(&i)?, kind(&o)?);
-        let input: Input = match ki {
-            Kind::Fifo => Box::new(tokio::net::unix::pipe::Receiver::from_owned_fd(i).ok()?),
-            Kind::Socket => Box::new(socket(i)?),
-        };
-        let output: Output = match ko {
-            Kind::Fifo => Box::new(tokio::net::unix::pipe::Sender::from_owned_fd(o).ok()?),
-            Kind::Socket => Box::new(socket(o)?),
-        };
-        Some((input, output))
+        let modes = Modes::now();
+        let streams = (|| {
+            let input: Input = match ki {
+                Kind::Fifo => Box::new(tokio::net::unix::pipe::Receiver::from_owned_fd(i).ok()?),
+                Kind::Socket => Box::new(socket(i)?),
+            };
+            let output: Output = match ko {
+                Kind::Fifo => Box::new(tokio::net::unix::pipe::Sender::from_owned_fd(o).ok()?),
+                Kind::Socket => Box::new(socket(o)?),
+            };
+            Some((input, output))
+        })();
+        match streams {
+            Some((input, output)) => Some((input, output, modes)),
+            None => {
+                // The blocking path reads and writes these descriptors next.
+                modes.restore();
+                None
+            }
+        }
     }
 }
 
