@@ -4,7 +4,7 @@
 //! ```text
 //! cargo build --release --example load_stdio
 //! target/release/examples/load_stdio [--server CMD...] [--inflight 64] [--requests 200000] \
-//!     [--data eval/dev.jsonl.xz] [--only attack|benign] [--ping]
+//!     [--data eval/dev.jsonl.xz] [--only attack|benign] [--ping] [--no-init]
 //! ```
 //! `--ping` sends MCP `ping` requests instead of `screen_prompt` calls: the round trip of the
 //! transport and the rmcp service alone, the floor under every tool call's latency.
@@ -69,6 +69,7 @@ fn main() {
         );
     }
     let ping = args.iter().any(|a| a == "--ping");
+    let no_init = args.iter().any(|a| a == "--no-init");
     let tmp = std::env::temp_dir().join(format!("load-{}.db", std::process::id()));
     let server: Vec<String> = match args.iter().position(|a| a == "--server") {
         Some(i) => args[i + 1..].to_vec(),
@@ -84,7 +85,13 @@ fn main() {
     // texts: mix of benign and attack prompts, capped at 4 KiB each like chat turns
     let mut texts = Vec::new();
     let mut attacks = 0usize;
-    for line in read_data(&data).lines() {
+    // `--ping` sends no text: the data set is not read.
+    let lines = if ping {
+        String::new()
+    } else {
+        read_data(&data)
+    };
+    for line in lines.lines() {
         let v: serde_json::Value = match serde_json::from_str(line) {
             Ok(v) => v,
             Err(_) => continue,
@@ -107,7 +114,7 @@ fn main() {
         }
         texts.push(serde_json::to_string(t).expect("json string"));
     }
-    assert!(!texts.is_empty(), "no texts in {data}");
+    assert!(ping || !texts.is_empty(), "no texts in {data}");
     eprintln!(
         "{} texts ({} attacks, {} benign); {} requests after {} warm-up; {} in flight; server: {}",
         texts.len(),
@@ -130,7 +137,6 @@ fn main() {
     let mut stdin = BufWriter::new(child.stdin.take().expect("stdin"));
     let mut stdout = BufReader::with_capacity(1 << 20, child.stdout.take().expect("stdout"));
 
-    let no_init = args.iter().any(|a| a == "--no-init");
     if !no_init {
         writeln!(stdin, r#"{{"jsonrpc":"2.0","id":0,"method":"initialize","params":{{"protocolVersion":"2025-06-18","capabilities":{{}},"clientInfo":{{"name":"load","version":"0"}}}}}}"#).unwrap();
         stdin.flush().unwrap();
@@ -207,7 +213,6 @@ fn main() {
             }
         }
         credits -= 1;
-        let text = &texts[i % texts.len()];
         sent_at[i - 1].store(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
         if ping {
             writeln!(
@@ -217,6 +222,7 @@ fn main() {
             .unwrap();
             continue;
         }
+        let text = &texts[i % texts.len()];
         writeln!(
             stdin,
             "{{\"jsonrpc\":\"2.0\",\"id\":{i},\"method\":\"tools/call\",\"params\":{{\"name\":\"screen_prompt\",\"arguments\":{{\"text\":{text}}}}}}}"

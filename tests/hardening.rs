@@ -40,9 +40,6 @@ async fn cli(db: &str, a: &[&str]) -> (i32, String, String) {
     )
 }
 
-const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
-const INITIALIZED: &str = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
-
 /// Runs `serve --stdio` with `input` and closes stdin; returns (exit code, stdout, stderr).
 async fn stdio_once(db: &str, input: &str) -> (i32, String, String) {
     let mut child = cmd(db)

@@ -247,40 +247,46 @@ mod nonblocking {
         tokio::net::UnixStream::from_std(s).ok()
     }
 
-    /// Whether stdin and stdout were blocking before [`stdio`] switched them.
+    /// The file status flags of stdin and stdout before [`stdio`] switched them.
     pub struct Modes {
-        blocking: [(i32, bool); 2],
+        flags: [(i32, i32); 2],
     }
 
-    fn is_blocking(fd: i32) -> bool {
+    fn flags(fd: i32) -> i32 {
         // SAFETY: F_GETFL reads the flags of fd 0 or 1; a closed fd fails with EBADF (-1).
-        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-        flags >= 0 && flags & libc::O_NONBLOCK == 0
+        unsafe { libc::fcntl(fd, libc::F_GETFL) }
     }
 
     impl Modes {
         fn now() -> Self {
             Self {
-                blocking: [(0, is_blocking(0)), (1, is_blocking(1))],
+                flags: [(0, flags(0)), (1, flags(1))],
             }
         }
 
-        /// Clears `O_NONBLOCK` again on the streams that were blocking.
+        /// Puts back the flags each stream had (only `O_NONBLOCK` was changed).
         pub fn restore(&self) {
-            for &(fd, was_blocking) in &self.blocking {
-                if !was_blocking {
-                    continue;
-                }
-                // SAFETY: F_GETFL / F_SETFL on fd 0 or 1 read and set its flags only; a
-                // failure (-1) leaves them as they are.
-                unsafe {
-                    let flags = libc::fcntl(fd, libc::F_GETFL);
-                    if flags >= 0 && flags & libc::O_NONBLOCK != 0 {
-                        libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
-                    }
+            for &(fd, before) in &self.flags {
+                if before >= 0 && flags(fd) != before {
+                    // SAFETY: F_SETFL on fd 0 or 1 sets its flags only; a failure (-1) leaves
+                    // them as they are.
+                    unsafe { libc::fcntl(fd, libc::F_SETFL, before) };
                 }
             }
         }
+    }
+
+    /// The two streams on the runtime (non-blocking from here on).
+    fn open(ki: Kind, i: OwnedFd, ko: Kind, o: OwnedFd) -> Option<(Input, Output)> {
+        let input: Input = match ki {
+            Kind::Fifo => Box::new(tokio::net::unix::pipe::Receiver::from_owned_fd(i).ok()?),
+            Kind::Socket => Box::new(socket(i)?),
+        };
+        let output: Output = match ko {
+            Kind::Fifo => Box::new(tokio::net::unix::pipe::Sender::from_owned_fd(o).ok()?),
+            Kind::Socket => Box::new(socket(o)?),
+        };
+        Some((input, output))
     }
 
     /// Both streams, switched to non-blocking mode, with their modes before; or `None`, both
@@ -291,18 +297,7 @@ mod nonblocking {
         let o = std::io::stdout().as_fd().try_clone_to_owned().ok()?;
         let (ki, ko) = (kind(&i)?, kind(&o)?);
         let modes = Modes::now();
-        let streams = (|| {
-            let input: Input = match ki {
-                Kind::Fifo => Box::new(tokio::net::unix::pipe::Receiver::from_owned_fd(i).ok()?),
-                Kind::Socket => Box::new(socket(i)?),
-            };
-            let output: Output = match ko {
-                Kind::Fifo => Box::new(tokio::net::unix::pipe::Sender::from_owned_fd(o).ok()?),
-                Kind::Socket => Box::new(socket(o)?),
-            };
-            Some((input, output))
-        })();
-        match streams {
+        match open(ki, i, ko, o) {
             Some((input, output)) => Some((input, output, modes)),
             None => {
                 // The blocking path reads and writes these descriptors next.
