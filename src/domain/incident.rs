@@ -59,6 +59,18 @@ impl IncidentId {
     }
 }
 
+impl IncidentId {
+    /// Whether `s` is an id exactly as [`IncidentId::from_str`] would return it (valid, no
+    /// surrounding space, upper case), so it can be used as it is without parsing a copy.
+    pub fn is_canonical(s: &str) -> bool {
+        s.len() <= 64
+            && s.len() > 4
+            && s.starts_with("INC-")
+            && s.bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-')
+    }
+}
+
 impl FromStr for IncidentId {
     type Err = DomainError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

@@ -238,18 +238,48 @@ fn hex_of(d: &[u8; 32]) -> [u8; 64] {
 /// otherwise): the checks [`ChainVerifier::push`] makes that need nothing but the event.
 fn event_ok(seq: i64, f: &[&str; 6], pins: &Pins) -> bool {
     let [id, at, actor, data, prev, hash] = *f;
-    // The verifier hashes the id as parsed (trimmed, upper case), not as stored.
-    let Ok(id) = id.parse::<IncidentId>() else {
+    // The verifier hashes the id as parsed (trimmed, upper case) and the time as
+    // `hash_time` writes it, not as stored; a stored text already in that form is used as it is
+    // (what nearly every row holds), anything else goes the long way.
+    let parsed;
+    let id = if IncidentId::is_canonical(id) {
+        id
+    } else {
+        let Ok(p) = id.parse::<IncidentId>() else {
+            return false;
+        };
+        parsed = p;
+        parsed.as_str()
+    };
+    let Ok(t) = DateTime::parse_from_rfc3339(at) else {
         return false;
     };
-    let Ok(at) = DateTime::parse_from_rfc3339(at) else {
-        return false;
+    let formatted;
+    let at_s = if is_hash_time_form(at) {
+        at
+    } else {
+        formatted = hash_time(&t.with_timezone(&Utc));
+        formatted.as_str()
     };
-    let at_s = hash_time(&at.with_timezone(&Utc));
-    if hex_of(&event_digest(seq, id.as_str(), &at_s, actor, data, prev)) != hash.as_bytes() {
+    if hex_of(&event_digest(seq, id, at_s, actor, data, prev)) != hash.as_bytes() {
         return false;
     }
     pins.get(&seq).is_none_or(|(h, _)| h == hash)
+}
+
+/// Whether a time that parses as RFC 3339 is already written as [`hash_time`] writes it:
+/// `YYYY-MM-DDTHH:MM:SS.ffffffZ` (UTC, six fraction digits).
+fn is_hash_time_form(at: &str) -> bool {
+    let b = at.as_bytes();
+    b.len() == 27
+        && b.iter().enumerate().all(|(i, &c)| match i {
+            4 | 7 => c == b'-',
+            10 => c == b'T',
+            13 | 16 => c == b':',
+            19 => c == b'.',
+            26 => c == b'Z',
+            _ => c.is_ascii_digit(),
+        })
 }
 
 fn check(chunk: Chunk, pins: &Pins, project: bool) -> Checked {
@@ -437,6 +467,53 @@ impl<'de> serde::Deserialize<'de> for BodyFields {
 mod tests {
     use super::*;
     use crate::domain::audit::{AuditReport, GENESIS_HASH, event_hash};
+
+    /// The two shortcuts of `event_ok` (an id and a time used as stored) give what the long
+    /// way gives: a stored text in the canonical form is what parsing and writing it return.
+    #[test]
+    fn stored_ids_and_times_in_canonical_form_are_what_the_long_way_gives() {
+        for id in [
+            "INC-20261126-3F9A1C2B",
+            "INC-1",
+            "inc-20261126-3f9a1c2b",
+            " INC-20261126-3F9A1C2B",
+            "INC-",
+            "INC-A_B",
+            "INC-ÄB",
+        ] {
+            let long = id
+                .parse::<IncidentId>()
+                .ok()
+                .map(|p| p.as_str().to_string());
+            if IncidentId::is_canonical(id) {
+                assert_eq!(long.as_deref(), Some(id), "{id}");
+            }
+        }
+        assert!(IncidentId::is_canonical("INC-20261126-3F9A1C2B"));
+        assert!(!IncidentId::is_canonical("inc-20261126-3f9a1c2b"));
+        for at in [
+            "2026-01-01T00:00:00.000000Z",
+            "2026-12-31T23:59:59.999999Z",
+            "2016-12-31T23:59:60.500000Z",
+            "2026-02-29T00:00:00.000000Z",
+            "2026-13-01T00:00:00.000000Z",
+            "2026-01-01T00:00:00.000000+00:00",
+            "2026-01-01T01:00:00.000000+01:00",
+            "2026-01-01T00:00:00.123Z",
+            "2026-01-01t00:00:00.000000z",
+        ] {
+            let Ok(t) = DateTime::parse_from_rfc3339(at) else {
+                continue;
+            };
+            let long = hash_time(&t.with_timezone(&Utc));
+            if is_hash_time_form(at) {
+                assert_eq!(long, at);
+            } else {
+                assert_ne!(long, at, "{at} is in hash_time's form but not recognised");
+            }
+        }
+        assert!(is_hash_time_form("2026-01-01T00:00:00.000000Z"));
+    }
 
     fn chain(n: i64) -> Vec<EventRow> {
         let mut prev = GENESIS_HASH.to_string();

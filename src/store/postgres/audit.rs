@@ -18,6 +18,9 @@ use crate::store::{ActiveContainment, HeadCheck, StoreError};
 
 type Client = deadpool_postgres::Object;
 
+/// The driver's client (a pooled one dereferences to it).
+type PgClient = tokio_postgres::Client;
+
 fn no_params() -> impl ExactSizeIterator<Item = &'static (dyn ToSql + Sync)> {
     std::iter::empty()
 }
@@ -25,7 +28,7 @@ fn no_params() -> impl ExactSizeIterator<Item = &'static (dyn ToSql + Sync)> {
 /// Streams every event row (after `from`, when given) in `seq` order into the parallel scan
 /// (the text is borrowed from the row, not copied into per-row strings).
 async fn scan_events(
-    tx: &deadpool_postgres::Transaction<'_>,
+    tx: &tokio_postgres::Transaction<'_>,
     from: Option<i64>,
     scan: &mut Scan,
 ) -> Result<(), StoreError> {
@@ -58,9 +61,7 @@ async fn scan_events(
     Ok(())
 }
 
-async fn head(
-    tx: &deadpool_postgres::Transaction<'_>,
-) -> Result<Option<(i64, String)>, StoreError> {
+async fn head(tx: &tokio_postgres::Transaction<'_>) -> Result<Option<(i64, String)>, StoreError> {
     Ok(tx
         .query_opt("SELECT seq, hash FROM chain_head WHERE id = 1", &[])
         .await
@@ -69,7 +70,7 @@ async fn head(
 }
 
 /// The whole audit in one snapshot: the chain (and `pins`), then the projection check.
-pub(super) async fn verify(c: &mut Client, pins: Pins) -> Result<AuditReport, StoreError> {
+pub(super) async fn verify(c: &mut PgClient, pins: Pins) -> Result<AuditReport, StoreError> {
     let tx = c
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)

@@ -60,6 +60,9 @@ pub fn is_postgres_url(db: &str) -> bool {
 /// The PostgreSQL store.
 pub struct PgStore {
     pool: Pool,
+    /// The parsed URL and its connector, for the audit's connection of its own.
+    cfg: Config,
+    tls: Tls,
     /// `host:port/dbname`, for messages (never the password).
     target: String,
 }
@@ -305,9 +308,10 @@ impl PgStore {
         let mc = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
-        let mgr = match tls_for(&cfg)? {
-            Tls::None => Manager::from_config(cfg, NoTls, mc),
-            Tls::Native(t) => Manager::from_config(cfg, t, mc),
+        let tls = tls_for(&cfg)?;
+        let mgr = match &tls {
+            Tls::None => Manager::from_config(cfg.clone(), NoTls, mc),
+            Tls::Native(t) => Manager::from_config(cfg.clone(), t.clone(), mc),
         };
         let pool = Pool::builder(mgr)
             .max_size(POOL_SIZE)
@@ -317,7 +321,12 @@ impl PgStore {
             .recycle_timeout(Some(Duration::from_secs(5)))
             .build()
             .map_err(|e| open_error("cannot set up the PostgreSQL connection pool", e))?;
-        Ok(Arc::new(PgStore { pool, target }))
+        Ok(Arc::new(PgStore {
+            pool,
+            target,
+            cfg,
+            tls,
+        }))
     }
 
     /// A pooled connection. A server that cannot be reached, a closed pool or a pool timeout
@@ -1058,8 +1067,31 @@ impl Store for PgStore {
     }
 
     async fn verify_audit_log(&self, pins: Pins) -> Result<AuditReport, StoreError> {
-        let mut c = self.client().await?;
-        audit::verify(&mut c, pins).await
+        // A connection of its own on a thread of its own: the driver's connection task and
+        // the row stream then share one thread, so the millions of rows of a long chain are
+        // handed over without a cross-thread wake-up per network read.
+        let (cfg, tls) = (self.cfg.clone(), self.tls.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("pg-audit".into())
+            .spawn(move || {
+                let r = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(backend)
+                    .and_then(|rt| {
+                        rt.block_on(async move {
+                            let mut c = connect_direct(&cfg, &tls).await?;
+                            audit::verify(&mut c, pins).await
+                        })
+                    });
+                let _ = tx.send(r);
+            })
+            .map_err(backend)?;
+        rx.await.map_err(|_| StoreError::Task {
+            what: "the audit thread stopped",
+            source: None,
+        })?
     }
 
     async fn changes_after(
