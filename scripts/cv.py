@@ -29,7 +29,7 @@ shipped `data/model/weights.bin` is made this way.
 import argparse, collections, concurrent.futures as cf, hashlib, os, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from evaldata import load_rows, plain_copy  # noqa: E402
+from evaldata import family_folds, load_rows, plain_copy  # noqa: E402
 from augment import augment  # noqa: E402
 
 ap = argparse.ArgumentParser()
@@ -62,46 +62,14 @@ for b in (train_bin, screen_bin):
         sys.exit(f"{b} not found: build with `cargo build --release --bin ai-incident-mcp --example train_model`")
 
 
-# Sources built from one corpus under names the suffix rule cannot join (eval/TRAIN_SOURCES.md):
-# garak_clean_contexts is garak's latent-injection documents with the marker removed plus
-# PromptInject's app prompts, so it is the clean half of garak_latent_injection and promptinject;
-# humaneval is the corpus whose functions code_clean and planted_code carry; banking77 is the
-# corpus whose queries the support e-mails are made of.
-SAME_CORPUS = {
-    "garak_clean_contexts": "garak_latent_promptinject",
-    "garak_latent_injection": "garak_latent_promptinject",
-    "promptinject": "garak_latent_promptinject",
-    "humaneval": "code",
-    "banking77": "support_email",
-}
-
-
-def family(src):
-    if a.families == "corpus" and src in SAME_CORPUS:
-        return SAME_CORPUS[src]
-    s = src[len("planted_"):] if src.startswith("planted_") else src
-    for suf in ("_clean", "_benign", "_attack"):
-        if s.endswith(suf):
-            s = s[: -len(suf)]
-    return s
-
-
 if a.group_by_source:
-    size = collections.Counter(family(r["source"]) for r in rows)
-    if a.folds == 0:  # one fold per family: each family held out on its own
-        a.folds = len(size)
-    load = [0] * a.folds
-    fold_of = {}
-    for fam, n in sorted(size.items(), key=lambda kv: (-kv[1], kv[0])):
-        k = min(range(a.folds), key=lambda i: (load[i], i))
-        fold_of[fam] = k
-        load[k] += n
-    fold = lambda r: fold_of[family(r["source"])]
+    folds, fold_of = family_folds(rows, a.folds, corpus=a.families == "corpus")
+    a.folds = max(fold_of.values()) + 1
 else:
     fold = lambda r: int(hashlib.sha256(" ".join(r["text"].lower().split())[:48].encode()).hexdigest(), 16) % a.folds
+    folds = [fold(r) for r in rows]
 
 tmp = tempfile.mkdtemp(prefix="cv-")
-folds = [fold(r) for r in rows]
 if a.group_by_source:
     for k in range(a.folds):
         fams = sorted(f for f, j in fold_of.items() if j == k)

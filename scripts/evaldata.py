@@ -36,3 +36,47 @@ def plain_copy(rows, path):
         for r in rows:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
     return path
+
+
+# Sources built from one corpus under names the suffix rule cannot join (eval/TRAIN_SOURCES.md):
+# garak_clean_contexts is garak's latent-injection documents with the marker removed plus
+# PromptInject's app prompts, so it is the clean half of garak_latent_injection and promptinject;
+# humaneval is the corpus whose functions code_clean and planted_code carry; banking77 is the
+# corpus whose queries the support e-mails are made of.
+SAME_CORPUS = {
+    "garak_clean_contexts": "garak_latent_promptinject",
+    "garak_latent_injection": "garak_latent_promptinject",
+    "promptinject": "garak_latent_promptinject",
+    "humaneval": "code",
+    "banking77": "support_email",
+}
+
+
+def source_family(src, corpus=True):
+    """The family a source is held out with: `planted_` and `_clean`/`_benign`/`_attack`
+    dropped, so a corpus's attacked and clean halves go together; with `corpus`, also the
+    sources of `SAME_CORPUS` joined."""
+    if corpus and src in SAME_CORPUS:
+        return SAME_CORPUS[src]
+    s = src[len("planted_"):] if src.startswith("planted_") else src
+    for suf in ("_clean", "_benign", "_attack"):
+        if s.endswith(suf):
+            s = s[: -len(suf)]
+    return s
+
+
+def family_folds(rows, folds, corpus=True):
+    """Deals the source families into `folds` folds of similar size (largest first, each to the
+    lightest fold; `folds` 0 = one fold per family). Returns (fold of each row, fold of each
+    family)."""
+    import collections
+    size = collections.Counter(source_family(r["source"], corpus) for r in rows)
+    if folds == 0:
+        folds = len(size)
+    load = [0] * folds
+    fold_of = {}
+    for fam, n in sorted(size.items(), key=lambda kv: (-kv[1], kv[0])):
+        k = min(range(folds), key=lambda i: (load[i], i))
+        fold_of[fam] = k
+        load[k] += n
+    return [fold_of[source_family(r["source"], corpus)] for r in rows], fold_of
