@@ -6,7 +6,7 @@
 The vendored sets live in `eval/` (see eval/SOURCES.md and eval/TRAIN_SOURCES.md for origins and
 licences). `plain_copy` writes rows to an uncompressed JSONL file for the Rust tools.
 """
-import gzip, json, lzma, os
+import collections, gzip, json, lzma, os
 
 
 def _open(path):
@@ -69,7 +69,6 @@ def family_folds(rows, folds, corpus=True):
     """Deals the source families into `folds` folds of similar size (largest first, each to the
     lightest fold; `folds` 0 = one fold per family). Returns (fold of each row, fold of each
     family)."""
-    import collections
     size = collections.Counter(source_family(r["source"], corpus) for r in rows)
     if folds == 0:
         folds = len(size)

@@ -57,18 +57,20 @@ impl IncidentId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Whether `s` is an id exactly as [`IncidentId::from_str`] would return it (well formed,
+    /// no surrounding space, upper case), so it can be used as it is without parsing a copy.
+    pub fn is_canonical(s: &str) -> bool {
+        well_formed(s) && !s.bytes().any(|b| b.is_ascii_lowercase())
+    }
 }
 
-impl IncidentId {
-    /// Whether `s` is an id exactly as [`IncidentId::from_str`] would return it (valid, no
-    /// surrounding space, upper case), so it can be used as it is without parsing a copy.
-    pub fn is_canonical(s: &str) -> bool {
-        s.len() <= 64
-            && s.len() > 4
-            && s.starts_with("INC-")
-            && s.bytes()
-                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-')
-    }
+/// The shape of an id once trimmed and upper-cased: `INC-` and up to 60 letters, digits or `-`.
+fn well_formed(s: &str) -> bool {
+    s.len() <= 64
+        && s.starts_with("INC-")
+        && s.len() > 4
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 impl FromStr for IncidentId {
@@ -76,11 +78,7 @@ impl FromStr for IncidentId {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let up = s.trim().to_ascii_uppercase();
         let s = up.as_str();
-        let ok = s.len() <= 64
-            && s.starts_with("INC-")
-            && s.len() > 4
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-        if ok {
+        if well_formed(s) {
             Ok(Self(up))
         } else {
             Err(invalid(

@@ -240,7 +240,8 @@ fn event_ok(seq: i64, f: &[&str; 6], pins: &Pins) -> bool {
     let [id, at, actor, data, prev, hash] = *f;
     // The verifier hashes the id as parsed (trimmed, upper case) and the time as
     // `hash_time` writes it, not as stored; a stored text already in that form is used as it is
-    // (what nearly every row holds), anything else goes the long way.
+    // (what nearly every row holds), anything else goes the long way. The time is parsed
+    // either way: an impossible date in that shape must still fail.
     let parsed;
     let id = if IncidentId::is_canonical(id) {
         id

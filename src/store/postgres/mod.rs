@@ -254,13 +254,15 @@ async fn connect_direct(cfg: &Config, tls: &Tls) -> Result<tokio_postgres::Clien
     }
 }
 
-/// Runs `f` on a runtime of its own on another thread, so a synchronous caller (inside or
-/// outside a runtime) can wait for it.
+/// Runs `f` on a current-thread runtime of its own on a thread named `name`, so a synchronous
+/// caller (inside or outside a runtime) can wait for it; `panicked` is the error if it panics.
 fn block_on_own_runtime<T: Send + 'static>(
+    name: &str,
+    panicked: &'static str,
     f: impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
 ) -> Result<T, StoreError> {
     std::thread::Builder::new()
-        .name("pg-open".into())
+        .name(name.into())
         .spawn(move || {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -271,7 +273,7 @@ fn block_on_own_runtime<T: Send + 'static>(
         .map_err(backend)?
         .join()
         .map_err(|_| StoreError::Task {
-            what: "the PostgreSQL migration thread panicked",
+            what: panicked,
             source: None,
         })?
 }
@@ -286,10 +288,14 @@ fn block_on_own_runtime<T: Send + 'static>(
 pub fn migrate(url: &str) -> Result<Vec<i64>, StoreError> {
     let cfg = parse_url(url)?;
     let tls = tls_for(&cfg)?;
-    block_on_own_runtime(async move {
-        let mut client = connect_direct(&cfg, &tls).await?;
-        schema::migrate(&mut client).await
-    })
+    block_on_own_runtime(
+        "pg-open",
+        "the PostgreSQL migration thread panicked",
+        async move {
+            let mut client = connect_direct(&cfg, &tls).await?;
+            schema::migrate(&mut client).await
+        },
+    )
 }
 
 impl PgStore {
@@ -1071,24 +1077,14 @@ impl Store for PgStore {
         // the row stream then share one thread, so the millions of rows of a long chain are
         // handed over without a cross-thread wake-up per network read.
         let (cfg, tls) = (self.cfg.clone(), self.tls.clone());
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        std::thread::Builder::new()
-            .name("pg-audit".into())
-            .spawn(move || {
-                let r = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(backend)
-                    .and_then(|rt| {
-                        rt.block_on(async move {
-                            let mut c = connect_direct(&cfg, &tls).await?;
-                            audit::verify(&mut c, pins).await
-                        })
-                    });
-                let _ = tx.send(r);
+        tokio::task::spawn_blocking(move || {
+            block_on_own_runtime("pg-audit", "the audit thread panicked", async move {
+                let mut c = connect_direct(&cfg, &tls).await?;
+                audit::verify(&mut c, pins).await
             })
-            .map_err(backend)?;
-        rx.await.map_err(|_| StoreError::Task {
+        })
+        .await
+        .map_err(|_| StoreError::Task {
             what: "the audit thread stopped",
             source: None,
         })?
