@@ -87,6 +87,17 @@ fn main() {
     let benign_w: f32 = get("--benign-weight")
         .map(|s| s.parse().expect("benign weight"))
         .unwrap_or(1.5);
+    // `--min-families K`: a feature bucket is learnt only if rows of at least K source families
+    // (the rows' `family` field) carry it; the others keep weight 0 (source-specific artefacts).
+    let min_fam: u8 = get("--min-families")
+        .map(|s| s.parse().expect("--min-families K (1..=3)"))
+        .unwrap_or(1);
+    assert!(
+        (1..=3).contains(&min_fam),
+        "--min-families K: K is 1, 2 or 3"
+    );
+    let mut fam_ids: std::collections::HashMap<String, u16> = std::collections::HashMap::new();
+    let mut row_fam: Vec<u16> = Vec::new();
 
     // Each doc: its windows' feature vectors and its class. Benign docs train on every window
     // (up to 24); attack docs (multiple-instance learning) on the window the current model
@@ -112,6 +123,13 @@ fn main() {
                 benign.push((v["id"].to_string(), t.to_owned()));
             }
             row_w.push(v["weight"].as_f64().map_or(1.0, |x| x as f32));
+            if min_fam > 1 {
+                let f = v["family"]
+                    .as_str()
+                    .expect("--min-families needs a `family` on every row");
+                let next = fam_ids.len() as u16;
+                row_fam.push(*fam_ids.entry(f.to_owned()).or_insert(next));
+            }
             let n = normalize(t);
             let toks = tokenize(&n.text);
             let ws = model_words(&n.text, &toks, fs);
@@ -132,6 +150,34 @@ fn main() {
         }
     }
     let dim = 1usize << bits;
+    // Distinct families per bucket, counted up to 3 (two remembered ids and a count).
+    let learnable: Vec<bool> = if min_fam > 1 {
+        let mut seen: Vec<(u16, u16, u8)> = vec![(u16::MAX, u16::MAX, 0); dim];
+        for (di, (_, whole, _)) in docs.iter().enumerate() {
+            let f = row_fam[di];
+            for &h in whole.0.iter().chain(&whole.1) {
+                let e = &mut seen[h as usize];
+                if e.2 == 0 {
+                    *e = (f, u16::MAX, 1);
+                } else if e.2 == 1 && e.0 != f {
+                    e.1 = f;
+                    e.2 = 2;
+                } else if e.2 == 2 && e.0 != f && e.1 != f {
+                    e.2 = 3;
+                }
+            }
+        }
+        let ok: Vec<bool> = seen.iter().map(|e| e.2 >= min_fam).collect();
+        eprintln!(
+            "min-families {min_fam}: {} of {} used buckets learnable, {} families",
+            ok.iter().filter(|&&b| b).count(),
+            seen.iter().filter(|e| e.2 > 0).count(),
+            fam_ids.len()
+        );
+        ok
+    } else {
+        vec![true; dim]
+    };
     let mut w = vec![0f32; dim * CLASSES];
     let mut g2 = vec![1e-8f32; dim * CLASSES];
     let mut b = [0f32; CLASSES];
@@ -224,6 +270,9 @@ fn main() {
                 for (block, scale) in [(&f.0, s0), (&f.1, s1)] {
                     let gs = g * scale;
                     for &h in block.iter() {
+                        if !learnable[h as usize] {
+                            continue;
+                        }
                         let o = h as usize * CLASSES + c;
                         let gg = gs + l2 * w[o];
                         g2[o] += gg * gg;

@@ -142,6 +142,11 @@ def _wrap(paras, rng):
     return doc
 
 
+def _family(r):
+    """An augmented row keeps the source family of the row it was made from, if it has one."""
+    return {"family": r["family"]} if "family" in r else {}
+
+
 def augment(rows, frac=0.3, seed="aug1"):
     """Extra training rows from `rows`: about frac copies of each benign row wrapped and of each
     eligible attack planted (frac < 1: that share of the rows, one copy each)."""
@@ -158,7 +163,7 @@ def augment(rows, frac=0.3, seed="aug1"):
         for c in range(copies(rng)):
             out.append({"id": f"aug-b{c}-{r['id']}", "text": _wrap(_sentences(r["text"])[:12], rng),
                         "label": "benign", "category": None, "source": "augment_benign",
-                        "weight": r.get("weight", 1.0)})
+                        "weight": r.get("weight", 1.0), **_family(r)})
     if hosts:
         for r in attacks:
             rng = _rng(seed, "a", r["id"])
@@ -167,5 +172,5 @@ def augment(rows, frac=0.3, seed="aug1"):
                 host.insert(rng.randint(0, len(host)), r["text"].strip())
                 out.append({"id": f"aug-a{c}-{r['id']}", "text": _wrap(host, rng), "label": "attack",
                             "category": r["category"], "source": "augment_attack",
-                            "weight": r.get("weight", 1.0)})
+                            "weight": r.get("weight", 1.0), **_family(r)})
     return out

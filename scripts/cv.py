@@ -29,7 +29,7 @@ shipped `data/model/weights.bin` is made this way.
 import argparse, collections, concurrent.futures as cf, hashlib, os, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from evaldata import family_folds, load_rows, plain_copy  # noqa: E402
+from evaldata import family_folds, load_rows, plain_copy, source_family  # noqa: E402
 from augment import augment  # noqa: E402
 
 ap = argparse.ArgumentParser()
@@ -49,6 +49,9 @@ ap.add_argument("--families", choices=["corpus", "name"], default="corpus",
                      "one corpus was split into (SAME_CORPUS)")
 ap.add_argument("--balance", type=float, default=0.0,
                 help="weight each training row by (median source size / its source's size) ** BALANCE")
+ap.add_argument("--min-families", type=int, default=1,
+                help="learn a model feature only if rows of at least this many source families carry it "
+                     "(train_model --min-families; each training row gets its `family`)")
 ap.add_argument("--jobs", type=int, default=2)
 ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
 a = ap.parse_args()
@@ -91,11 +94,14 @@ def train_fold(k):
         n = collections.Counter(r["source"] for r in trows)
         med = sorted(n.values())[len(n) // 2]
         trows = [dict(r, weight=(med / n[r["source"]]) ** a.balance) for r in trows]
+    if a.min_families > 1:
+        trows = [dict(r, family=source_family(r["source"], a.families == "corpus")) for r in trows]
     if a.augment > 0:
         trows = trows + augment(trows, a.augment)
     tr = plain_copy(trows, os.path.join(tmp, f"train{tag}.jsonl"))
     w = os.path.join(tmp, f"w{tag}.bin")
-    run([train_bin, "--data", tr, "--out", w] + a.train_args.split())
+    extra = ["--min-families", str(a.min_families)] if a.min_families > 1 else []
+    run([train_bin, "--data", tr, "--out", w] + extra + a.train_args.split())
     if k is None:
         return w
     te = plain_copy([r for r, f in zip(rows, folds) if f == k], os.path.join(tmp, f"test{k}.jsonl"))
