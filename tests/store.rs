@@ -414,6 +414,47 @@ mod port {
     }
 
     on_both_backends! {
+    /// Activity rows are queued, not waited for: a lone row lands on its own (seen from outside
+    /// the store, as another process sees it), `activity_count` counts every row recorded
+    /// before it, more rows than one batch all land, and closing the store writes what is
+    /// still queued.
+    async fn queued_activity_lands_is_counted_and_survives_close(db) {
+        let s = open_store(db.url()).unwrap();
+        let t0 = Utc::now();
+        let row = |user: &str| Activity {
+            at: t0,
+            user_id: Some(user.into()),
+            session_id: None,
+            source: "user".into(),
+            verdict: "allow".into(),
+            categories: vec![],
+            risk: 0.1,
+            incident_id: None,
+        };
+        let count = |user: &'static str| {
+            db.count(format!("SELECT COUNT(*) FROM screen_activity WHERE user_id = '{user}'"))
+        };
+        s.record_activity(row("lone")).await.unwrap();
+        let waited = std::time::Instant::now();
+        while count("lone").await == 0 {
+            assert!(waited.elapsed() < std::time::Duration::from_secs(5), "the lone row never landed");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        for _ in 0..1500 {
+            s.record_activity(row("many")).await.unwrap();
+        }
+        let since = t0 - Duration::hours(1);
+        assert_eq!(s.activity_count(Some("many".into()), None, false, since).await.unwrap(), 1500);
+        assert_eq!(count("many").await, 1500);
+        for _ in 0..7 {
+            s.record_activity(row("last")).await.unwrap();
+        }
+        drop(s);
+        assert_eq!(count("last").await, 7, "rows queued before the store closed");
+    }
+    }
+
+    on_both_backends! {
     async fn the_store_port_behaves_the_same(db) {
         let s = open_store(db.url()).unwrap();
         let t0 = Utc.with_ymd_and_hms(2026, 11, 26, 10, 0, 0).unwrap();

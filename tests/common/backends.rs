@@ -31,6 +31,21 @@ impl TestDb {
         matches!(self, TestDb::Postgres { .. })
     }
 
+    /// The one integer a `SELECT COUNT(*) …` gives, read on a connection of its own (what
+    /// another process would see).
+    pub async fn count(&self, sql: String) -> i64 {
+        match self {
+            TestDb::Sqlite { url, .. } => rusqlite::Connection::open(url)
+                .unwrap()
+                .query_row(&sql, [], |r| r.get(0))
+                .unwrap(),
+            TestDb::Postgres { url, .. } => {
+                let c = pg_connect(url).await;
+                c.query_one(&sql, &[]).await.unwrap().get(0)
+            }
+        }
+    }
+
     /// Runs one SQL statement directly on the database (to tamper with it, say); returns the
     /// rows changed.
     pub async fn exec(&self, sql: &str) -> u64 {

@@ -15,6 +15,7 @@
 //!
 //! May import: `crate::domain`, `crate::store`.
 
+mod activity;
 mod audit;
 mod schema;
 
@@ -65,6 +66,14 @@ pub struct PgStore {
     tls: Tls,
     /// `host:port/dbname`, for messages (never the password).
     target: String,
+    /// Screening activity, written in batches by a thread of its own.
+    activity: activity::ActivityWriter,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.activity.close();
+    }
 }
 
 /// The connector the URL asks for.
@@ -327,11 +336,13 @@ impl PgStore {
             .recycle_timeout(Some(Duration::from_secs(5)))
             .build()
             .map_err(|e| open_error("cannot set up the PostgreSQL connection pool", e))?;
+        let activity = activity::ActivityWriter::start(cfg.clone(), tls.clone())?;
         Ok(Arc::new(PgStore {
             pool,
             target,
             cfg,
             tls,
+            activity,
         }))
     }
 
@@ -1004,30 +1015,8 @@ impl Store for PgStore {
     }
 
     async fn record_activity(&self, a: crate::store::Activity) -> Result<(), StoreError> {
-        let c = self.client().await?;
-        let st = c
-            .prepare_cached(
-                "INSERT INTO screen_activity (at, user_id, session_id, source, verdict, categories, risk, incident_id)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .await
-            .map_err(pg_error)?;
-        c.execute(
-            &st,
-            &[
-                &micros(&a.at),
-                &a.user_id,
-                &a.session_id,
-                &a.source,
-                &a.verdict,
-                &a.categories.join(","),
-                &a.risk,
-                &a.incident_id,
-            ],
-        )
-        .await
-        .map_err(pg_error)?;
-        Ok(())
+        // Queued: the activity thread commits it with the rows around it (see `activity`).
+        self.activity.queue(a)
     }
 
     async fn activity_count(
@@ -1037,6 +1026,8 @@ impl Store for PgStore {
         flagged_only: bool,
         since: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
+        // Every row this process queued before the count is committed first.
+        self.activity.flush().await?;
         let flagged = if flagged_only {
             " AND verdict <> 'allow'"
         } else {
