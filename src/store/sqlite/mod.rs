@@ -1074,9 +1074,8 @@ mod tests {
     /// itself: the records queued around it in the same batch are committed.
     #[tokio::test]
     async fn a_failing_queued_write_does_not_spoil_its_batch() {
-        let dir = std::env::temp_dir().join(format!("aim-enqueue-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let store = SqliteStore::open(dir.join("t.db")).unwrap();
+        let (dir, path) = fresh_dir("enqueue");
+        let store = SqliteStore::open(&path).unwrap();
         store.record_activity(activity("u1")).await.unwrap();
         // Its first row is valid, its second breaks NOT NULL: SQLite must undo both.
         let now = micros(&Utc::now());
@@ -1108,6 +1107,14 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// An empty folder of this test process (`aim-TAG-PID`) and the database path in it.
+    fn fresh_dir(tag: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("aim-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("t.db");
+        (dir, path)
+    }
+
     fn rows_seen_by_another_connection(path: &std::path::Path, user: &str) -> i64 {
         Connection::open(path)
             .and_then(|c| {
@@ -1124,9 +1131,7 @@ mod tests {
     /// linger time (seen from another connection, as another process would see it).
     #[tokio::test]
     async fn a_lone_queued_write_is_committed_within_the_linger_time() {
-        let dir = std::env::temp_dir().join(format!("aim-linger1-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let path = dir.join("t.db");
+        let (dir, path) = fresh_dir("linger1");
         let store = SqliteStore::open(&path).unwrap();
         let t = std::time::Instant::now();
         store.record_activity(activity("lone")).await.unwrap();
@@ -1151,9 +1156,7 @@ mod tests {
     /// closing the store commits whatever still waits.
     #[tokio::test]
     async fn queued_writes_join_the_next_commit_and_closing_commits_the_rest() {
-        let dir = std::env::temp_dir().join(format!("aim-linger2-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let path = dir.join("t.db");
+        let (dir, path) = fresh_dir("linger2");
         let store = SqliteStore::open(&path).unwrap();
         let n = 3 * LINGER_MAX + 7;
         for _ in 0..n {
