@@ -456,9 +456,11 @@ pub trait Store: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<Upserted, StoreError>;
 
-    /// Records one screening verdict as activity (never the text itself). May return before
-    /// the row is committed (it joins the next group commit): activity is never acknowledged
-    /// to a caller, so it does not hold up the screening answer.
+    /// Records one screening verdict as activity (never the text itself). Returns before the
+    /// row is committed: it is queued and committed with the next waited-for write or within
+    /// about 10 ms (both backends batch these rows). Activity is never acknowledged to a
+    /// caller, so it does not hold up the screening answer; [`Store::activity_count`] counts
+    /// every row this process recorded before it.
     async fn record_activity(&self, a: Activity) -> Result<(), StoreError>;
 
     /// How many screening verdicts a user (or, without one, a session) had since `since`.
