@@ -748,3 +748,46 @@ async fn sslmode_require_uses_tls_and_verifies_the_server_certificate() {
     let (code, err) = cli_with_ca(&tls, Some(&ca), &["incidents", "list"]).await;
     assert_eq!(code, 0, "{err}");
 }
+
+/// Activity rows recorded while PostgreSQL is down are accepted, kept and written once it is
+/// back: an outage neither fails `record_activity` nor loses its rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activity_recorded_during_an_outage_lands_after_it() {
+    if backends::pg_admin_url().is_none() {
+        return;
+    }
+    let pg = OwnServer::start();
+    let s = ai_incident_mcp::app::open_store(&pg.url).unwrap();
+    let t0 = chrono::Utc::now();
+    let row = || ai_incident_mcp::store::Activity {
+        at: t0,
+        user_id: Some("outage".into()),
+        session_id: None,
+        source: "user".into(),
+        verdict: "allow".into(),
+        categories: vec![],
+        risk: 0.1,
+        incident_id: None,
+    };
+    let dir = pg.dir.clone();
+    let down = tokio::task::spawn_blocking(move || restart_server(&dir, 2));
+    // While the server stops, stays down and starts again, rows keep being accepted.
+    let mut n = 0u64;
+    while !down.is_finished() {
+        s.record_activity(row()).await.unwrap();
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    down.await.unwrap();
+    assert!(n > 50, "only {n} rows were recorded during the outage");
+    let since = t0 - chrono::Duration::hours(1);
+    wait_until(30, "every queued row to land after the restart", || {
+        let s = s.clone();
+        async move {
+            s.activity_count(Some("outage".into()), None, false, since)
+                .await
+                .is_ok_and(|c| c == n)
+        }
+    })
+    .await;
+}

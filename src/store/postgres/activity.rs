@@ -118,6 +118,9 @@ fn run(rx: &mpsc::Receiver<Msg>, cfg: &Config, tls: &Tls) {
     };
     let mut conn: Option<(tokio_postgres::Client, tokio_postgres::Statement)> = None;
     let mut rows: Vec<Activity> = Vec::new();
+    // After a failed attempt: no new attempt before this (unless a flush waits for one), so an
+    // unreachable server is not asked again for every incoming row.
+    let mut retry_at: Option<Instant> = None;
     let mut open = true;
     while open {
         let mut flushes = Vec::new();
@@ -125,11 +128,10 @@ fn run(rx: &mpsc::Receiver<Msg>, cfg: &Config, tls: &Tls) {
             Msg::Row(a) => rows.push(a),
             Msg::Flush(f) => flushes.push(f),
         };
-        // Rows left by a failed attempt are tried again after RETRY even if nothing comes.
-        let first = if rows.is_empty() {
-            rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
-        } else {
-            rx.recv_timeout(RETRY)
+        // Rows left by a failed attempt are tried again at `retry_at` even if nothing comes.
+        let first = match retry_at.filter(|_| !rows.is_empty()) {
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(t) => rx.recv_timeout(t.saturating_duration_since(Instant::now())),
         };
         match first {
             Ok(m) => take(m, &mut rows, &mut flushes),
@@ -144,15 +146,23 @@ fn run(rx: &mpsc::Receiver<Msg>, cfg: &Config, tls: &Tls) {
                 Err(RecvTimeoutError::Disconnected) => open = false,
             }
         }
+        let due = !open || !flushes.is_empty() || retry_at.is_none_or(|t| Instant::now() >= t);
+        if !due {
+            continue;
+        }
         let r = if rows.is_empty() {
             Ok(())
         } else {
             rt.block_on(write(&mut conn, cfg, tls, &rows))
         };
         match &r {
-            Ok(()) => rows.clear(),
+            Ok(()) => {
+                rows.clear();
+                retry_at = None;
+            }
             Err(e) => {
                 conn = None;
+                retry_at = Some(Instant::now() + RETRY);
                 if rows.len() > KEEP {
                     let dropped = rows.len() - KEEP;
                     rows.drain(..dropped);
