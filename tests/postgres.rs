@@ -759,16 +759,7 @@ async fn activity_recorded_during_an_outage_lands_after_it() {
     let pg = OwnServer::start();
     let s = ai_incident_mcp::app::open_store(&pg.url).unwrap();
     let t0 = chrono::Utc::now();
-    let row = || ai_incident_mcp::store::Activity {
-        at: t0,
-        user_id: Some("outage".into()),
-        session_id: None,
-        source: "user".into(),
-        verdict: "allow".into(),
-        categories: vec![],
-        risk: 0.1,
-        incident_id: None,
-    };
+    let row = || backends::allow_activity("outage", t0);
     let dir = pg.dir.clone();
     let down = tokio::task::spawn_blocking(move || restart_server(&dir, 2));
     // While the server stops, stays down and starts again, rows keep being accepted.

@@ -421,16 +421,7 @@ mod port {
     async fn queued_activity_lands_is_counted_and_survives_close(db) {
         let s = open_store(db.url()).unwrap();
         let t0 = Utc::now();
-        let row = |user: &str| Activity {
-            at: t0,
-            user_id: Some(user.into()),
-            session_id: None,
-            source: "user".into(),
-            verdict: "allow".into(),
-            categories: vec![],
-            risk: 0.1,
-            incident_id: None,
-        };
+        let row = |user: &str| crate::common::backends::allow_activity(user, t0);
         let count = |user: &'static str| {
             db.count(format!("SELECT COUNT(*) FROM screen_activity WHERE user_id = '{user}'"))
         };

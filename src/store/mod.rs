@@ -224,6 +224,13 @@ pub struct Page {
     pub next_cursor: Option<Cursor>,
 }
 
+/// How long a queued [`Activity`] row waits for company before a commit of its own, on
+/// either backend ([`Store::record_activity`] does not wait for the commit).
+pub(crate) const ACTIVITY_LINGER: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// How many queued [`Activity`] rows make a backend commit them at once.
+pub(crate) const ACTIVITY_BATCH: usize = 512;
+
 /// One screening verdict, as recorded activity (no prompt text).
 #[derive(Debug, Clone)]
 pub struct Activity {

@@ -62,6 +62,23 @@ impl TestDb {
     }
 }
 
+/// An `allow` activity row of `user` at `at` (the store tests' queued writes).
+pub fn allow_activity(
+    user: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) -> ai_incident_mcp::store::Activity {
+    ai_incident_mcp::store::Activity {
+        at,
+        user_id: Some(user.into()),
+        session_id: None,
+        source: "user".into(),
+        verdict: "allow".into(),
+        categories: vec![],
+        risk: 0.1,
+        incident_id: None,
+    }
+}
+
 pub fn sqlite() -> TestDb {
     let dir = super::tempdir();
     let url = super::db_in(dir.path());

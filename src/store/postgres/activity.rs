@@ -17,11 +17,11 @@ use crate::store::records::micros;
 use crate::store::{Activity, StoreError};
 
 /// How long the first queued row waits for company before a commit of its own.
-pub(super) const LINGER: Duration = Duration::from_millis(10);
+const LINGER: Duration = crate::store::ACTIVITY_LINGER;
 /// Most rows in one commit while rows keep coming.
-pub(super) const BATCH: usize = 512;
+const BATCH: usize = crate::store::ACTIVITY_BATCH;
 /// Most rows kept while PostgreSQL cannot be reached; the oldest go first (with a warning).
-pub(super) const KEEP: usize = 100_000;
+const KEEP: usize = 100_000;
 /// How long a batch may take (connecting included) before it counts as failed.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time between attempts while rows wait after a failure.
@@ -49,6 +49,10 @@ fn closed() -> StoreError {
     StoreError::unavailable("the store is closed", None)
 }
 
+fn stopped() -> StoreError {
+    StoreError::unavailable("the activity writer stopped", None)
+}
+
 impl ActivityWriter {
     /// Starts the writer thread (it connects on its first batch).
     ///
@@ -69,8 +73,7 @@ impl ActivityWriter {
     fn send(&self, m: Msg) -> Result<(), StoreError> {
         let tx = self.tx.lock().map_err(backend)?;
         let tx = tx.as_ref().ok_or_else(closed)?;
-        tx.send(m)
-            .map_err(|_| StoreError::unavailable("the activity writer stopped", None))
+        tx.send(m).map_err(|_| stopped())
     }
 
     /// Queues one row; returns at once.
@@ -88,8 +91,7 @@ impl ActivityWriter {
     pub(super) async fn flush(&self) -> Result<(), StoreError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.send(Msg::Flush(tx))?;
-        rx.await
-            .map_err(|_| StoreError::unavailable("the activity writer stopped", None))?
+        rx.await.map_err(|_| stopped())?
     }
 
     /// Stops the writer after one last attempt at the queued rows.

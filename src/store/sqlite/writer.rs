@@ -79,10 +79,10 @@ pub(super) type Lingering = std::sync::Arc<std::sync::Mutex<Vec<Job>>>;
 /// Under load the next waited-for write takes it along much sooner; alone (a quiet server
 /// screening benign texts) this many milliseconds of activity rows share one transaction
 /// instead of one commit and two thread wake-ups per row.
-pub(super) const LINGER: std::time::Duration = std::time::Duration::from_millis(10);
+pub(super) const LINGER: std::time::Duration = crate::store::ACTIVITY_LINGER;
 
 /// Most queued unacknowledged writes before the store asks for a commit ([`Msg::Full`]).
-pub(super) const LINGER_MAX: usize = MAX_BATCH;
+pub(super) const LINGER_MAX: usize = crate::store::ACTIVITY_BATCH;
 
 pub(super) fn writer_loop(conn: Connection, rx: mpsc::Receiver<Msg>, lingering: Lingering) {
     use mpsc::RecvTimeoutError;
