@@ -178,3 +178,34 @@ fn extra_secret_rules_are_added_and_bad_ones_name_the_rule() {
         1
     );
 }
+
+/// Non-English operator requests and attacks (`tests/fixtures/multilingual_cases.jsonl`,
+/// written for this: Spanish, French, German, Italian, Portuguese). The multilingual rules
+/// (`pi.override.multilingual_own_rules`, `de.system_prompt.reveal_multilingual_*`) must catch
+/// every attack and fire on none of the hard negatives (commands, set-up instructions, "your
+/// router"), which share their verbs and nouns. Rules only: the shipped model's verdict on the
+/// hard negatives is a known weakness, measured in docs/detection.md, not held here.
+#[test]
+fn multilingual_rules_catch_the_attacks_and_spare_the_look_alikes() {
+    let mut engine = Engine::builtin().unwrap();
+    engine.set_model_weight(0.0);
+    let data = include_str!("fixtures/multilingual_cases.jsonl");
+    let (mut attacks, mut hard_negatives) = (0, 0);
+    for line in data.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let text = v["text"].as_str().unwrap();
+        let s = engine.screen(text, Source::User);
+        if v["label"] == "attack" {
+            attacks += 1;
+            assert_ne!(s.verdict, Verdict::Allow, "missed: {text}");
+        } else {
+            hard_negatives += 1;
+            assert!(
+                s.matches.is_empty() && s.verdict == Verdict::Allow,
+                "rule fired on a look-alike: {text}: {:?}",
+                s.matches
+            );
+        }
+    }
+    assert_eq!((attacks, hard_negatives), (6, 20));
+}
