@@ -35,7 +35,7 @@ pub mod normalize;
 pub mod rules;
 pub mod secrets;
 
-use normalize::{normalize, tokenize};
+use normalize::{Normalized, Tokens, normalize, tokenize};
 use rules::{Hit, RuleSet};
 
 /// Where the screened text comes from.
@@ -489,7 +489,9 @@ impl Engine {
                 &mut fired,
             );
         }
-        // Embedded encoded segments.
+        // Embedded encoded segments: their decoded text is matched by the rules here and
+        // scored by the model below (the model sees what the payload says, not its alphabet).
+        let mut views: Vec<(Normalized, Tokens)> = Vec::new();
         for seg in decode::find_segments(text) {
             decoded = true;
             let sig = seg.kind.signal();
@@ -502,6 +504,7 @@ impl Engine {
             self.rules.scan(&n2, &t2, &t2.words, false, &mut sh);
             let span = Some((seg.start, seg.end));
             self.collect(&sh, |_| span, &mut matches, &mut fired);
+            views.push((n2, t2));
         }
 
         // Letters spaced apart with single spaces across a whole sentence join into one long
@@ -551,9 +554,18 @@ impl Engine {
         let mut fused: Option<f32> = None;
         if let Some(m) = self.model.as_ref().filter(|_| self.model_weight > 0.0) {
             let mut scratch = Vec::new();
-            let p = m.predict(&norm.text, &toks, &mut scratch);
+            let mut p = m.predict(&norm.text, &toks, &mut scratch);
+            let mut n = toks.wstart.len() as f32;
+            // A decoded payload the model finds more attack-like than the text around it
+            // speaks for the whole text.
+            for (n2, t2) in &views {
+                let q = m.predict(&n2.text, t2, &mut scratch);
+                if q[0] < p[0] {
+                    p = q;
+                    n = n.max(t2.wstart.len() as f32);
+                }
+            }
             // Very short texts carry little n-gram evidence: damp the model there.
-            let n = toks.wstart.len() as f32;
             let lf = ((n + SHORT_DAMP_OFFSET) / SHORT_DAMP_TOKENS).min(1.0);
             let mw = if m.fusion.is_some() {
                 1.0
