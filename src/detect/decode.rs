@@ -191,13 +191,7 @@ pub fn find_segments(text: &str) -> Vec<Segment> {
             if dec.len() >= 6
                 && let Some(s) = printable(&dec)
             {
-                budget = budget.saturating_sub(s.len());
-                out.push(Segment {
-                    start: i,
-                    end: j,
-                    kind: Kind::Hex,
-                    text: s,
-                });
+                push(&mut out, &mut budget, i, j, Kind::Hex, s);
             }
             i = j.max(i + 1);
             continue;
@@ -212,13 +206,7 @@ pub fn find_segments(text: &str) -> Vec<Segment> {
                 end += 1;
             }
             if let Some((s, e)) = joined_base64(bytes, i, j) {
-                budget = budget.saturating_sub(s.len());
-                out.push(Segment {
-                    start: i,
-                    end: e,
-                    kind: Kind::Base64,
-                    text: s,
-                });
+                push(&mut out, &mut budget, i, e, Kind::Base64, s);
                 i = e;
                 continue;
             }
@@ -235,13 +223,7 @@ pub fn find_segments(text: &str) -> Vec<Segment> {
                     }
                 }
                 if let Some(s) = printable(&dec) {
-                    budget = budget.saturating_sub(s.len());
-                    out.push(Segment {
-                        start: i,
-                        end: j,
-                        kind: Kind::Hex,
-                        text: s,
-                    });
+                    push(&mut out, &mut budget, i, j, Kind::Hex, s);
                 }
             } else if (MIN_B32..=3 * MAX_DECODED_BYTES).contains(&len)
                 && run.iter().all(|c| matches!(c, b'A'..=b'Z' | b'2'..=b'7'))
@@ -252,13 +234,7 @@ pub fn find_segments(text: &str) -> Vec<Segment> {
                     pe += 1;
                 }
                 if let Some(s) = base32(run) {
-                    budget = budget.saturating_sub(s.len());
-                    out.push(Segment {
-                        start: i,
-                        end: pe,
-                        kind: Kind::Base32,
-                        text: s,
-                    });
+                    push(&mut out, &mut budget, i, pe, Kind::Base32, s);
                 }
                 i = pe.max(i + 1);
                 continue;
@@ -277,13 +253,7 @@ pub fn find_segments(text: &str) -> Vec<Segment> {
                     if let Ok(d) = dec
                         && let Some(s) = printable(&d)
                     {
-                        budget = budget.saturating_sub(s.len());
-                        out.push(Segment {
-                            start: i,
-                            end,
-                            kind: Kind::Base64,
-                            text: s,
-                        });
+                        push(&mut out, &mut budget, i, end, Kind::Base64, s);
                     }
                 }
             }
@@ -331,13 +301,7 @@ pub fn find_segments(text: &str) -> Vec<Segment> {
             if escapes >= 3
                 && let Some(t) = printable(&dec)
             {
-                budget = budget.saturating_sub(t.len());
-                out.push(Segment {
-                    start: s,
-                    end: j,
-                    kind: Kind::Url,
-                    text: t,
-                });
+                push(&mut out, &mut budget, s, j, Kind::Url, t);
             }
             i = j.max(i + 1);
             continue;
@@ -350,6 +314,31 @@ pub fn find_segments(text: &str) -> Vec<Segment> {
         text.is_char_boundary(s.start) && text.is_char_boundary(s.end) && s.start < s.end
     });
     out
+}
+
+/// Records a decoded segment and charges its length to the decode budget.
+fn push(
+    out: &mut Vec<Segment>,
+    budget: &mut usize,
+    start: usize,
+    end: usize,
+    kind: Kind,
+    text: String,
+) {
+    *budget = budget.saturating_sub(text.len());
+    out.push(Segment {
+        start,
+        end,
+        kind,
+        text,
+    });
+}
+
+/// Value of one ascii85 group of five digits (0..85); `None` when it overflows 32 bits.
+fn a85_group(group: &[u8; 5]) -> Option<u32> {
+    group
+        .iter()
+        .try_fold(0u32, |v, &d| v.checked_mul(85)?.checked_add(u32::from(d)))
 }
 
 /// Base32 text of `run` (no padding; a trailing partial group is decoded as far as it goes).
@@ -406,13 +395,7 @@ fn ascii85_segments(bytes: &[u8], out: &mut Vec<Segment>, budget: &mut usize) {
             continue;
         }
         if let Some(s) = ascii85(tok).as_deref().and_then(printable) {
-            *budget = budget.saturating_sub(s.len());
-            out.push(Segment {
-                start,
-                end: i,
-                kind: Kind::Ascii85,
-                text: s,
-            });
+            push(out, budget, start, i, Kind::Ascii85, s);
         }
     }
 }
@@ -435,9 +418,7 @@ fn ascii85(tok: &[u8]) -> Option<Vec<u8>> {
         }
         k += 1;
         if k == 5 {
-            let v = group
-                .iter()
-                .try_fold(0u32, |v, &d| v.checked_mul(85)?.checked_add(u32::from(d)))?;
+            let v = a85_group(&group)?;
             out.extend_from_slice(&v.to_be_bytes());
             k = 0;
         }
@@ -450,9 +431,7 @@ fn ascii85(tok: &[u8]) -> Option<Vec<u8>> {
         for g in group.iter_mut().skip(k) {
             *g = 84;
         }
-        let v = group
-            .iter()
-            .try_fold(0u32, |v, &d| v.checked_mul(85)?.checked_add(u32::from(d)))?;
+        let v = a85_group(&group)?;
         out.extend_from_slice(v.to_be_bytes().get(..k - 1)?);
     }
     Some(out)
