@@ -114,10 +114,7 @@ fn joined_base64(bytes: &[u8], i: usize, j: usize) -> Option<(String, usize)> {
         while bytes.get(e).is_some_and(|c| is_b64(*c)) {
             e += 1;
         }
-        let mut pe = e;
-        while bytes.get(pe) == Some(&b'=') && pe - e < 2 {
-            pe += 1;
-        }
+        let pe = padding_end(bytes, e, 2);
         let run = bytes.get(s..e)?;
         if run.len() < 4 || !mixed(run) {
             break;
@@ -162,13 +159,10 @@ pub fn find_segments(text: &str) -> Vec<Segment> {
     let mut out: Vec<Segment> = Vec::new();
     let mut budget = MAX_DECODED_BYTES;
     let mut i = 0;
+    let n = bytes.len();
     // Ascii85 needs punctuation the pre-check does not look for: it has its own pass below.
-    let n = if may_have_segments(bytes) {
-        bytes.len()
-    } else {
-        0
-    };
-    while i < n && out.len() < MAX_SEGMENTS && budget > 0 {
+    let precheck = may_have_segments(bytes);
+    while precheck && i < n && out.len() < MAX_SEGMENTS && budget > 0 {
         let b = bytes.get(i).copied().unwrap_or(0);
         if !is_b64(b) && b != b'\\' && b != b'%' {
             i += 1;
@@ -201,10 +195,7 @@ pub fn find_segments(text: &str) -> Vec<Segment> {
             while j < n && bytes.get(j).is_some_and(|c| is_b64(*c)) {
                 j += 1;
             }
-            let mut end = j;
-            while end < n && bytes.get(end) == Some(&b'=') && end - j < 2 {
-                end += 1;
-            }
+            let end = padding_end(bytes, j, 2);
             if let Some((s, e)) = joined_base64(bytes, i, j) {
                 push(&mut out, &mut budget, i, e, Kind::Base64, s);
                 i = e;
@@ -229,10 +220,7 @@ pub fn find_segments(text: &str) -> Vec<Segment> {
                 && run.iter().all(|c| matches!(c, b'A'..=b'Z' | b'2'..=b'7'))
             {
                 // Base32 (RFC 4648): upper-case letters and 2-7, padded with up to six `=`.
-                let mut pe = j;
-                while bytes.get(pe) == Some(&b'=') && pe - j < 6 {
-                    pe += 1;
-                }
+                let pe = padding_end(bytes, j, 6);
                 if let Some(s) = base32(run) {
                     push(&mut out, &mut budget, i, pe, Kind::Base32, s);
                 }
@@ -316,6 +304,15 @@ pub fn find_segments(text: &str) -> Vec<Segment> {
     out
 }
 
+/// End of the `=` padding (at most `max` of them) that follows position `j`.
+fn padding_end(bytes: &[u8], j: usize, max: usize) -> usize {
+    let mut e = j;
+    while e - j < max && bytes.get(e) == Some(&b'=') {
+        e += 1;
+    }
+    e
+}
+
 /// Records a decoded segment and charges its length to the decode budget.
 fn push(
     out: &mut Vec<Segment>,
@@ -364,20 +361,19 @@ fn ascii85_segments(bytes: &[u8], out: &mut Vec<Segment>, budget: &mut usize) {
             continue;
         }
         let start = i;
-        let mut ok = true;
-        let mut punct = 0usize;
-        while let Some(&c) = bytes.get(i) {
-            if c.is_ascii_whitespace() {
-                break;
-            }
-            if !(b'!'..=b'u').contains(&c) && c != b'z' && c != b'~' {
-                ok = false;
-            }
-            if c.is_ascii_punctuation() {
-                punct += 1;
-            }
-            i += 1;
+        i = bytes
+            .get(start..)
+            .and_then(|r| r.iter().position(|c| c.is_ascii_whitespace()))
+            .map_or(n, |p| start + p);
+        // Most tokens are words: shorter than any candidate, so only their end is looked for.
+        if i - start < MIN_A85 {
+            continue;
         }
+        let whole = bytes.get(start..i).unwrap_or(&[]);
+        let ok = whole
+            .iter()
+            .all(|&c| (b'!'..=b'u').contains(&c) || c == b'z' || c == b'~');
+        let punct = whole.iter().filter(|c| c.is_ascii_punctuation()).count();
         let (mut a, mut b) = (start, i);
         if bytes.get(a..a + 2) == Some(b"<~") {
             a += 2;

@@ -557,7 +557,8 @@ impl Engine {
             let mut p = m.predict(&norm.text, &toks, &mut scratch);
             let mut n = toks.wstart.len() as f32;
             // A decoded payload the model finds more attack-like than the text around it
-            // speaks for the whole text.
+            // speaks for the whole text; its token count then counts as the text's length (for
+            // the short-text damping and the length input of the fusion).
             for (n2, t2) in &views {
                 let q = m.predict(&n2.text, t2, &mut scratch);
                 if q[0] < p[0] {
