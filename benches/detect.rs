@@ -64,6 +64,21 @@ fn bench(c: &mut Criterion) {
             ac.find_overlapping_iter(&l).count()
         })
     });
+    // The token-salad score alone (part of engine_1kb): on the corpus text, and on the same
+    // text as one line (its worst case: the whole text is copied and masked).
+    let one_line = small.replace('\n', " ");
+    g.bench_function("salad_1kb", |b| {
+        b.iter(|| ai_incident_mcp::detect::salad::score(black_box(&small)))
+    });
+    g.bench_function("salad_1kb_one_line", |b| {
+        b.iter(|| ai_incident_mcp::detect::salad::score(black_box(&one_line)))
+    });
+    // Hostile input: 64 KB of one-line brackets, links and code-span openers (every masking
+    // look-ahead is bounded, so this stays linear).
+    let openers = "[a](b ${c `d { ".repeat(64 * 1024 / 16);
+    g.bench_function("salad_64kb_openers", |b| {
+        b.iter(|| ai_incident_mcp::detect::salad::score(black_box(&openers)))
+    });
     if let Some(alt) = &alt {
         g.bench_function("engine_1kb_model_file", |b| {
             b.iter(|| alt.screen(black_box(&small), Source::User))

@@ -6,11 +6,11 @@
 //! Owns: normalisation ([`normalize`]), decoding of embedded encodings ([`decode`]), the
 //! rule library as data ([`rules`], `data/rules/default.toml`), the small learned model
 //! ([`model`], `data/model/weights.bin`), the naturalness score for adversarial suffixes
-//! ([`natural`]) and the stacked fusion that turns them into a [`Screening`] with a verdict,
+//! ([`natural`]) and the token-salad score beside it ([`salad`]), and the stacked fusion that turns them into a [`Screening`] with a verdict,
 //! per-category scores and evidence spans into the original text.
 //! Credential rules live in [`secrets`] (`data/rules/secrets.toml`).
 //!
-//! May import: no other crate module (a leaf); only std, serde, aho-corasick, regex,
+//! May import: no other crate module (a leaf); only std, serde, aho-corasick, memchr, regex,
 //! unicode-normalization, toml, base64, hmac, sha2, hex and thiserror. No I/O, no panics:
 //! every failure is a [`DetectError`].
 //!
@@ -33,6 +33,8 @@ pub mod natural;
 pub mod normalize;
 #[doc(hidden)]
 pub mod rules;
+#[doc(hidden)]
+pub mod salad;
 pub mod secrets;
 
 use normalize::{Normalized, Tokens, normalize, tokenize};
@@ -626,21 +628,25 @@ impl Engine {
             if let Some((l, v)) = nat
                 && v.suffix >= l.threshold
             {
-                score[1] = score[1].max(self.thresholds.flag);
-                signals.push("unnatural_suffix".into());
-                if let Some((start, end)) = v.span
-                    && matches.len() < MAX_MATCHES
-                {
-                    matches.push(RuleMatch {
-                        rule: SUFFIX_RULE.into(),
-                        category: Category::Jailbreak,
-                        start,
-                        end,
-                        owasp: Some("LLM01:2025".into()),
-                        atlas: Some(format!("AML.T0054@{}", self.rules.atlas_version)),
-                    });
-                }
+                self.suffix_evidence(
+                    "unnatural_suffix",
+                    v.span,
+                    &mut score,
+                    &mut signals,
+                    &mut matches,
+                );
             }
+        }
+        // A last line of sub-word salad after a fluent request (no model needed): the same
+        // evidence, with the tail as the span.
+        if let Some(sl) = salad::score(text).filter(|s| s.score >= salad::SALAD_MIN) {
+            self.suffix_evidence(
+                "token_salad_suffix",
+                Some(sl.span),
+                &mut score,
+                &mut signals,
+                &mut matches,
+            );
         }
         // Credentials: the highest finding confidence is the secret_exposure score.
         let secrets = self.secrets.scan(text);
@@ -697,6 +703,34 @@ impl Engine {
             },
             x,
         )
+    }
+
+    /// Jailbreak evidence of an adversarial suffix: the category at the flag threshold, the
+    /// signal, and a `jb.adversarial_suffix` match over `span` (once per span).
+    fn suffix_evidence(
+        &self,
+        signal: &str,
+        span: Option<(usize, usize)>,
+        score: &mut [f32; 6],
+        signals: &mut Vec<String>,
+        matches: &mut Vec<RuleMatch>,
+    ) {
+        score[1] = score[1].max(self.thresholds.flag);
+        signals.push(signal.into());
+        let Some((start, end)) = span else { return };
+        let seen = matches
+            .iter()
+            .any(|m| m.rule == SUFFIX_RULE && m.start == start && m.end == end);
+        if !seen && matches.len() < MAX_MATCHES {
+            matches.push(RuleMatch {
+                rule: SUFFIX_RULE.into(),
+                category: Category::Jailbreak,
+                start,
+                end,
+                owasp: Some("LLM01:2025".into()),
+                atlas: Some(format!("AML.T0054@{}", self.rules.atlas_version)),
+            });
+        }
     }
 
     fn collect(
