@@ -17,6 +17,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
+from selenium.common.exceptions import WebDriverException
 
 
 def browser(width: int) -> webdriver.Chrome:
@@ -64,7 +65,11 @@ def shot(d: webdriver.Chrome, out: Path, name: str, width: int) -> None:
 def run(base: str, out: Path, width: int) -> None:
     d = browser(width)
     emulate(d, width, 900)
-    wait = WebDriverWait(d, 10)
+    # A form post navigates: an element looked up while the old document is being replaced
+    # fails with "Node ... does not belong to the document" (a WebDriverException, not a stale
+    # reference). A wait retries through that; it still fails with a timeout if the page never
+    # gets there.
+    wait = WebDriverWait(d, 10, ignored_exceptions=(WebDriverException,))
     try:
         tag = f"{width}px"
         d.get(base + "/")
