@@ -95,9 +95,17 @@ on_both_backends! {
                     .any(|r| r["id"] == 2 && r["result"]["tools"].is_array());
                 if code != 0 || !listed || err.contains("panicked") {
                     failures.push(format!(
-                        "exit {code}, tools/list answered: {listed}, garbage line: {}, stderr: {}",
+                        "exit {code}, tools/list answered: {listed}, garbage line: {}, stderr (last lines): {}",
                         input.contains("not json"),
-                        err.lines().find(|l| l.contains("panicked")).unwrap_or("")
+                        // The panic line if there is one, else what the server said last (the
+                        // reason for a non-zero exit).
+                        err.lines()
+                            .find(|l| l.contains("panicked"))
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| {
+                                let v: Vec<&str> = err.lines().collect();
+                                v[v.len().saturating_sub(3)..].join(" | ")
+                            })
                     ));
                 }
             }

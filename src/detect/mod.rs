@@ -6,8 +6,9 @@
 //! Owns: normalisation ([`normalize`]), decoding of embedded encodings ([`decode`]), the
 //! rule library as data ([`rules`], `data/rules/default.toml`), the small learned model
 //! ([`model`], `data/model/weights.bin`), the naturalness score for adversarial suffixes
-//! ([`natural`]) and the token-salad score beside it ([`salad`]), and the stacked fusion that turns them into a [`Screening`] with a verdict,
-//! per-category scores and evidence spans into the original text.
+//! ([`natural`]) with the token-salad score beside it ([`salad`]), and the stacked fusion that
+//! turns them into a [`Screening`] with a verdict, per-category scores and evidence spans into
+//! the original text.
 //! Credential rules live in [`secrets`] (`data/rules/secrets.toml`).
 //!
 //! May import: no other crate module (a leaf); only std, serde, aho-corasick, memchr, regex,

@@ -7,10 +7,10 @@
 //! model in [`super::natural`] sees the glued words as fluent (each half is a word); this score
 //! counts the shapes instead. It compares the last [`WINDOW`] tokens of the text's last line
 //! with its first tokens (prose that is odd all through, like code, is not a suffix), adds the
-//! unbalanced brackets of the tail (and of up to [`MARGIN`] bytes of its line before it), and
-//! skips what prompts legitimately contain: template
-//! placeholders (`${name:default}`, `{name}`), Markdown links and inline code spans. A literal
-//! `\n` counts as a line break (serialised code is code, not a suffix).
+//! unbalanced brackets of the tail (and of up to 256 bytes of its line before it), and skips
+//! what prompts legitimately contain: template placeholders (`${name:default}`, `{name}`),
+//! Markdown links and inline code spans. A literal `\n` counts as a line break (serialised
+//! code is code, not a suffix).
 //!
 //! Owns: the score. The threshold is [`SALAD_MIN`].
 //!
@@ -299,10 +299,10 @@ fn nth_token_from_end(b: &[u8], from: usize, n: usize) -> Option<usize> {
 }
 
 /// Scores `text`'s last line as a token-salad suffix (`None` when the text is too short to
-/// have one: a last line under [`WINDOW`] tokens, or under [`MIN_HEAD`] tokens before it).
+/// have one: a last line under [`WINDOW`] tokens, or under 4 tokens before it).
 ///
-/// Reads the text backwards to its last line; only the tail (with up to [`MARGIN`] bytes of
-/// its line before it) and the first [`HEAD_BYTES`] are copied, masked and scored, so a long
+/// Reads the text backwards to its last line; only the tail (with up to 256 bytes of its line
+/// before it) and at most the first 512 bytes are copied, masked and scored, so a long
 /// one-line text costs one backward scan.
 pub fn score(text: &str) -> Option<Salad> {
     let src = text.as_bytes();
