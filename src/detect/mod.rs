@@ -716,7 +716,9 @@ impl Engine {
         signals: &mut Vec<String>,
         matches: &mut Vec<RuleMatch>,
     ) {
-        score[1] = score[1].max(self.thresholds.flag);
+        if let Some(s) = score.get_mut(Category::Jailbreak.idx()) {
+            *s = s.max(self.thresholds.flag);
+        }
         signals.push(signal.into());
         let Some((start, end)) = span else { return };
         let seen = matches

@@ -276,28 +276,6 @@ fn last_tokens(b: &[u8], n: usize) -> Vec<(usize, usize)> {
     out
 }
 
-/// Start of the `n`-th whitespace token from the end of `b`, if `b[from..]` has `n` tokens.
-fn nth_token_from_end(b: &[u8], from: usize, n: usize) -> Option<usize> {
-    let mut i = b.len();
-    let mut seen = 0;
-    while i > from {
-        while i > from && b.get(i - 1).is_some_and(|c| c.is_ascii_whitespace()) {
-            i -= 1;
-        }
-        if i == from {
-            break;
-        }
-        while i > from && b.get(i - 1).is_some_and(|c| !c.is_ascii_whitespace()) {
-            i -= 1;
-        }
-        seen += 1;
-        if seen == n {
-            return Some(i);
-        }
-    }
-    None
-}
-
 /// Scores `text`'s last line as a token-salad suffix (`None` when the text is too short to
 /// have one: a last line under [`WINDOW`] tokens, or under 4 tokens before it).
 ///
@@ -308,7 +286,12 @@ pub fn score(text: &str) -> Option<Salad> {
     let src = text.as_bytes();
     let src = src.get(..src.len().min(MAX_BYTES))?;
     let ls = last_line(src);
-    let raw_tail = nth_token_from_end(src, ls, WINDOW)?;
+    let line = src.get(ls..)?;
+    let raw = last_tokens(line, WINDOW);
+    if raw.len() < WINDOW {
+        return None;
+    }
+    let raw_tail = ls + raw.first()?.0;
     // The tail region, masked: the last WINDOW tokens in it are the tail.
     let r0 = raw_tail.saturating_sub(MARGIN).max(ls);
     let mut r = src.get(r0..)?.to_vec();
